@@ -1,0 +1,9 @@
+//! `prism-conform`: Prism's conformance framework. Scenarios (YAML) are parsed into a model, planned
+//! into a pattern × backend matrix, run through a real proxy by the runner, and reported.
+#![forbid(unsafe_code)]
+
+pub mod events;
+pub mod provision;
+pub mod report;
+pub mod runner;
+pub mod scenario;

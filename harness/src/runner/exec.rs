@@ -1,0 +1,329 @@
+//! Executing a scenario's steps: ops through the client, control steps (sleep, eventually, repeat,
+//! parallel), and the refusal walk of the two-way capability check.
+
+use super::Failure;
+use super::judge::judge;
+use super::output::{OpOutput, describe, execute};
+use crate::scenario::code::StatusCode;
+use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
+use prism_proto::client::KeyValue;
+use prism_runtime::capability::Capability;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+type Vars = HashMap<String, String>;
+type Counts = Arc<Mutex<BTreeMap<StatusCode, u64>>>;
+
+/// Clients for one scenario run.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The scenario's namespace.
+    pub main: KeyValue,
+    /// The run's second namespace on the same backend, when there is one.
+    pub other: Option<KeyValue>,
+}
+
+impl Session {
+    fn client(&self, ns: NamespaceRef) -> Result<KeyValue, Failure> {
+        match ns {
+            NamespaceRef::Main => Ok(self.main.clone()),
+            NamespaceRef::Other => self.other.clone().ok_or_else(|| {
+                Failure::message("this step uses `namespace: other`, but the target has no second namespace (pass --namespace keyvalue-other=NAME)")
+            }),
+        }
+    }
+}
+
+fn locate(step: &Step, op: Option<String>, mut f: Failure) -> Failure {
+    if f.loc.is_none() {
+        f.loc = Some(step.loc);
+        f.step = op.unwrap_or_default();
+    }
+    f
+}
+
+async fn run_op(
+    session: &Session,
+    step: &Step,
+    op: &OpStep,
+    vars: &mut Vars,
+    tally: Option<&Counts>,
+) -> Result<(), Failure> {
+    let label = describe(&op.op, vars);
+    let mut kv = session
+        .client(op.namespace)
+        .map_err(|f| locate(step, Some(label.clone()), f))?;
+    let out = execute(&mut kv, &op.op, vars)
+        .await
+        .map_err(|f| locate(step, Some(label.clone()), f))?;
+    if let (Some(counts), None) = (tally, &op.expect) {
+        let code = match &out {
+            OpOutput::Error { code, .. } => *code,
+            _ => StatusCode(0),
+        };
+        *counts.lock().expect("tally lock").entry(code).or_default() += 1;
+        return Ok(());
+    }
+    judge(&out, op.expect.as_ref(), vars).map_err(|f| locate(step, Some(label), f))
+}
+
+/// Runs steps in order; the first failure stops the run.
+pub fn run_steps<'a>(
+    session: &'a Session,
+    steps: &'a [Step],
+    vars: &'a mut Vars,
+    tally: Option<&'a Counts>,
+) -> Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'a>> {
+    Box::pin(async move {
+        for step in steps {
+            run_step(session, step, vars, tally).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn run_step(
+    session: &Session,
+    step: &Step,
+    vars: &mut Vars,
+    tally: Option<&Counts>,
+) -> Result<(), Failure> {
+    match &step.kind {
+        StepKind::Op(op) => run_op(session, step, op, vars, tally).await,
+        StepKind::Sleep(d) => {
+            tokio::time::sleep(*d).await;
+            Ok(())
+        }
+        StepKind::Eventually {
+            within,
+            every,
+            steps,
+        } => {
+            let deadline = Instant::now() + *within;
+            let mut attempts = 0u32;
+            loop {
+                attempts += 1;
+                let mut attempt_vars = vars.clone();
+                match run_steps(session, steps, &mut attempt_vars, tally).await {
+                    Ok(()) => {
+                        *vars = attempt_vars;
+                        return Ok(());
+                    }
+                    Err(mut f) if Instant::now() + *every > deadline => {
+                        f.message = format!(
+                            "not satisfied within {}ms ({attempts} attempts); last attempt: {}",
+                            within.as_millis(),
+                            f.message
+                        );
+                        return Err(f);
+                    }
+                    Err(_) => tokio::time::sleep(*every).await,
+                }
+            }
+        }
+        StepKind::Repeat { times, steps } => {
+            for i in 0..*times {
+                vars.insert("i".into(), i.to_string());
+                run_steps(session, steps, vars, tally)
+                    .await
+                    .map_err(|mut f| {
+                        f.message = format!("iteration i={i}: {}", f.message);
+                        f
+                    })?;
+            }
+            vars.remove("i");
+            Ok(())
+        }
+        StepKind::Parallel {
+            branches,
+            tally: expected,
+        } => {
+            let counts: Counts = Arc::default();
+            let mut tasks = tokio::task::JoinSet::new();
+            for branch in branches {
+                for worker in 0..branch.workers {
+                    let session = session.clone();
+                    let steps = branch.steps.clone();
+                    let mut vars = vars.clone();
+                    vars.insert("worker".into(), worker.to_string());
+                    let counts = expected.as_ref().map(|_| counts.clone());
+                    tasks.spawn(async move {
+                        run_steps(&session, &steps, &mut vars, counts.as_ref())
+                            .await
+                            .map_err(|mut f| {
+                                f.message = format!("worker {worker}: {}", f.message);
+                                f
+                            })
+                    });
+                }
+            }
+            let mut first: Option<Failure> = None;
+            while let Some(joined) = tasks.join_next().await {
+                let result = joined
+                    .unwrap_or_else(|e| Err(Failure::message(format!("worker panicked: {e}"))));
+                if let (Err(f), None) = (result, &first) {
+                    first = Some(f);
+                }
+            }
+            if let Some(f) = first {
+                return Err(f);
+            }
+            match expected {
+                Some(t) => check_tally(t, &counts.lock().expect("tally lock"))
+                    .map_err(|f| locate(step, Some("parallel".into()), f)),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn show_counts(counts: &BTreeMap<StatusCode, u64>) -> String {
+    counts
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_tally(expected: &Tally, counts: &BTreeMap<StatusCode, u64>) -> Result<(), Failure> {
+    let mut want = expected.errors.clone();
+    if let Some(ok) = expected.ok {
+        want.insert(StatusCode(0), ok);
+    }
+    let mut got = counts.clone();
+    if expected.ok.is_none() {
+        got.remove(&StatusCode(0));
+    }
+    got.retain(|_, n| *n > 0);
+    want.retain(|_, n| *n > 0);
+    if want == got {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: "outcome counts differ".into(),
+            expected: Some(show_counts(&want)),
+            actual: Some(show_counts(&got)),
+            ..Failure::default()
+        })
+    }
+}
+
+/// What the refusal walk found.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The first op needing `capability` was refused with UNIMPLEMENTED naming it.
+    Refused {
+        /// The undeclared capability.
+        capability: Capability,
+        /// The op, rendered.
+        step: String,
+    },
+    /// No op needs an undeclared capability (the scenario's `requires` is wider than its steps).
+    NotExercised,
+}
+
+fn flatten<'a>(
+    steps: &'a [Step],
+    vars: &Vars,
+    out: &mut Vec<(&'a Step, &'a OpStep, Vars, bool)>,
+    tallied: bool,
+) {
+    for step in steps {
+        match &step.kind {
+            StepKind::Op(op) => out.push((step, op, vars.clone(), tallied)),
+            StepKind::Sleep(_) => {}
+            StepKind::Eventually { steps, .. } => flatten(steps, vars, out, tallied),
+            StepKind::Repeat { steps, .. } => {
+                let mut v = vars.clone();
+                v.insert("i".into(), "0".into());
+                flatten(steps, &v, out, tallied);
+            }
+            StepKind::Parallel { branches, tally } => {
+                for b in branches {
+                    let mut v = vars.clone();
+                    v.insert("worker".into(), "0".into());
+                    flatten(&b.steps, &v, out, tallied || tally.is_some());
+                }
+            }
+        }
+    }
+}
+
+/// The two-way check's refusal walk: runs ops in order (once each, workers and iterations collapsed
+/// to 0) up to the first op needing a capability in `missing`, which must fail with UNIMPLEMENTED
+/// naming that capability.
+pub async fn refusal_walk(
+    session: &Session,
+    steps: &[Step],
+    vars: &mut Vars,
+    missing: &[Capability],
+) -> Result<Refusal, Failure> {
+    let mut ops = Vec::new();
+    flatten(steps, vars, &mut ops, false);
+    for (step, op, mut local, tallied) in ops {
+        for (k, v) in vars.iter() {
+            local.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let label = describe(&op.op, &local);
+        let needed: Vec<Capability> = op
+            .op
+            .needs()
+            .into_iter()
+            .filter(|c| missing.contains(c))
+            .collect();
+        let mut kv = session
+            .client(op.namespace)
+            .map_err(|f| locate(step, Some(label.clone()), f))?;
+        let out = execute(&mut kv, &op.op, &local)
+            .await
+            .map_err(|f| locate(step, Some(label.clone()), f))?;
+        if let Some(&capability) = needed.first() {
+            return match &out {
+                OpOutput::Error { code, message } if code.name() == "UNIMPLEMENTED" => {
+                    if needed.iter().any(|c| message.contains(c.name())) {
+                        Ok(Refusal::Refused {
+                            capability,
+                            step: label,
+                        })
+                    } else {
+                        Err(locate(
+                            step,
+                            Some(label),
+                            Failure {
+                                message: format!(
+                                    "refused with UNIMPLEMENTED, but the message does not name {capability}"
+                                ),
+                                expected: Some(format!("UNIMPLEMENTED naming {capability}")),
+                                actual: Some(format!("{code}: {message}")),
+                                ..Failure::default()
+                            },
+                        ))
+                    }
+                }
+                other => Err(locate(
+                    step,
+                    Some(label),
+                    Failure {
+                        message: format!(
+                            "the backend does not declare {capability}, yet this call was not refused (a backend must not do more than it declares)"
+                        ),
+                        expected: Some(format!("UNIMPLEMENTED naming {capability}")),
+                        actual: Some(match other {
+                            OpOutput::Error { code, message } => format!("{code}: {message}"),
+                            _ => "OK".into(),
+                        }),
+                        ..Failure::default()
+                    },
+                )),
+            };
+        }
+        if tallied && op.expect.is_none() {
+            continue;
+        }
+        judge(&out, op.expect.as_ref(), vars).map_err(|f| locate(step, Some(label), f))?;
+    }
+    Ok(Refusal::NotExercised)
+}

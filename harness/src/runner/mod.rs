@@ -1,0 +1,344 @@
+//! The runner: plans pattern × backend × scenario cases, runs them concurrently through the client,
+//! applies the two-way capability check, and emits events.
+
+pub mod exec;
+pub mod judge;
+pub mod output;
+
+use crate::events::{Event, EventKind, SuiteKey};
+use crate::report::model::{
+    CaseReport, CaseStatus, FailureReport, RunReport, SCHEMA_VERSION, SuiteReport, Totals,
+};
+use crate::scenario::{Location, Scenario};
+use exec::{Refusal, Session, refusal_walk, run_steps};
+use prism_proto::client::PrismClient;
+use prism_runtime::capability::Capability;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Why a step (and so its scenario) failed.
+#[derive(Clone, Debug, Default)]
+pub struct Failure {
+    /// The failing step's location (`None` when not tied to a step).
+    pub loc: Option<Location>,
+    /// The failing step, rendered.
+    pub step: String,
+    /// What went wrong.
+    pub message: String,
+    /// Expected, when there was a comparison.
+    pub expected: Option<String>,
+    /// Actual, when there was a comparison.
+    pub actual: Option<String>,
+}
+
+impl Failure {
+    /// A failure with only a message.
+    pub fn message(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// One backend the run targets: a proxy namespace (plus an optional second one) serving a pattern.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Backend name for reports (`memstore`, `sqlite`, or a label).
+    pub backend: String,
+    /// Backend kind as the proxy reports it.
+    pub backend_kind: String,
+    /// Pattern served.
+    pub pattern: String,
+    /// Connected client.
+    pub client: PrismClient,
+    /// Namespace for scenarios.
+    pub namespace: String,
+    /// Second namespace on the same backend, for isolation scenarios.
+    pub other_namespace: Option<String>,
+    /// Capabilities the namespace declares.
+    pub capabilities: Vec<Capability>,
+}
+
+/// Run settings.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Cases in flight at once.
+    pub jobs: usize,
+    /// Stop starting new cases after the first failure.
+    pub fail_fast: bool,
+    /// Longest one scenario may take.
+    pub scenario_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            jobs: 4,
+            fail_fast: false,
+            scenario_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A `${prefix}` unique to one scenario run: `conform/<slug>/<run>-<n>/`.
+pub fn unique_prefix(scenario: &Scenario) -> String {
+    let stem = scenario
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    let slug: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("conform/{slug}/{:x}-{n}/", nanos % 0xffff_ffff_ffff)
+}
+
+fn to_report(
+    scenario: &Scenario,
+    status: CaseStatus,
+    took: Duration,
+    reason: Option<String>,
+    failure: Option<Failure>,
+) -> CaseReport {
+    let file = scenario.file.display().to_string();
+    CaseReport {
+        scenario: scenario.name.clone(),
+        file: file.clone(),
+        tags: scenario.tags.clone(),
+        status,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        reason,
+        failure: failure.map(|f| {
+            let loc = f.loc.unwrap_or_default();
+            FailureReport {
+                file,
+                line: loc.line,
+                column: loc.column,
+                step: f.step,
+                message: f.message,
+                expected: f.expected,
+                actual: f.actual,
+            }
+        }),
+    }
+}
+
+/// Runs one scenario against one target, applying the two-way capability check.
+pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -> CaseReport {
+    let started = Instant::now();
+    let session = Session {
+        main: target.client.namespace(&target.namespace).keyvalue(),
+        other: target
+            .other_namespace
+            .as_ref()
+            .map(|ns| target.client.namespace(ns).keyvalue()),
+    };
+    let mut vars = HashMap::from([("prefix".to_string(), unique_prefix(scenario))]);
+    let missing: Vec<Capability> = scenario
+        .requires
+        .iter()
+        .copied()
+        .filter(|c| !target.capabilities.contains(c))
+        .collect();
+    let work = async {
+        if missing.is_empty() {
+            run_steps(&session, &scenario.steps, &mut vars, None)
+                .await
+                .map(|()| (CaseStatus::Passed, None))
+        } else {
+            let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
+            match refusal_walk(&session, &scenario.steps, &mut vars, &missing).await? {
+                Refusal::Refused { capability, step } => Ok((
+                    CaseStatus::Skipped,
+                    Some(format!(
+                        "backend does not declare {}; verified `{step}` is refused with UNIMPLEMENTED naming {capability}",
+                        names.join(", ")
+                    )),
+                )),
+                Refusal::NotExercised => Ok((
+                    CaseStatus::Skipped,
+                    Some(format!(
+                        "backend does not declare {}; no step needs it",
+                        names.join(", ")
+                    )),
+                )),
+            }
+        }
+    };
+    let outcome = match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::message(format!(
+            "scenario did not finish within {}s",
+            timeout.as_secs()
+        ))),
+    };
+    match outcome {
+        Ok((status, reason)) => to_report(scenario, status, started.elapsed(), reason, None),
+        Err(f) => to_report(
+            scenario,
+            CaseStatus::Failed,
+            started.elapsed(),
+            None,
+            Some(f),
+        ),
+    }
+}
+
+/// Runs every scenario of each target's pattern on that target; emits events and returns the report.
+pub async fn run(
+    targets: &[Target],
+    scenarios: &[Arc<Scenario>],
+    options: &RunOptions,
+    events: mpsc::UnboundedSender<Event>,
+) -> RunReport {
+    let started = Instant::now();
+    let started_at_unix_ms = u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(0);
+    let emit = |kind: EventKind| {
+        let _ = events.send(Event {
+            elapsed: started.elapsed(),
+            kind,
+        });
+    };
+    let plan: Vec<(usize, Vec<Arc<Scenario>>)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                i,
+                scenarios
+                    .iter()
+                    .filter(|s| s.pattern == t.pattern)
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+    emit(EventKind::RunStarted {
+        suites: plan
+            .iter()
+            .map(|(i, list)| (key(&targets[*i]), list.len()))
+            .collect(),
+    });
+    let semaphore = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (ti, list) in &plan {
+        for (si, scenario) in list.iter().enumerate() {
+            let target = targets[*ti].clone();
+            let scenario = scenario.clone();
+            let semaphore = semaphore.clone();
+            let stop = stop.clone();
+            let events = events.clone();
+            let options = options.clone();
+            let ti = *ti;
+            tasks.spawn(async move {
+                let _permit = semaphore
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                let case = if stop.load(Ordering::SeqCst) {
+                    to_report(
+                        &scenario,
+                        CaseStatus::Skipped,
+                        Duration::ZERO,
+                        Some("not run: --fail-fast stopped the run after a failure".into()),
+                        None,
+                    )
+                } else {
+                    run_case(&target, &scenario, options.scenario_timeout).await
+                };
+                if case.status == CaseStatus::Failed && options.fail_fast {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                let _ = events.send(Event {
+                    elapsed: started.elapsed(),
+                    kind: EventKind::CaseFinished {
+                        suite: key(&target),
+                        case: Box::new(case.clone()),
+                    },
+                });
+                (ti, si, case)
+            });
+        }
+    }
+    let mut results: Vec<Vec<Option<CaseReport>>> =
+        plan.iter().map(|(_, l)| vec![None; l.len()]).collect();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((ti, si, case)) = joined {
+            let slot = plan
+                .iter()
+                .position(|(i, _)| *i == ti)
+                .expect("planned target");
+            results[slot][si] = Some(case);
+        }
+    }
+    let mut totals = Totals::default();
+    let suites = plan
+        .iter()
+        .zip(results)
+        .map(|((ti, _), cases)| {
+            let t = &targets[*ti];
+            let cases: Vec<CaseReport> = cases.into_iter().flatten().collect();
+            let mut st = Totals::default();
+            for c in &cases {
+                st.add(c.status);
+                totals.add(c.status);
+            }
+            SuiteReport {
+                pattern: t.pattern.clone(),
+                backend: t.backend.clone(),
+                backend_kind: t.backend_kind.clone(),
+                capabilities: t
+                    .capabilities
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect(),
+                totals: st,
+                duration_ms: cases.iter().map(|c| c.duration_ms).sum(),
+                cases,
+            }
+        })
+        .collect();
+    let report = RunReport {
+        schema: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at_unix_ms,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        totals,
+        suites,
+    };
+    emit(EventKind::RunFinished(Box::new(report.clone())));
+    report
+}
+
+fn key(t: &Target) -> SuiteKey {
+    SuiteKey {
+        pattern: t.pattern.clone(),
+        backend: t.backend.clone(),
+    }
+}

@@ -1,0 +1,13 @@
+//! Scenarios: the model, the YAML parser with located errors, the printer, and value/template helpers.
+
+pub mod code;
+pub mod load;
+pub mod model;
+pub mod parse;
+pub mod print;
+pub mod template;
+pub mod value;
+mod yaml;
+
+pub use model::{Location, Scenario, Step, StepKind};
+pub use parse::{ParseError, parse_scenario};

@@ -1,0 +1,376 @@
+//! The scenario model: what a YAML file means once parsed. Every step carries its source location.
+
+use crate::scenario::code::StatusCode;
+use prism_runtime::capability::Capability;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A 1-based line and column in a scenario file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Location {
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1.
+    pub column: u64,
+}
+
+/// One scenario file.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Path the scenario was read from.
+    pub file: PathBuf,
+    /// Unique name.
+    pub name: String,
+    /// One-sentence description.
+    pub description: String,
+    /// The pattern it exercises, e.g. `keyvalue`.
+    pub pattern: String,
+    /// Capabilities the steps use.
+    pub requires: Vec<Capability>,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step with its location.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Where the step starts in its file.
+    pub loc: Location,
+    /// What the step does.
+    pub kind: StepKind,
+}
+
+/// Operation and control steps.
+#[derive(Clone, Debug)]
+pub enum StepKind {
+    /// A pattern operation with its expectation.
+    Op(Box<OpStep>),
+    /// Wait.
+    Sleep(Duration),
+    /// Retry `steps` until all pass, within a bound.
+    Eventually {
+        /// Give up after this long.
+        within: Duration,
+        /// Pause between attempts.
+        every: Duration,
+        /// The steps to retry.
+        steps: Vec<Step>,
+    },
+    /// Run `steps` `times` times with `${i}`.
+    Repeat {
+        /// Iterations.
+        times: u64,
+        /// The body.
+        steps: Vec<Step>,
+    },
+    /// Run branches of concurrent workers.
+    Parallel {
+        /// Groups of workers; each worker runs its group's steps with `${worker}`.
+        branches: Vec<Branch>,
+        /// When set, ops without their own expectation are counted instead of judged.
+        tally: Option<Tally>,
+    },
+}
+
+/// A group of identical concurrent workers.
+#[derive(Clone, Debug)]
+pub struct Branch {
+    /// How many workers.
+    pub workers: u64,
+    /// What each runs.
+    pub steps: Vec<Step>,
+}
+
+/// Expected outcome counts of a tallied `parallel` step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Calls that must succeed.
+    pub ok: Option<u64>,
+    /// Calls that must fail, by code.
+    pub errors: BTreeMap<StatusCode, u64>,
+}
+
+/// Which of the run's namespaces an op addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NamespaceRef {
+    /// The scenario's namespace.
+    #[default]
+    Main,
+    /// The run's second namespace on the same backend.
+    Other,
+}
+
+/// An op step.
+#[derive(Clone, Debug)]
+pub struct OpStep {
+    /// The operation.
+    pub op: Op,
+    /// Which namespace it addresses.
+    pub namespace: NamespaceRef,
+    /// What must come back; `None` means "must succeed".
+    pub expect: Option<Expect>,
+}
+
+/// A string with `${…}` variables.
+pub type Template = String;
+
+/// A value to write or compare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueSpec {
+    /// UTF-8 text (after variable substitution).
+    Text(Template),
+    /// Literal bytes (written in YAML as base64).
+    Bytes(Vec<u8>),
+    /// Deterministic pseudo-random bytes.
+    Blob {
+        /// Length in bytes.
+        bytes: u64,
+        /// Seed (a number, or a template such as `${worker}`).
+        seed: Template,
+    },
+}
+
+/// One BatchSet entry.
+#[derive(Clone, Debug)]
+pub struct BatchEntry {
+    /// The key.
+    pub key: Template,
+    /// The value.
+    pub value: ValueSpec,
+    /// Expiry in ms (0 = none).
+    pub ttl_ms: u64,
+}
+
+/// KeyValue operations.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `Set`.
+    Set {
+        /// Key.
+        key: Template,
+        /// Value.
+        value: ValueSpec,
+        /// TTL in ms.
+        ttl_ms: u64,
+        /// Only if absent.
+        if_absent: bool,
+        /// Only at this version (number or template).
+        if_version: Option<Template>,
+    },
+    /// `Get`.
+    Get {
+        /// Key.
+        key: Template,
+    },
+    /// `Delete`.
+    Delete {
+        /// Key.
+        key: Template,
+    },
+    /// `Exists`.
+    Exists {
+        /// Key.
+        key: Template,
+    },
+    /// `Expire`.
+    Expire {
+        /// Key.
+        key: Template,
+        /// New TTL (0 = persist).
+        ttl_ms: u64,
+    },
+    /// One `Scan` page.
+    Scan {
+        /// Prefix.
+        prefix: Template,
+        /// Cursor (template, usually `${c}`).
+        cursor: Option<Template>,
+        /// Page size.
+        limit: u64,
+        /// Leave values out.
+        keys_only: bool,
+    },
+    /// Every `Scan` page until done.
+    ScanAll {
+        /// Prefix.
+        prefix: Template,
+        /// Page size.
+        limit: u64,
+        /// Leave values out.
+        keys_only: bool,
+    },
+    /// `BatchSet`.
+    BatchSet {
+        /// Entries.
+        entries: Vec<BatchEntry>,
+    },
+    /// `BatchGet`.
+    BatchGet {
+        /// Keys.
+        keys: Vec<Template>,
+    },
+    /// `BatchDelete`.
+    BatchDelete {
+        /// Keys.
+        keys: Vec<Template>,
+    },
+}
+
+impl Op {
+    /// The op's name as written in YAML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Set { .. } => "set",
+            Op::Get { .. } => "get",
+            Op::Delete { .. } => "delete",
+            Op::Exists { .. } => "exists",
+            Op::Expire { .. } => "expire",
+            Op::Scan { .. } => "scan",
+            Op::ScanAll { .. } => "scan_all",
+            Op::BatchSet { .. } => "batch_set",
+            Op::BatchGet { .. } => "batch_get",
+            Op::BatchDelete { .. } => "batch_delete",
+        }
+    }
+
+    /// Capabilities a backend needs to serve this op as written.
+    pub fn needs(&self) -> Vec<Capability> {
+        match self {
+            Op::Set {
+                ttl_ms,
+                if_absent,
+                if_version,
+                ..
+            } => {
+                let mut caps = vec![Capability::KvBasic];
+                if *ttl_ms > 0 {
+                    caps.push(Capability::KvTtl);
+                }
+                if *if_absent || if_version.is_some() {
+                    caps.push(Capability::KvCas);
+                }
+                caps
+            }
+            Op::Get { .. } | Op::Delete { .. } | Op::Exists { .. } => vec![Capability::KvBasic],
+            Op::Expire { .. } => vec![Capability::KvTtl],
+            Op::Scan { .. } | Op::ScanAll { .. } => vec![Capability::KvScan],
+            Op::BatchSet { entries } => {
+                let mut caps = vec![Capability::KvBatch];
+                if entries.iter().any(|e| e.ttl_ms > 0) {
+                    caps.push(Capability::KvTtl);
+                }
+                caps
+            }
+            Op::BatchGet { .. } | Op::BatchDelete { .. } => vec![Capability::KvBatch],
+        }
+    }
+}
+
+/// A number relation operand: a literal or a saved variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// A literal.
+    Lit(u64),
+    /// A saved variable's name.
+    Var(String),
+}
+
+/// Comparison relations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rel {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+}
+
+impl Rel {
+    /// Every relation with its YAML name.
+    pub const ALL: [(Rel, &'static str); 6] = [
+        (Rel::Eq, "eq"),
+        (Rel::Ne, "ne"),
+        (Rel::Gt, "gt"),
+        (Rel::Ge, "ge"),
+        (Rel::Lt, "lt"),
+        (Rel::Le, "le"),
+    ];
+
+    /// The YAML name.
+    pub fn name(self) -> &'static str {
+        Rel::ALL
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map_or("eq", |(_, n)| n)
+    }
+
+    /// Whether `a rel b` holds.
+    pub fn holds(self, a: u64, b: u64) -> bool {
+        match self {
+            Rel::Eq => a == b,
+            Rel::Ne => a != b,
+            Rel::Gt => a > b,
+            Rel::Ge => a >= b,
+            Rel::Lt => a < b,
+            Rel::Le => a <= b,
+        }
+    }
+}
+
+/// An expectation on a number, optionally saving it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NumExpect {
+    /// Relations that must all hold.
+    pub rels: Vec<(Rel, Operand)>,
+    /// Save the actual number under this variable name.
+    pub save: Option<String>,
+}
+
+/// What an op must return. Which fields apply depends on the op (checked by the parser).
+#[derive(Clone, Debug, Default)]
+pub struct Expect {
+    /// The call must fail with this code.
+    pub error: Option<StatusCode>,
+    /// The error message must contain this.
+    pub message_contains: Option<String>,
+    /// get: found.
+    pub found: Option<bool>,
+    /// get: exact value.
+    pub value: Option<ValueSpec>,
+    /// get: value is one of these.
+    pub value_in: Vec<ValueSpec>,
+    /// set/get: version.
+    pub version: Option<NumExpect>,
+    /// get: remaining TTL.
+    pub ttl_ms: Option<NumExpect>,
+    /// delete: deleted.
+    pub deleted: Option<bool>,
+    /// batch_delete: how many were deleted.
+    pub deleted_count: Option<NumExpect>,
+    /// exists: exists.
+    pub exists: Option<bool>,
+    /// expire: updated.
+    pub updated: Option<bool>,
+    /// scan/scan_all: exact keys in order.
+    pub keys: Option<Vec<Template>>,
+    /// scan/scan_all: values aligned with keys.
+    pub values: Option<Vec<ValueSpec>>,
+    /// scan/scan_all/batch_set: item count.
+    pub count: Option<NumExpect>,
+    /// scan: whether `next_cursor` is empty.
+    pub done: Option<bool>,
+    /// scan: save `next_cursor` under this name.
+    pub save_cursor: Option<String>,
+    /// batch_get: per-key expectations.
+    pub results: Option<Vec<Expect>>,
+}

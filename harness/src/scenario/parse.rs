@@ -1,0 +1,1008 @@
+//! Scenario YAML → [`Scenario`]. Walks the located YAML tree, collecting every error in the file with
+//! its `line:column` and what was expected, instead of stopping at the first.
+
+use super::code::StatusCode;
+use super::model::*;
+use super::template;
+use super::yaml::{Located, Node, parse_tree};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use prism_runtime::capability::Capability;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One located mistake in a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// The file.
+    pub file: PathBuf,
+    /// Where.
+    pub loc: Location,
+    /// What is wrong, and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.loc.line,
+            self.loc.column,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Op step names.
+pub const OPS: [&str; 10] = [
+    "set",
+    "get",
+    "delete",
+    "exists",
+    "expire",
+    "scan",
+    "scan_all",
+    "batch_set",
+    "batch_get",
+    "batch_delete",
+];
+/// Control step names.
+pub const CONTROLS: [&str; 4] = ["sleep", "eventually", "repeat", "parallel"];
+/// Supported patterns.
+pub const PATTERNS: [&str; 1] = ["keyvalue"];
+
+/// Largest generated blob, a guard against runaway files.
+const MAX_BLOB: u64 = 64 * 1024 * 1024;
+/// Most workers in one parallel branch.
+const MAX_WORKERS: u64 = 1024;
+
+/// Parses one scenario file's text; `file` is used in messages and kept in the model.
+pub fn parse_scenario(text: &str, file: &Path) -> Result<Scenario, Vec<ParseError>> {
+    let mut cx = Ctx::default();
+    let scenario = match parse_tree(text) {
+        Ok(root) => cx.scenario(&root, file),
+        Err((loc, message)) => {
+            cx.err(loc, format!("invalid YAML: {message}"));
+            None
+        }
+    };
+    match scenario {
+        Some(s) if cx.errors.is_empty() => Ok(s),
+        _ => {
+            let mut errors: Vec<ParseError> = cx
+                .errors
+                .into_iter()
+                .map(|(loc, message)| ParseError {
+                    file: file.to_owned(),
+                    loc,
+                    message,
+                })
+                .collect();
+            errors.sort_by_key(|e| e.loc);
+            errors.dedup();
+            Err(errors)
+        }
+    }
+}
+
+type Entries<'n> = Vec<(&'n str, Location, &'n Located)>;
+
+/// A checked mapping: known keys only, no duplicates.
+struct Fields<'n> {
+    loc: Location,
+    entries: Entries<'n>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<&'n Located> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == name)
+            .map(|(_, _, v)| *v)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+#[derive(Default)]
+struct Ctx {
+    errors: Vec<(Location, String)>,
+    used: BTreeMap<Capability, Location>,
+}
+
+/// Variables visible at a point of the walk.
+#[derive(Clone)]
+struct Scope {
+    vars: HashSet<String>,
+}
+
+impl Scope {
+    fn with(&self, name: &str) -> Scope {
+        let mut s = self.clone();
+        s.vars.insert(name.to_string());
+        s
+    }
+}
+
+fn one_of(names: &[&str]) -> String {
+    names.join(", ")
+}
+
+impl Ctx {
+    fn err(&mut self, loc: Location, message: impl Into<String>) {
+        self.errors.push((loc, message.into()));
+    }
+
+    fn fields<'n>(&mut self, n: &'n Located, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+        let Node::Map(entries) = &n.node else {
+            self.err(
+                n.loc,
+                format!(
+                    "{what} must be a mapping, found {} (expected keys: {})",
+                    n.node.kind(),
+                    one_of(allowed)
+                ),
+            );
+            return None;
+        };
+        let mut out: Entries<'n> = Vec::new();
+        for (k, v) in entries {
+            let Node::Str(name) = &k.node else {
+                self.err(
+                    k.loc,
+                    format!("{what}: keys must be strings, found {}", k.node.kind()),
+                );
+                continue;
+            };
+            if !allowed.contains(&name.as_str()) {
+                self.err(
+                    k.loc,
+                    format!(
+                        "unknown key '{name}' in {what} (expected one of: {})",
+                        one_of(allowed)
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|(seen, _, _)| seen == name) {
+                self.err(k.loc, format!("duplicate key '{name}' in {what}"));
+                continue;
+            }
+            out.push((name.as_str(), k.loc, v));
+        }
+        Some(Fields {
+            loc: n.loc,
+            entries: out,
+        })
+    }
+
+    fn required<'n>(&mut self, f: &Fields<'n>, name: &str, what: &str) -> Option<&'n Located> {
+        let v = f.get(name);
+        if v.is_none() {
+            self.err(f.loc, format!("{what} is missing required key '{name}'"));
+        }
+        v
+    }
+
+    fn string(&mut self, n: &Located, what: &str) -> Option<String> {
+        match &n.node {
+            Node::Str(s) => Some(s.clone()),
+            other => {
+                self.err(
+                    n.loc,
+                    format!("{what} must be a string, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A scalar taken as text (numbers and booleans print as written).
+    fn text(&mut self, n: &Located, what: &str) -> Option<String> {
+        match &n.node {
+            Node::Str(s) => Some(s.clone()),
+            Node::Int(i) => Some(i.to_string()),
+            Node::Bool(b) => Some(b.to_string()),
+            Node::Float(x) => Some(x.to_string()),
+            Node::Null => Some(String::new()),
+            other => {
+                self.err(
+                    n.loc,
+                    format!("{what} must be a string, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, n: &Located, what: &str) -> Option<u64> {
+        match &n.node {
+            Node::Int(i) if *i >= 0 && *i <= i128::from(u64::MAX) => Some(*i as u64),
+            other => {
+                self.err(
+                    n.loc,
+                    format!(
+                        "{what} must be a non-negative integer, found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, n: &Located, what: &str) -> Option<bool> {
+        match &n.node {
+            Node::Bool(b) => Some(*b),
+            other => {
+                self.err(
+                    n.loc,
+                    format!("{what} must be true or false, found {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, n: &Located, what: &str) -> Option<Duration> {
+        let parsed = match &n.node {
+            Node::Int(ms) if *ms >= 0 => u64::try_from(*ms).ok().map(Duration::from_millis),
+            Node::Str(s) => parse_duration(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.err(
+                n.loc,
+                format!(
+                    "{what} must be a duration such as 250ms, 2s or 1m, found {}",
+                    describe(&n.node)
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn template(&mut self, n: &Located, what: &str, scope: &Scope) -> Option<String> {
+        let t = self.text(n, what)?;
+        self.check_vars(n.loc, &t, scope);
+        Some(t)
+    }
+
+    fn check_vars(&mut self, loc: Location, t: &str, scope: &Scope) {
+        match template::variables(t) {
+            Ok(names) => {
+                for name in names {
+                    if !scope.vars.contains(&name) {
+                        let mut known: Vec<_> = scope.vars.iter().cloned().collect();
+                        known.sort();
+                        self.err(
+                            loc,
+                            format!(
+                                "undefined variable '${{{name}}}' (defined here: {})",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            Err(e) => self.err(loc, e.to_string()),
+        }
+    }
+
+    fn key(
+        &mut self,
+        n: &Located,
+        what: &str,
+        scope: &Scope,
+        expects_error: bool,
+    ) -> Option<String> {
+        let t = self.template(n, what, scope)?;
+        if !expects_error && !t.starts_with("${prefix}") {
+            self.err(
+                n.loc,
+                format!("{what} {t:?} must start with ${{prefix}} so runs never collide (only a step that expects an error may use another key)"),
+            );
+        }
+        Some(t)
+    }
+
+    fn scenario(&mut self, root: &Located, file: &Path) -> Option<Scenario> {
+        let allowed = [
+            "name",
+            "description",
+            "pattern",
+            "requires",
+            "tags",
+            "steps",
+        ];
+        let f = self.fields(root, "the scenario", &allowed)?;
+        let name = self
+            .required(&f, "name", "the scenario")
+            .and_then(|n| self.string(n, "name"));
+        if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            self.err(
+                f.get("name").map_or(f.loc, |n| n.loc),
+                "name must not be empty",
+            );
+        }
+        let description = self
+            .required(&f, "description", "the scenario")
+            .and_then(|n| self.string(n, "description"));
+        let pattern = self.required(&f, "pattern", "the scenario").and_then(|n| {
+            let p = self.string(n, "pattern")?;
+            if PATTERNS.contains(&p.as_str()) {
+                Some(p)
+            } else {
+                self.err(
+                    n.loc,
+                    format!(
+                        "unknown pattern '{p}' (expected one of: {})",
+                        one_of(&PATTERNS)
+                    ),
+                );
+                None
+            }
+        });
+        let mut requires = Vec::new();
+        let mut requires_at = Vec::new();
+        if let Some(list) = f.get("requires") {
+            for item in self.list(list, "requires") {
+                if let Some(s) = self.string(item, "a capability") {
+                    match Capability::from_name(&s) {
+                        Some(c) if requires.contains(&c) => {
+                            self.err(item.loc, format!("capability '{s}' is listed twice"));
+                        }
+                        Some(c) => {
+                            requires.push(c);
+                            requires_at.push(item.loc);
+                        }
+                        None => {
+                            let names: Vec<_> = Capability::ALL.iter().map(|c| c.name()).collect();
+                            self.err(
+                                item.loc,
+                                format!(
+                                    "unknown capability '{s}' (expected one of: {})",
+                                    names.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        } else {
+            self.err(
+                f.loc,
+                "the scenario is missing required key 'requires' (the capabilities its steps use)",
+            );
+        }
+        let tags = match f.get("tags") {
+            Some(list) => self
+                .list(list, "tags")
+                .into_iter()
+                .filter_map(|t| self.string(t, "a tag"))
+                .collect(),
+            None => Vec::new(),
+        };
+        let scope = Scope {
+            vars: HashSet::from(["prefix".to_string()]),
+        };
+        let steps = match self.required(&f, "steps", "the scenario") {
+            Some(list) => {
+                let mut scope = scope;
+                let steps = self.steps(list, "steps", &mut scope);
+                if steps.is_empty() && matches!(list.node, Node::Seq(_)) {
+                    self.err(list.loc, "steps must not be empty");
+                }
+                steps
+            }
+            None => Vec::new(),
+        };
+        for (cap, loc) in self.used.clone() {
+            if !requires.contains(&cap) {
+                self.err(
+                    loc,
+                    format!("this step uses {cap}, which is not in `requires` (add it)"),
+                );
+            }
+        }
+        for (cap, loc) in requires.iter().zip(&requires_at) {
+            if !self.used.contains_key(cap) {
+                self.err(
+                    *loc,
+                    format!("`requires` lists {cap}, but no step uses it (remove it)"),
+                );
+            }
+        }
+        Some(Scenario {
+            file: file.to_owned(),
+            name: name?,
+            description: description?,
+            pattern: pattern?,
+            requires,
+            tags,
+            steps,
+        })
+    }
+
+    fn list<'n>(&mut self, n: &'n Located, what: &str) -> Vec<&'n Located> {
+        match &n.node {
+            Node::Seq(items) => items.iter().collect(),
+            other => {
+                self.err(
+                    n.loc,
+                    format!("{what} must be a list, found {}", other.kind()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn steps(&mut self, n: &Located, what: &str, scope: &mut Scope) -> Vec<Step> {
+        let items = self.list(n, what);
+        items
+            .into_iter()
+            .filter_map(|item| self.step(item, scope))
+            .collect()
+    }
+
+    fn step(&mut self, n: &Located, scope: &mut Scope) -> Option<Step> {
+        let Node::Map(entries) = &n.node else {
+            self.err(
+                n.loc,
+                format!(
+                    "a step must be a mapping such as `- get: {{ key: ... }}`, found {}",
+                    n.node.kind()
+                ),
+            );
+            return None;
+        };
+        let heads: Vec<&(Located, Located)> = entries
+            .iter()
+            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if OPS.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
+            .collect();
+        let all: Vec<&str> = OPS.iter().chain(CONTROLS.iter()).copied().collect();
+        let head = match heads.as_slice() {
+            [one] => *one,
+            [] => {
+                let (k, _) = entries.first()?;
+                let name = match &k.node {
+                    Node::Str(s) => s.clone(),
+                    other => other.kind().to_string(),
+                };
+                self.err(
+                    k.loc,
+                    format!("unknown step '{name}' (expected one of: {})", one_of(&all)),
+                );
+                return None;
+            }
+            [_, second, ..] => {
+                self.err(
+                    second.0.loc,
+                    "a step has exactly one operation or control key; split this into two steps",
+                );
+                return None;
+            }
+        };
+        let Node::Str(name) = &head.0.node else {
+            return None;
+        };
+        let name = name.as_str();
+        let loc = head.0.loc;
+        let kind = if OPS.contains(&name) {
+            let f = self.fields(
+                n,
+                &format!("the {name} step"),
+                &[name, "expect", "namespace"],
+            )?;
+            let op_step = self.op_step(name, head.1.clone(), &f, scope)?;
+            for cap in op_step.op.needs() {
+                self.used.entry(cap).or_insert(loc);
+            }
+            StepKind::Op(Box::new(op_step))
+        } else {
+            match name {
+                "sleep" => {
+                    self.fields(n, "the sleep step", &["sleep"])?;
+                    StepKind::Sleep(self.duration(&head.1, "sleep")?)
+                }
+                "eventually" => {
+                    let f = self.fields(n, "the eventually step", &["eventually", "steps"])?;
+                    let args = self.fields(&head.1, "eventually", &["within", "every"])?;
+                    let within = self
+                        .required(&args, "within", "eventually")
+                        .and_then(|d| self.duration(d, "within"));
+                    let every = match args.get("every") {
+                        Some(d) => self.duration(d, "every"),
+                        None => Some(Duration::from_millis(50)),
+                    };
+                    let body = self.required(&f, "steps", "eventually")?;
+                    let steps = self.steps(body, "eventually.steps", scope);
+                    StepKind::Eventually {
+                        within: within?,
+                        every: every?,
+                        steps,
+                    }
+                }
+                "repeat" => {
+                    let f = self.fields(n, "the repeat step", &["repeat", "steps"])?;
+                    let args = self.fields(&head.1, "repeat", &["times"])?;
+                    let times = self
+                        .required(&args, "times", "repeat")
+                        .and_then(|t| self.uint(t, "times"));
+                    let body = self.required(&f, "steps", "repeat")?;
+                    let mut inner = scope.with("i");
+                    let steps = self.steps(body, "repeat.steps", &mut inner);
+                    scope
+                        .vars
+                        .extend(inner.vars.into_iter().filter(|v| v != "i"));
+                    StepKind::Repeat {
+                        times: times?,
+                        steps,
+                    }
+                }
+                _ => self.parallel(n, &head.1, scope)?,
+            }
+        };
+        Some(Step { loc, kind })
+    }
+
+    fn parallel(&mut self, n: &Located, args_node: &Located, scope: &Scope) -> Option<StepKind> {
+        let f = self.fields(n, "the parallel step", &["parallel", "steps", "expect"])?;
+        let args = self.fields(args_node, "parallel", &["workers", "branches"])?;
+        let tally = f.get("expect").and_then(|e| self.tally(e));
+        let inner = scope.with("worker");
+        let mut branches = Vec::new();
+        match (args.get("branches"), f.get("steps")) {
+            (Some(list), None) => {
+                if args.has("workers") {
+                    self.err(args.loc, "parallel takes either `workers` with `steps`, or `branches` (each with its own workers)");
+                }
+                for b in self.list(list, "branches") {
+                    let bf = self.fields(b, "a branch", &["workers", "steps"])?;
+                    let workers = self.workers(&bf);
+                    let body = self.required(&bf, "steps", "a branch")?;
+                    let steps = self.steps(body, "branch steps", &mut inner.clone());
+                    branches.push(Branch {
+                        workers: workers?,
+                        steps,
+                    });
+                }
+            }
+            (None, Some(body)) => {
+                let workers = self.workers(&args);
+                let steps = self.steps(body, "parallel.steps", &mut inner.clone());
+                branches.push(Branch {
+                    workers: workers?,
+                    steps,
+                });
+            }
+            (Some(_), Some(_)) => {
+                self.err(f.loc, "parallel has both `branches` and `steps`; use one");
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    f.loc,
+                    "parallel needs `steps` (with `workers`) or `branches`",
+                );
+                return None;
+            }
+        }
+        Some(StepKind::Parallel { branches, tally })
+    }
+
+    fn workers(&mut self, f: &Fields<'_>) -> Option<u64> {
+        let n = self.required(f, "workers", "parallel")?;
+        let w = self.uint(n, "workers")?;
+        if w == 0 || w > MAX_WORKERS {
+            self.err(
+                n.loc,
+                format!("workers must be between 1 and {MAX_WORKERS}"),
+            );
+            return None;
+        }
+        Some(w)
+    }
+
+    fn tally(&mut self, n: &Located) -> Option<Tally> {
+        let f = self.fields(n, "parallel.expect", &["ok", "errors"])?;
+        let mut tally = Tally {
+            ok: f.get("ok").and_then(|v| self.uint(v, "ok")),
+            ..Tally::default()
+        };
+        if let Some(errors) = f.get("errors") {
+            let codes: Vec<&str> = StatusCode::names().collect();
+            let ef = self.fields(errors, "parallel.expect.errors", &codes)?;
+            for (name, _, v) in &ef.entries {
+                if let (Some(code), Some(count)) = (StatusCode::from_name(name), self.uint(v, name))
+                {
+                    tally.errors.insert(code, count);
+                }
+            }
+        }
+        Some(tally)
+    }
+
+    fn op_step(
+        &mut self,
+        name: &str,
+        args: Located,
+        f: &Fields<'_>,
+        scope: &mut Scope,
+    ) -> Option<OpStep> {
+        let namespace = match f.get("namespace") {
+            None => NamespaceRef::Main,
+            Some(n) => match self.string(n, "namespace")?.as_str() {
+                "main" => NamespaceRef::Main,
+                "other" => NamespaceRef::Other,
+                other => {
+                    self.err(
+                        n.loc,
+                        format!("unknown namespace '{other}' (expected one of: main, other)"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let expects_error = f
+            .get("expect")
+            .is_some_and(|e| matches!(&e.node, Node::Map(m) if m.iter().any(|(k, _)| matches!(&k.node, Node::Str(s) if s == "error"))));
+        let op = self.op(name, &args, scope, expects_error);
+        let expect = match f.get("expect") {
+            Some(e) => Some(self.expect(name, e, scope)?),
+            None => None,
+        };
+        Some(OpStep {
+            op: op?,
+            namespace,
+            expect,
+        })
+    }
+
+    fn op(&mut self, name: &str, n: &Located, scope: &Scope, expects_error: bool) -> Option<Op> {
+        let what = name;
+        Some(match name {
+            "set" => {
+                let f = self.fields(
+                    n,
+                    what,
+                    &["key", "value", "ttl_ms", "if_absent", "if_version"],
+                )?;
+                let key = self
+                    .required(&f, "key", what)
+                    .and_then(|k| self.key(k, "key", scope, expects_error));
+                let value = self
+                    .required(&f, "value", what)
+                    .and_then(|v| self.value(v, scope));
+                let ttl_ms = f.get("ttl_ms").map_or(Some(0), |v| self.uint(v, "ttl_ms"));
+                let if_absent = f
+                    .get("if_absent")
+                    .map_or(Some(false), |v| self.boolean(v, "if_absent"));
+                let if_version = match f.get("if_version") {
+                    Some(v) => Some(self.template(v, "if_version", scope)?),
+                    None => None,
+                };
+                Op::Set {
+                    key: key?,
+                    value: value?,
+                    ttl_ms: ttl_ms?,
+                    if_absent: if_absent?,
+                    if_version,
+                }
+            }
+            "get" | "delete" | "exists" => {
+                let f = self.fields(n, what, &["key"])?;
+                let key = self
+                    .required(&f, "key", what)
+                    .and_then(|k| self.key(k, "key", scope, expects_error))?;
+                match name {
+                    "get" => Op::Get { key },
+                    "delete" => Op::Delete { key },
+                    _ => Op::Exists { key },
+                }
+            }
+            "expire" => {
+                let f = self.fields(n, what, &["key", "ttl_ms"])?;
+                let key = self
+                    .required(&f, "key", what)
+                    .and_then(|k| self.key(k, "key", scope, expects_error));
+                let ttl_ms = self
+                    .required(&f, "ttl_ms", what)
+                    .and_then(|v| self.uint(v, "ttl_ms"));
+                Op::Expire {
+                    key: key?,
+                    ttl_ms: ttl_ms?,
+                }
+            }
+            "scan" => {
+                let f = self.fields(n, what, &["prefix", "cursor", "limit", "keys_only"])?;
+                let prefix = self
+                    .required(&f, "prefix", what)
+                    .and_then(|k| self.key(k, "prefix", scope, expects_error));
+                let cursor = match f.get("cursor") {
+                    Some(c) => Some(self.template(c, "cursor", scope)?),
+                    None => None,
+                };
+                let limit = f.get("limit").map_or(Some(0), |v| self.uint(v, "limit"));
+                let keys_only = f
+                    .get("keys_only")
+                    .map_or(Some(false), |v| self.boolean(v, "keys_only"));
+                Op::Scan {
+                    prefix: prefix?,
+                    cursor,
+                    limit: limit?,
+                    keys_only: keys_only?,
+                }
+            }
+            "scan_all" => {
+                let f = self.fields(n, what, &["prefix", "limit", "keys_only"])?;
+                let prefix = self
+                    .required(&f, "prefix", what)
+                    .and_then(|k| self.key(k, "prefix", scope, expects_error));
+                let limit = f.get("limit").map_or(Some(0), |v| self.uint(v, "limit"));
+                let keys_only = f
+                    .get("keys_only")
+                    .map_or(Some(false), |v| self.boolean(v, "keys_only"));
+                Op::ScanAll {
+                    prefix: prefix?,
+                    limit: limit?,
+                    keys_only: keys_only?,
+                }
+            }
+            "batch_set" => {
+                let f = self.fields(n, what, &["entries"])?;
+                let list = self.required(&f, "entries", what)?;
+                let mut entries = Vec::new();
+                for e in self.list(list, "entries") {
+                    let ef = self.fields(e, "a batch entry", &["key", "value", "ttl_ms"])?;
+                    let key = self
+                        .required(&ef, "key", "a batch entry")
+                        .and_then(|k| self.key(k, "key", scope, expects_error));
+                    let value = self
+                        .required(&ef, "value", "a batch entry")
+                        .and_then(|v| self.value(v, scope));
+                    let ttl_ms = ef.get("ttl_ms").map_or(Some(0), |v| self.uint(v, "ttl_ms"));
+                    if let (Some(key), Some(value), Some(ttl_ms)) = (key, value, ttl_ms) {
+                        entries.push(BatchEntry { key, value, ttl_ms });
+                    }
+                }
+                Op::BatchSet { entries }
+            }
+            _ => {
+                let f = self.fields(n, what, &["keys"])?;
+                let list = self.required(&f, "keys", what)?;
+                let keys = self
+                    .list(list, "keys")
+                    .into_iter()
+                    .filter_map(|k| self.key(k, "key", scope, expects_error))
+                    .collect();
+                if name == "batch_get" {
+                    Op::BatchGet { keys }
+                } else {
+                    Op::BatchDelete { keys }
+                }
+            }
+        })
+    }
+
+    fn value(&mut self, n: &Located, scope: &Scope) -> Option<ValueSpec> {
+        match &n.node {
+            Node::Map(_) => {
+                let f = self.fields(n, "a value", &["base64", "bytes", "seed"])?;
+                match (f.get("base64"), f.get("bytes")) {
+                    (Some(b), None) => {
+                        if f.has("seed") {
+                            self.err(f.loc, "`seed` goes with `bytes`, not `base64`");
+                        }
+                        let s = self.string(b, "base64")?;
+                        match STANDARD.decode(s.trim()) {
+                            Ok(bytes) => Some(ValueSpec::Bytes(bytes)),
+                            Err(e) => {
+                                self.err(b.loc, format!("invalid base64: {e}"));
+                                None
+                            }
+                        }
+                    }
+                    (None, Some(len)) => {
+                        let bytes = self.uint(len, "bytes")?;
+                        if bytes > MAX_BLOB {
+                            self.err(len.loc, format!("bytes must be at most {MAX_BLOB}"));
+                        }
+                        let seed = match f.get("seed") {
+                            Some(s) => self.template(s, "seed", scope)?,
+                            None => "0".into(),
+                        };
+                        Some(ValueSpec::Blob { bytes, seed })
+                    }
+                    _ => {
+                        self.err(f.loc, "a value mapping needs exactly one of `base64` or `bytes` (with optional `seed`)");
+                        None
+                    }
+                }
+            }
+            _ => self.template(n, "value", scope).map(ValueSpec::Text),
+        }
+    }
+
+    fn num(&mut self, n: &Located, what: &str, scope: &mut Scope) -> Option<NumExpect> {
+        if let Node::Int(_) = n.node {
+            return Some(NumExpect {
+                rels: vec![(Rel::Eq, Operand::Lit(self.uint(n, what)?))],
+                save: None,
+            });
+        }
+        let names: Vec<&str> = Rel::ALL.iter().map(|(_, n)| *n).chain(["save"]).collect();
+        let f = self.fields(n, what, &names)?;
+        let mut out = NumExpect::default();
+        for (name, _, v) in &f.entries {
+            if *name == "save" {
+                let var = self.string(v, "save")?;
+                scope.vars.insert(var.clone());
+                out.save = Some(var);
+                continue;
+            }
+            let rel = Rel::ALL.iter().find(|(_, n)| n == name).map(|(r, _)| *r)?;
+            let operand = match &v.node {
+                Node::Str(var) => {
+                    if !scope.vars.contains(var) {
+                        self.err(
+                            v.loc,
+                            format!(
+                                "undefined variable '{var}' (save it first with `save: {var}`)"
+                            ),
+                        );
+                    }
+                    Operand::Var(var.clone())
+                }
+                _ => Operand::Lit(self.uint(v, name)?),
+            };
+            out.rels.push((rel, operand));
+        }
+        Some(out)
+    }
+
+    fn expect(&mut self, op: &str, n: &Located, scope: &mut Scope) -> Option<Expect> {
+        let specific: &[&str] = match op {
+            "set" => &["version"],
+            "get" => &["found", "value", "value_in", "version", "ttl_ms"],
+            "delete" => &["deleted"],
+            "exists" => &["exists"],
+            "expire" => &["updated"],
+            "scan" => &["keys", "values", "count", "done", "save_cursor"],
+            "scan_all" => &["keys", "values", "count"],
+            "batch_set" => &["count"],
+            "batch_get" => &["results"],
+            _ => &["deleted"],
+        };
+        let allowed: Vec<&str> = ["error", "message_contains"]
+            .iter()
+            .chain(specific)
+            .copied()
+            .collect();
+        let f = self.fields(n, &format!("expect (for {op})"), &allowed)?;
+        let mut e = Expect::default();
+        if let Some(code) = f.get("error") {
+            let name = self.string(code, "error")?;
+            match StatusCode::from_name(&name) {
+                Some(c) if c.name() == "OK" => self.err(
+                    code.loc,
+                    "error: OK is not an error; leave `error` out to expect success",
+                ),
+                Some(c) => e.error = Some(c),
+                None => {
+                    let names: Vec<&str> = StatusCode::names().filter(|n| *n != "OK").collect();
+                    self.err(
+                        code.loc,
+                        format!(
+                            "unknown status code '{name}' (expected one of: {})",
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some((k, loc, _)) = f
+                .entries
+                .iter()
+                .find(|(k, _, _)| !["error", "message_contains"].contains(k))
+            {
+                self.err(
+                    *loc,
+                    format!("`{k}` cannot be checked on a call expected to fail with `error`"),
+                );
+            }
+        }
+        if let Some(m) = f.get("message_contains") {
+            if !f.has("error") {
+                self.err(
+                    m.loc,
+                    "message_contains needs `error` (it checks the error message)",
+                );
+            }
+            e.message_contains = self.string(m, "message_contains");
+        }
+        for (name, _, v) in &f.entries {
+            match *name {
+                "found" => e.found = self.boolean(v, name),
+                "value" => e.value = self.value(v, scope),
+                "value_in" => {
+                    e.value_in = self
+                        .list(v, name)
+                        .into_iter()
+                        .filter_map(|x| self.value(x, scope))
+                        .collect()
+                }
+                "version" => e.version = self.num(v, name, scope),
+                "ttl_ms" => e.ttl_ms = self.num(v, name, scope),
+                "deleted" if op == "delete" => e.deleted = self.boolean(v, name),
+                "deleted" => e.deleted_count = self.num(v, name, scope),
+                "exists" => e.exists = self.boolean(v, name),
+                "updated" => e.updated = self.boolean(v, name),
+                "keys" => {
+                    e.keys = Some(
+                        self.list(v, name)
+                            .into_iter()
+                            .filter_map(|k| self.template(k, "key", scope))
+                            .collect(),
+                    )
+                }
+                "values" => {
+                    e.values = Some(
+                        self.list(v, name)
+                            .into_iter()
+                            .filter_map(|x| self.value(x, scope))
+                            .collect(),
+                    )
+                }
+                "count" => e.count = self.num(v, name, scope),
+                "done" => e.done = self.boolean(v, name),
+                "save_cursor" => {
+                    if let Some(var) = self.string(v, name) {
+                        scope.vars.insert(var.clone());
+                        e.save_cursor = Some(var);
+                    }
+                }
+                "results" => {
+                    let mut results = Vec::new();
+                    for r in self.list(v, name) {
+                        results.push(self.expect("get", r, scope)?);
+                    }
+                    e.results = Some(results);
+                }
+                _ => {}
+            }
+        }
+        Some(e)
+    }
+}
+
+fn describe(n: &Node) -> String {
+    match n {
+        Node::Str(s) => format!("{s:?}"),
+        Node::Int(i) => i.to_string(),
+        Node::Float(x) => x.to_string(),
+        Node::Bool(b) => b.to_string(),
+        other => other.kind().to_string(),
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m` (or a bare number of milliseconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "ms"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}

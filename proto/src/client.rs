@@ -1,0 +1,142 @@
+//! The Rust client: connect once, then talk to a namespace through its pattern API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use prism_proto::client::PrismClient;
+//! use prism_proto::keyvalue::v1::{GetRequest, SetRequest};
+//! let prism = PrismClient::connect("http://127.0.0.1:8980").await?;
+//! let mut kv = prism.namespace("cache").keyvalue();
+//! kv.set(SetRequest { key: "greeting".into(), value: "hi".into(), ..Default::default() }).await?;
+//! let got = kv.get(GetRequest { key: "greeting".into() }).await?.into_inner();
+//! assert!(got.found);
+//! # Ok(()) }
+//! ```
+
+use crate::admin::v1::admin_client::AdminClient;
+use crate::keyvalue::v1::key_value_client::KeyValueClient;
+use crate::{DEFAULT_MAX_MESSAGE_BYTES, NAMESPACE_HEADER};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Errors from building a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint URL could not be parsed or the connection failed.
+    #[error("cannot connect to the Prism proxy: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A namespace or token is not valid as gRPC metadata (ASCII, no control characters).
+    #[error("invalid gRPC metadata: {0}")]
+    InvalidMetadata(String),
+}
+
+/// A connection to a Prism proxy, cheap to clone; one HTTP/2 connection is shared by every handle.
+#[derive(Clone, Debug)]
+pub struct PrismClient {
+    channel: Channel,
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl PrismClient {
+    /// Connects to `url` (e.g. `http://127.0.0.1:8980`).
+    pub async fn connect(url: impl Into<String>) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::from_shared(url.into())?
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        Ok(Self::from_channel(endpoint.connect().await?))
+    }
+
+    /// Wraps an existing channel (for custom TLS, timeouts or load balancing).
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            channel,
+            token: None,
+        }
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::InvalidMetadata("token is not printable ASCII".into()))?;
+        self.token = Some(value);
+        Ok(self)
+    }
+
+    /// A handle on one namespace.
+    ///
+    /// # Panics
+    /// Never for names that are valid gRPC metadata; use [`PrismClient::try_namespace`] for untrusted input.
+    pub fn namespace(&self, name: &str) -> NamespaceClient {
+        self.try_namespace(name)
+            .expect("namespace is printable ASCII")
+    }
+
+    /// A handle on one namespace, refusing names that cannot travel as gRPC metadata.
+    pub fn try_namespace(&self, name: &str) -> Result<NamespaceClient, ClientError> {
+        let namespace = name.parse().map_err(|_| {
+            ClientError::InvalidMetadata(format!("namespace {name:?} is not printable ASCII"))
+        })?;
+        Ok(NamespaceClient {
+            channel: self.channel.clone(),
+            metadata: CallMetadata {
+                namespace: Some(namespace),
+                token: self.token.clone(),
+            },
+        })
+    }
+
+    /// The Admin API (capabilities, namespaces).
+    pub fn admin(&self) -> AdminClient<InterceptedService<Channel, CallMetadata>> {
+        let metadata = CallMetadata {
+            namespace: None,
+            token: self.token.clone(),
+        };
+        AdminClient::with_interceptor(self.channel.clone(), metadata)
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+}
+
+/// A handle on one namespace; hands out pattern clients that carry the namespace on every call.
+#[derive(Clone, Debug)]
+pub struct NamespaceClient {
+    channel: Channel,
+    metadata: CallMetadata,
+}
+
+/// The KeyValue client type a [`NamespaceClient`] hands out.
+pub type KeyValue = KeyValueClient<InterceptedService<Channel, CallMetadata>>;
+
+impl NamespaceClient {
+    /// The KeyValue pattern API for this namespace.
+    pub fn keyvalue(&self) -> KeyValue {
+        KeyValueClient::with_interceptor(self.channel.clone(), self.metadata.clone())
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+}
+
+/// Interceptor adding the namespace and bearer token metadata to each call.
+#[derive(Clone, Debug)]
+pub struct CallMetadata {
+    namespace: Option<MetadataValue<Ascii>>,
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for CallMetadata {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(ns) = &self.namespace {
+            request.metadata_mut().insert(NAMESPACE_HEADER, ns.clone());
+        }
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}

@@ -1,0 +1,78 @@
+//! The `prism.admin.v1.Admin` service: namespaces and their capabilities, for clients to negotiate.
+
+use crate::router::{NamespaceRoute, Router};
+use pb::admin_server::Admin;
+use prism_proto::admin::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The Admin service over the proxy's router.
+#[derive(Clone, Debug)]
+pub struct AdminService {
+    router: Arc<Router>,
+}
+
+impl AdminService {
+    /// An Admin service answering from `router`.
+    pub fn new(router: Arc<Router>) -> Self {
+        Self { router }
+    }
+}
+
+fn info(route: &NamespaceRoute) -> pb::NamespaceInfo {
+    pb::NamespaceInfo {
+        name: route.name.clone(),
+        pattern: route.pattern.name().into(),
+        backend: route.backend_name.clone(),
+        backend_kind: route.backend.keyvalue.kind().into(),
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_capabilities(
+        &self,
+        request: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        let name = request.into_inner().namespace;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("namespace must not be empty"));
+        }
+        let route = self.router.get(&name).ok_or_else(|| {
+            Status::not_found(format!(
+                "namespace '{name}' is not configured on this proxy"
+            ))
+        })?;
+        let limits = route.limits;
+        Ok(Response::new(pb::GetCapabilitiesResponse {
+            namespace: route.name.clone(),
+            pattern: route.pattern.name().into(),
+            backend: route.backend_name.clone(),
+            backend_kind: route.backend.keyvalue.kind().into(),
+            capabilities: route
+                .capabilities
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
+            limits: Some(pb::Limits {
+                max_key_bytes: limits.max_key_bytes as u64,
+                max_value_bytes: limits.max_value_bytes as u64,
+                max_batch_size: to_u32(limits.max_batch_size),
+                max_scan_page: to_u32(limits.max_scan_page),
+            }),
+        }))
+    }
+
+    async fn list_namespaces(
+        &self,
+        _request: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces: self.router.routes().map(|r| info(r)).collect(),
+        }))
+    }
+}

@@ -1,0 +1,337 @@
+//! `memstore`: an in-process, in-memory KeyValue backend with every capability. It is a backend in its
+//! own right (ordered maps per namespace, monotonic versions, exact expiry), not a mock of another.
+
+use crate::keyvalue::store::{
+    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvStore, KvTtl, ScanItem,
+    StoreError, StoreResult,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Config of a `memstore` backend (no settings yet; unknown keys are rejected).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemStoreConfig {}
+
+/// How often expired entries are swept from memory (reads never see them regardless).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+struct MemEntry {
+    value: Bytes,
+    version: u64,
+    expires_at: Option<Instant>,
+}
+
+impl MemEntry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+
+    fn to_entry(&self, now: Instant) -> Entry {
+        Entry {
+            value: self.value.clone(),
+            version: self.version,
+            ttl: self.expires_at.map(|at| at.saturating_duration_since(now)),
+        }
+    }
+}
+
+type Space = Arc<RwLock<BTreeMap<String, MemEntry>>>;
+
+/// The in-memory store: one ordered map per namespace and one version counter.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    spaces: RwLock<HashMap<String, Space>>,
+    last_version: AtomicU64,
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Internal("memstore lock poisoned by a panicked writer".into())
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a background task that drops expired entries; it ends when the store is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { break };
+                store.sweep();
+            }
+        });
+    }
+
+    /// Drops every expired entry now.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let spaces: Vec<Space> = match self.spaces.read() {
+            Ok(s) => s.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for space in spaces {
+            if let Ok(mut map) = space.write() {
+                map.retain(|_, e| e.live(now));
+            }
+        }
+    }
+
+    fn space(&self, ns: &str) -> StoreResult<Space> {
+        if let Some(space) = self.spaces.read().map_err(poisoned)?.get(ns) {
+            return Ok(space.clone());
+        }
+        let mut spaces = self.spaces.write().map_err(poisoned)?;
+        Ok(spaces.entry(ns.to_string()).or_default().clone())
+    }
+
+    fn next_version(&self) -> u64 {
+        self.last_version.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn write(
+        &self,
+        map: &mut BTreeMap<String, MemEntry>,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> u64 {
+        let version = self.next_version();
+        let expires_at = ttl.map(|t| Instant::now() + t);
+        map.insert(
+            key.to_string(),
+            MemEntry {
+                value,
+                version,
+                expires_at,
+            },
+        );
+        version
+    }
+}
+
+#[async_trait]
+impl KvBasic for MemStore {
+    async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
+        let space = self.space(ns)?;
+        let map = space.read().map_err(poisoned)?;
+        let now = Instant::now();
+        Ok(map
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.to_entry(now)))
+    }
+
+    async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> StoreResult<u64> {
+        let space = self.space(ns)?;
+        let mut map = space.write().map_err(poisoned)?;
+        Ok(self.write(&mut map, key, value, ttl))
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let space = self.space(ns)?;
+        let mut map = space.write().map_err(poisoned)?;
+        let now = Instant::now();
+        Ok(map.remove(key).is_some_and(|e| e.live(now)))
+    }
+
+    async fn exists(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let space = self.space(ns)?;
+        let map = space.read().map_err(poisoned)?;
+        let now = Instant::now();
+        Ok(map.get(key).is_some_and(|e| e.live(now)))
+    }
+}
+
+#[async_trait]
+impl KvTtl for MemStore {
+    async fn expire(&self, ns: &str, key: &str, ttl: Option<Duration>) -> StoreResult<bool> {
+        let space = self.space(ns)?;
+        let mut map = space.write().map_err(poisoned)?;
+        let now = Instant::now();
+        match map.get_mut(key).filter(|e| e.live(now)) {
+            Some(entry) => {
+                entry.expires_at = ttl.map(|t| now + t);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl KvScan for MemStore {
+    async fn scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> StoreResult<Vec<ScanItem>> {
+        let space = self.space(ns)?;
+        let map = space.read().map_err(poisoned)?;
+        let now = Instant::now();
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        Ok(map
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| e.live(now))
+            .take(limit)
+            .map(|(k, e)| ScanItem {
+                key: k.clone(),
+                value: (!keys_only).then(|| e.value.clone()),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl KvBatch for MemStore {
+    async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
+        let space = self.space(ns)?;
+        let mut map = space.write().map_err(poisoned)?;
+        Ok(items
+            .into_iter()
+            .map(|item| self.write(&mut map, &item.key, item.value, item.ttl))
+            .collect())
+    }
+
+    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
+        let space = self.space(ns)?;
+        let map = space.read().map_err(poisoned)?;
+        let now = Instant::now();
+        Ok(keys
+            .iter()
+            .map(|k| map.get(k).filter(|e| e.live(now)).map(|e| e.to_entry(now)))
+            .collect())
+    }
+
+    async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32> {
+        let space = self.space(ns)?;
+        let mut map = space.write().map_err(poisoned)?;
+        let now = Instant::now();
+        let deleted = keys
+            .iter()
+            .filter(|k| map.remove(k.as_str()).is_some_and(|e| e.live(now)))
+            .count();
+        Ok(u32::try_from(deleted).unwrap_or(u32::MAX))
+    }
+}
+
+#[async_trait]
+impl KvCas for MemStore {
+    async fn set_if(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> StoreResult<u64> {
+        let space = self.space(ns)?;
+        let mut map = space.write().map_err(poisoned)?;
+        let now = Instant::now();
+        let current = map.get(key).filter(|e| e.live(now)).map(|e| e.version);
+        match (condition, current) {
+            (Condition::IfAbsent, Some(_)) => Err(StoreError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            (Condition::IfVersion(expected), current) if current != Some(expected) => {
+                Err(StoreError::VersionMismatch {
+                    key: key.to_string(),
+                    expected,
+                    current,
+                })
+            }
+            _ => Ok(self.write(&mut map, key, value, ttl)),
+        }
+    }
+}
+
+impl KvStore for MemStore {
+    fn kind(&self) -> &'static str {
+        "memstore"
+    }
+    fn ttl(&self) -> Option<&dyn KvTtl> {
+        Some(self)
+    }
+    fn scan(&self) -> Option<&dyn KvScan> {
+        Some(self)
+    }
+    fn batch(&self) -> Option<&dyn KvBatch> {
+        Some(self)
+    }
+    fn cas(&self) -> Option<&dyn KvCas> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_is_exact_and_sweep_frees_memory() {
+        let store = MemStore::new();
+        store
+            .set(
+                "a",
+                "k",
+                Bytes::from_static(b"v"),
+                Some(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(99)).await;
+        let entry = store.get("a", "k").await.unwrap().expect("still live");
+        assert_eq!(entry.ttl, Some(Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(store.get("a", "k").await.unwrap(), None);
+        assert!(!store.exists("a", "k").await.unwrap());
+        store.sweep();
+        assert!(store.space("a").unwrap().read().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_isolated_and_versions_increase() {
+        let store = MemStore::new();
+        let v1 = store
+            .set("a", "k", Bytes::from_static(b"1"), None)
+            .await
+            .unwrap();
+        let v2 = store
+            .set("b", "k", Bytes::from_static(b"2"), None)
+            .await
+            .unwrap();
+        let v3 = store
+            .set("a", "k", Bytes::from_static(b"3"), None)
+            .await
+            .unwrap();
+        assert!(v1 < v2 && v2 < v3);
+        assert_eq!(store.get("b", "k").await.unwrap().unwrap().value, "2");
+        assert_eq!(store.get("a", "k").await.unwrap().unwrap().value, "3");
+    }
+}

@@ -1,0 +1,175 @@
+//! The proxy's YAML config: listen address, backends, namespaces. Unknown keys are rejected and every
+//! error names `file:line:column`.
+
+use crate::backends::BackendConfig;
+use crate::capability::Capability;
+use crate::limits::{Limits, LimitsConfig};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default listen address of `prism-proxy`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8980";
+
+/// The proxy config as loaded from YAML.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address the gRPC server binds.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Default limits for every namespace.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Named backend instances.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Named namespaces, each a pattern served by one backend.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .expect("default listen address parses")
+}
+
+/// Which pattern API a namespace serves.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// `prism.keyvalue.v1.KeyValue`.
+    Keyvalue,
+}
+
+impl Pattern {
+    /// The pattern's name as used in configs, scenarios and the Admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Keyvalue => "keyvalue",
+        }
+    }
+}
+
+/// One namespace: a pattern served by a named backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// The pattern API this namespace serves.
+    pub pattern: Pattern,
+    /// Name of an entry under `backends`.
+    pub backend: String,
+    /// Capabilities the backend declares that this namespace must not offer (refused as UNIMPLEMENTED).
+    #[serde(default)]
+    pub disable: Vec<Capability>,
+    /// Limits for this namespace, over the top-level `limits`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not match the config shape.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The config path.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: u64,
+        /// 1-based column (0 when unknown).
+        column: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config parses but is inconsistent (e.g. a namespace names a missing backend).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ProxyConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: ProxyConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: crate::config::strip_location(&e.to_string()),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.namespaces.is_empty() {
+            problems.push("no namespaces configured (add at least one under `namespaces:`)".into());
+        }
+        for (name, ns) in &self.namespaces {
+            if !self.backends.contains_key(&ns.backend) {
+                let known: Vec<_> = self.backends.keys().map(String::as_str).collect();
+                problems.push(format!(
+                    "namespace '{name}' uses backend '{}', which is not defined (defined: {})",
+                    ns.backend,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                problems.push(format!(
+                    "namespace name {name:?} must be non-empty printable ASCII (it travels as gRPC metadata)"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: problems.join("; "),
+            })
+        }
+    }
+
+    /// Resolved limits of a namespace.
+    pub fn limits_for(&self, ns: &NamespaceConfig) -> Limits {
+        ns.limits.resolve(self.limits.resolve(Limits::default()))
+    }
+}
+
+/// Drops a trailing " at line X column Y" that serde-saphyr appends, since we print the location first.
+pub fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,7 @@
+//! The KeyValue pattern: the capability traits adapters implement and the gRPC service over them.
+
+pub mod service;
+pub mod store;
+mod validate;
+
+pub use service::KeyValueService;

@@ -1,0 +1,288 @@
+//! The `prism.keyvalue.v1.KeyValue` gRPC service: validates requests, checks capabilities, and calls the
+//! namespace's adapter. Namespace resolution happens before this, in the router's interceptor.
+
+use super::store::{BatchItem, Condition, Entry, StoreError};
+use super::validate;
+use crate::capability::Capability;
+use crate::router::{NamespaceRoute, route_of};
+use pb::key_value_server::KeyValue;
+use prism_proto::keyvalue::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The KeyValue service; stateless, all state is in the routes.
+#[derive(Clone, Debug, Default)]
+pub struct KeyValueService;
+
+fn status(route: &NamespaceRoute, e: StoreError) -> Status {
+    match e {
+        StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        StoreError::VersionMismatch { .. } => Status::aborted(e.to_string()),
+        StoreError::Unavailable(_) => {
+            tracing::warn!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend unavailable");
+            Status::unavailable(format!(
+                "backend '{}' is unavailable: {e}",
+                route.backend_name
+            ))
+        }
+        StoreError::Internal(_) => {
+            tracing::error!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend error");
+            Status::internal(format!("backend '{}' failed: {e}", route.backend_name))
+        }
+    }
+}
+
+fn get_response(entry: Option<Entry>) -> pb::GetResponse {
+    match entry {
+        Some(e) => pb::GetResponse {
+            found: true,
+            value: e.value,
+            version: e.version,
+            ttl_ms: validate::ttl_ms(e.ttl),
+        },
+        None => pb::GetResponse::default(),
+    }
+}
+
+fn unimplemented(route: &NamespaceRoute, capability: Capability) -> Status {
+    route.require(capability).err().unwrap_or_else(|| {
+        Status::unimplemented(format!("capability {capability} has no adapter support"))
+    })
+}
+
+fn require_ttl(route: &NamespaceRoute, ttl_ms: u64) -> Result<(), Status> {
+    if ttl_ms > 0 {
+        route.require(Capability::KvTtl)?;
+    }
+    Ok(())
+}
+
+type Routed<T> = (Arc<NamespaceRoute>, T);
+
+fn routed<T>(request: Request<T>, capability: Capability) -> Result<Routed<T>, Status> {
+    let route = route_of(&request)?;
+    route.require(capability)?;
+    Ok((route, request.into_inner()))
+}
+
+#[tonic::async_trait]
+impl KeyValue for KeyValueService {
+    async fn set(
+        &self,
+        request: Request<pb::SetRequest>,
+    ) -> Result<Response<pb::SetResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBasic)?;
+        validate::key("key", &r.key, &route.limits)?;
+        validate::value("value", &r.value, &route.limits)?;
+        require_ttl(&route, r.ttl_ms)?;
+        let ttl = validate::ttl(r.ttl_ms);
+        let condition = match (r.if_absent, r.if_version) {
+            (true, Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "if_absent and if_version are mutually exclusive; set at most one",
+                ));
+            }
+            (true, None) => Some(Condition::IfAbsent),
+            (false, Some(v)) => Some(Condition::IfVersion(v)),
+            (false, None) => None,
+        };
+        let store = &route.backend.keyvalue;
+        let version = match condition {
+            Some(condition) => {
+                route.require(Capability::KvCas)?;
+                let cas = store
+                    .cas()
+                    .ok_or_else(|| unimplemented(&route, Capability::KvCas))?;
+                cas.set_if(&route.name, &r.key, r.value, ttl, condition)
+                    .await
+            }
+            None => store.set(&route.name, &r.key, r.value, ttl).await,
+        }
+        .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::SetResponse { version }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBasic)?;
+        validate::key("key", &r.key, &route.limits)?;
+        let entry = route
+            .backend
+            .keyvalue
+            .get(&route.name, &r.key)
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(get_response(entry)))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBasic)?;
+        validate::key("key", &r.key, &route.limits)?;
+        let deleted = route
+            .backend
+            .keyvalue
+            .delete(&route.name, &r.key)
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::DeleteResponse { deleted }))
+    }
+
+    async fn exists(
+        &self,
+        request: Request<pb::ExistsRequest>,
+    ) -> Result<Response<pb::ExistsResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBasic)?;
+        validate::key("key", &r.key, &route.limits)?;
+        let exists = route
+            .backend
+            .keyvalue
+            .exists(&route.name, &r.key)
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::ExistsResponse { exists }))
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvScan)?;
+        let scan = route
+            .backend
+            .keyvalue
+            .scan()
+            .ok_or_else(|| unimplemented(&route, Capability::KvScan))?;
+        if r.prefix.len() > route.limits.max_key_bytes {
+            return Err(Status::invalid_argument(format!(
+                "prefix is {} bytes, over the limit max_key_bytes = {}",
+                r.prefix.len(),
+                route.limits.max_key_bytes
+            )));
+        }
+        let limit = validate::scan_limit(r.limit, &route.limits)?;
+        let after = validate::decode_cursor(&r.cursor, &r.prefix)?;
+        let mut items = scan
+            .scan(
+                &route.name,
+                &r.prefix,
+                after.as_deref(),
+                limit + 1,
+                r.keys_only,
+            )
+            .await
+            .map_err(|e| status(&route, e))?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|i| validate::encode_cursor(&i.key))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let items = items
+            .into_iter()
+            .map(|i| pb::ScanItem {
+                key: i.key,
+                value: i.value.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ScanResponse { items, next_cursor }))
+    }
+
+    async fn batch_set(
+        &self,
+        request: Request<pb::BatchSetRequest>,
+    ) -> Result<Response<pb::BatchSetResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBatch)?;
+        let batch = route
+            .backend
+            .keyvalue
+            .batch()
+            .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+        validate::batch_len("entries", r.entries.len(), &route.limits)?;
+        let mut items = Vec::with_capacity(r.entries.len());
+        for (i, e) in r.entries.into_iter().enumerate() {
+            validate::key(&format!("entries[{i}].key"), &e.key, &route.limits)?;
+            validate::value(&format!("entries[{i}].value"), &e.value, &route.limits)?;
+            require_ttl(&route, e.ttl_ms)?;
+            items.push(BatchItem {
+                key: e.key,
+                value: e.value,
+                ttl: validate::ttl(e.ttl_ms),
+            });
+        }
+        let versions = batch
+            .batch_set(&route.name, items)
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::BatchSetResponse { versions }))
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<pb::BatchGetRequest>,
+    ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBatch)?;
+        let batch = route
+            .backend
+            .keyvalue
+            .batch()
+            .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+        validate::batch_len("keys", r.keys.len(), &route.limits)?;
+        for (i, k) in r.keys.iter().enumerate() {
+            validate::key(&format!("keys[{i}]"), k, &route.limits)?;
+        }
+        let entries = batch
+            .batch_get(&route.name, &r.keys)
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::BatchGetResponse {
+            results: entries.into_iter().map(get_response).collect(),
+        }))
+    }
+
+    async fn batch_delete(
+        &self,
+        request: Request<pb::BatchDeleteRequest>,
+    ) -> Result<Response<pb::BatchDeleteResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvBatch)?;
+        let batch = route
+            .backend
+            .keyvalue
+            .batch()
+            .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+        validate::batch_len("keys", r.keys.len(), &route.limits)?;
+        for (i, k) in r.keys.iter().enumerate() {
+            validate::key(&format!("keys[{i}]"), k, &route.limits)?;
+        }
+        let deleted = batch
+            .batch_delete(&route.name, &r.keys)
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::BatchDeleteResponse { deleted }))
+    }
+
+    async fn expire(
+        &self,
+        request: Request<pb::ExpireRequest>,
+    ) -> Result<Response<pb::ExpireResponse>, Status> {
+        let (route, r) = routed(request, Capability::KvTtl)?;
+        let ttl = route
+            .backend
+            .keyvalue
+            .ttl()
+            .ok_or_else(|| unimplemented(&route, Capability::KvTtl))?;
+        validate::key("key", &r.key, &route.limits)?;
+        let updated = ttl
+            .expire(&route.name, &r.key, validate::ttl(r.ttl_ms))
+            .await
+            .map_err(|e| status(&route, e))?;
+        Ok(Response::new(pb::ExpireResponse { updated }))
+    }
+}

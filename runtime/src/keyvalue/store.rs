@@ -1,0 +1,181 @@
+//! KeyValue capability traits. An adapter implements [`KvBasic`] and exposes each optional capability
+//! by returning `Some` from the matching [`KvStore`] accessor, so what it declares is what it has.
+
+use crate::capability::Capability;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// A stored value as a read returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The value bytes.
+    pub value: Bytes,
+    /// The version of the write that produced it.
+    pub version: u64,
+    /// Remaining time to live; `None` when the key does not expire.
+    pub ttl: Option<Duration>,
+}
+
+/// The condition of a compare-and-set write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Write only when the key is absent (or expired).
+    IfAbsent,
+    /// Write only when the key exists with exactly this version.
+    IfVersion(u64),
+}
+
+/// One write in a batch.
+#[derive(Clone, Debug)]
+pub struct BatchItem {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Bytes,
+    /// Expiry, `None` for none.
+    pub ttl: Option<Duration>,
+}
+
+/// One item of a Scan page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanItem {
+    /// The key.
+    pub key: String,
+    /// The value, unless the scan was keys-only.
+    pub value: Option<Bytes>,
+}
+
+/// Errors an adapter returns; the service maps each to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `if_absent` write on a key that exists.
+    #[error("key {key:?} already exists")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// `if_version` write whose expected version does not match.
+    #[error("key {key:?} is at version {current}, not the expected {expected}", current = current.map_or("absent".to_string(), |v| v.to_string()))]
+    VersionMismatch {
+        /// The key.
+        key: String,
+        /// The version the caller expected.
+        expected: u64,
+        /// The current version, `None` if the key is absent.
+        current: Option<u64>,
+    },
+    /// The backend could not be reached or timed out; the call may be retried.
+    #[error("backend unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else the backend reported.
+    #[error("backend error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Result type of adapter calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// `keyvalue.basic`: Get, Set, Delete, Exists. Keys are namespaced by `ns`; adapters keep namespaces apart.
+#[async_trait]
+pub trait KvBasic: Send + Sync {
+    /// Reads a key; expired keys are `None`.
+    async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>>;
+    /// Writes a key (replacing any expiry with `ttl`) and returns the new version.
+    async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> StoreResult<u64>;
+    /// Deletes a key; `false` when it did not exist.
+    async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool>;
+    /// Whether a live key exists.
+    async fn exists(&self, ns: &str, key: &str) -> StoreResult<bool>;
+}
+
+/// `keyvalue.ttl`: change the expiry of an existing key.
+#[async_trait]
+pub trait KvTtl: Send + Sync {
+    /// Sets (`Some`) or removes (`None`) the expiry; `false` when the key does not exist.
+    async fn expire(&self, ns: &str, key: &str, ttl: Option<Duration>) -> StoreResult<bool>;
+}
+
+/// `keyvalue.scan`: ordered prefix scans.
+#[async_trait]
+pub trait KvScan: Send + Sync {
+    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order.
+    async fn scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> StoreResult<Vec<ScanItem>>;
+}
+
+/// `keyvalue.batch`: several keys per call.
+#[async_trait]
+pub trait KvBatch: Send + Sync {
+    /// Writes every item; versions in item order.
+    async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>>;
+    /// Reads every key; results in key order.
+    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>>;
+    /// Deletes every key; how many existed.
+    async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32>;
+}
+
+/// `keyvalue.cas`: conditional writes, atomic in the backend.
+#[async_trait]
+pub trait KvCas: Send + Sync {
+    /// Writes only if `condition` holds, atomically; returns the new version.
+    async fn set_if(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> StoreResult<u64>;
+}
+
+/// A KeyValue adapter: basic operations plus the optional capabilities it really implements.
+pub trait KvStore: KvBasic {
+    /// The backend kind, e.g. `memstore`.
+    fn kind(&self) -> &'static str;
+    /// `keyvalue.ttl`, if offered.
+    fn ttl(&self) -> Option<&dyn KvTtl> {
+        None
+    }
+    /// `keyvalue.scan`, if offered.
+    fn scan(&self) -> Option<&dyn KvScan> {
+        None
+    }
+    /// `keyvalue.batch`, if offered.
+    fn batch(&self) -> Option<&dyn KvBatch> {
+        None
+    }
+    /// `keyvalue.cas`, if offered.
+    fn cas(&self) -> Option<&dyn KvCas> {
+        None
+    }
+    /// The capabilities this adapter declares, derived from the accessors above.
+    fn capabilities(&self) -> Vec<Capability> {
+        let mut caps = vec![Capability::KvBasic];
+        if self.ttl().is_some() {
+            caps.push(Capability::KvTtl);
+        }
+        if self.scan().is_some() {
+            caps.push(Capability::KvScan);
+        }
+        if self.batch().is_some() {
+            caps.push(Capability::KvBatch);
+        }
+        if self.cas().is_some() {
+            caps.push(Capability::KvCas);
+        }
+        caps
+    }
+}

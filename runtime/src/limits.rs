@@ -1,0 +1,56 @@
+//! Per-namespace request limits and their defaults.
+
+use serde::Deserialize;
+
+/// Resolved limits for one namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key, in bytes (keys longer are INVALID_ARGUMENT).
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes (values larger are RESOURCE_EXHAUSTED).
+    pub max_value_bytes: usize,
+    /// Most entries or keys in one batch call (more is RESOURCE_EXHAUSTED).
+    pub max_batch_size: usize,
+    /// Largest Scan page (a larger `limit` is RESOURCE_EXHAUSTED).
+    pub max_scan_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: 4 * 1024 * 1024,
+            max_batch_size: 1000,
+            max_scan_page: 1000,
+        }
+    }
+}
+
+/// Scan page size used when a request leaves `limit` at 0.
+pub const DEFAULT_SCAN_PAGE: usize = 100;
+
+/// Limits as written in the config; unset fields keep their defaults.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// See [`Limits::max_key_bytes`].
+    pub max_key_bytes: Option<usize>,
+    /// See [`Limits::max_value_bytes`].
+    pub max_value_bytes: Option<usize>,
+    /// See [`Limits::max_batch_size`].
+    pub max_batch_size: Option<usize>,
+    /// See [`Limits::max_scan_page`].
+    pub max_scan_page: Option<usize>,
+}
+
+impl LimitsConfig {
+    /// Applies the configured fields over `base`.
+    pub fn resolve(&self, base: Limits) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes.unwrap_or(base.max_key_bytes),
+            max_value_bytes: self.max_value_bytes.unwrap_or(base.max_value_bytes),
+            max_batch_size: self.max_batch_size.unwrap_or(base.max_batch_size),
+            max_scan_page: self.max_scan_page.unwrap_or(base.max_scan_page),
+        }
+    }
+}

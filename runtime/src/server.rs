@@ -1,0 +1,116 @@
+//! The proxy server: builds the router from config and serves the pattern services, Admin, health and
+//! reflection on one listener, until a shutdown future resolves; then it drains.
+//!
+//! Request path: `tonic transport → server layers (the place for auth, limits, metrics: see
+//! [`Proxy::serve`]) → NamespaceResolver interceptor → pattern service → adapter`.
+
+use crate::admin::AdminService;
+use crate::backends::OpenError;
+use crate::config::{Pattern, ProxyConfig};
+use crate::keyvalue::KeyValueService;
+use crate::router::{NamespaceResolver, Router};
+use prism_proto::admin::v1::admin_server::AdminServer;
+use prism_proto::keyvalue::v1::key_value_server::KeyValueServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+
+/// Room for message framing and metadata around the largest value.
+const MESSAGE_OVERHEAD: usize = 1024 * 1024;
+
+/// Why the proxy could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A backend failed to open.
+    #[error(transparent)]
+    Backend(#[from] OpenError),
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection descriptors could not be loaded.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A proxy whose backends are open, ready to serve.
+#[derive(Debug)]
+pub struct Proxy {
+    router: Arc<Router>,
+}
+
+impl Proxy {
+    /// Opens every backend in `config`.
+    pub async fn open(config: &ProxyConfig) -> Result<Self, ServeError> {
+        Ok(Self {
+            router: Arc::new(Router::from_config(config).await?),
+        })
+    }
+
+    /// The router (namespaces, capabilities).
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Binds `addr` (use port 0 for an ephemeral port) and returns the listener and its real address.
+    pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok((listener, local))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish and closes
+    /// the backends.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let max_message = self.router.max_value_bytes() + MESSAGE_OVERHEAD;
+        let kv = InterceptedService::new(
+            KeyValueServer::new(KeyValueService)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            NamespaceResolver::new(self.router.clone(), Pattern::Keyvalue),
+        );
+        let admin = AdminServer::new(AdminService::new(self.router.clone()));
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<KeyValueServer<KeyValueService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        // Cross-cutting layers (authentication, authorization, limits, metrics) wrap every service
+        // here, via `Server::builder().layer(...)`, so pattern services never see an unchecked call.
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(admin)
+            .add_service(kv)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        self.router.close().await;
+        tracing::info!("proxy stopped");
+        Ok(result?)
+    }
+}
