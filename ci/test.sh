@@ -51,3 +51,8 @@ cargo test --workspace --doc --quiet
 
 log "prism-conform run (embedded backends) → reports/"
 cargo run --quiet --bin prism-conform -- run --report-dir reports
+
+log "Python gRPC interop client (ci/interop) → prism-proxy"
+need_cmd python3 || apt_install python3
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+ci/interop/run.sh

@@ -113,15 +113,16 @@ impl ProxyConfig {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: ProxyConfig = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: crate::config::strip_location(&e.to_string()),
-            }
-        })?;
+        let config: ProxyConfig = serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| {
+                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                ConfigError::Syntax {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    message: yaml_message(&e),
+                }
+            })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -166,10 +167,19 @@ impl ProxyConfig {
     }
 }
 
-/// Drops a trailing " at line X column Y" that serde-saphyr appends, since we print the location first.
-pub fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+/// YAML options shared by every Prism file: YAML 1.2 booleans only, so `n`, `yes` or `off` stay text.
+pub fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options
+}
+
+/// The message of a serde-saphyr error without its location or source snippet (we print
+/// `file:line:column` first ourselves), on one line.
+pub fn yaml_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::MessageFormatter;
+    let text = serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet());
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }

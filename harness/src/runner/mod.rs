@@ -145,6 +145,19 @@ fn to_report(
 /// Runs one scenario against one target, applying the two-way capability check.
 pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -> CaseReport {
     let started = Instant::now();
+    if target.other_namespace.is_none() && scenario.uses_other_namespace() {
+        let reason = format!(
+            "needs a second namespace on the same backend; pass --namespace {}.other=NAME",
+            target.pattern
+        );
+        return to_report(
+            scenario,
+            CaseStatus::Skipped,
+            Duration::ZERO,
+            Some(reason),
+            None,
+        );
+    }
     let session = Session {
         main: target.client.namespace(&target.namespace).keyvalue(),
         other: target

@@ -34,6 +34,21 @@ pub struct Scenario {
     pub steps: Vec<Step>,
 }
 
+impl Scenario {
+    /// Whether any step addresses the run's second namespace.
+    pub fn uses_other_namespace(&self) -> bool {
+        fn walk(steps: &[Step]) -> bool {
+            steps.iter().any(|s| match &s.kind {
+                StepKind::Op(o) => o.namespace == NamespaceRef::Other,
+                StepKind::Sleep(_) => false,
+                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
+                StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
+            })
+        }
+        walk(&self.steps)
+    }
+}
+
 /// One step with its location.
 #[derive(Clone, Debug)]
 pub struct Step {

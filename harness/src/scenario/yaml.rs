@@ -129,11 +129,12 @@ impl<'de> Deserialize<'de> for Node {
 
 /// Parses YAML text into a located tree, or the syntax error with its location.
 pub fn parse_tree(text: &str) -> Result<Located, (Location, String)> {
-    serde_saphyr::from_str::<Located>(text).map_err(|e| {
-        let loc = e.location().map_or(Location::default(), |l| Location {
-            line: l.line(),
-            column: l.column(),
-        });
-        (loc, prism_runtime::config::strip_location(&e.to_string()))
-    })
+    serde_saphyr::from_str_with_options::<Located>(text, prism_runtime::config::yaml_options())
+        .map_err(|e| {
+            let loc = e.location().map_or(Location::default(), |l| Location {
+                line: l.line(),
+                column: l.column(),
+            });
+            (loc, prism_runtime::config::yaml_message(&e))
+        })
 }

@@ -72,9 +72,13 @@ impl KeyValue for KeyValueService {
         request: Request<pb::SetRequest>,
     ) -> Result<Response<pb::SetResponse>, Status> {
         let (route, r) = routed(request, Capability::KvBasic)?;
+        // Capabilities first: a namespace without them refuses the call whatever its arguments.
+        require_ttl(&route, r.ttl_ms)?;
+        if r.if_absent || r.if_version.is_some() {
+            route.require(Capability::KvCas)?;
+        }
         validate::key("key", &r.key, &route.limits)?;
         validate::value("value", &r.value, &route.limits)?;
-        require_ttl(&route, r.ttl_ms)?;
         let ttl = validate::ttl(r.ttl_ms);
         let condition = match (r.if_absent, r.if_version) {
             (true, Some(_)) => {
@@ -89,7 +93,6 @@ impl KeyValue for KeyValueService {
         let store = &route.backend.keyvalue;
         let version = match condition {
             Some(condition) => {
-                route.require(Capability::KvCas)?;
                 let cas = store
                     .cas()
                     .ok_or_else(|| unimplemented(&route, Capability::KvCas))?;
@@ -205,12 +208,14 @@ impl KeyValue for KeyValueService {
             .keyvalue
             .batch()
             .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+        if r.entries.iter().any(|e| e.ttl_ms > 0) {
+            route.require(Capability::KvTtl)?;
+        }
         validate::batch_len("entries", r.entries.len(), &route.limits)?;
         let mut items = Vec::with_capacity(r.entries.len());
         for (i, e) in r.entries.into_iter().enumerate() {
             validate::key(&format!("entries[{i}].key"), &e.key, &route.limits)?;
             validate::value(&format!("entries[{i}].value"), &e.value, &route.limits)?;
-            require_ttl(&route, e.ttl_ms)?;
             items.push(BatchItem {
                 key: e.key,
                 value: e.value,

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Interop check: a Python gRPC client generated only from proto/prism/**/*.proto talks to the real
+# prism-proxy binary (memstore and sqlite namespaces), then the proxy must stop gracefully on SIGTERM.
+#
+#   ci/interop/run.sh
+#
+# Needs python3 (with the venv module) and cargo; downloads the pinned packages of
+# ci/interop/requirements.txt into target/interop-venv (reused on later runs). Generated stubs, the
+# proxy config and the SQLite file live in a temp dir that is removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'interop: error: %s\n' "$*" >&2; exit 1; }
+
+PYTHON="${PYTHON:-python3}"
+VENV=target/interop-venv
+PROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/prism-proxy"
+START_TIMEOUT=30 # seconds for the proxy to accept connections
+STOP_TIMEOUT=10  # seconds for the proxy to exit after SIGTERM
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is required"
+command -v cargo >/dev/null 2>&1 || die "cargo is required"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/prism-interop.XXXXXX")"
+PROXY_PID=""
+TEST_PID=""
+
+show_proxy_log() {
+    if [ -s "$WORK/proxy.stderr" ]; then
+        printf -- '--- prism-proxy stderr (last 50 lines) ---\n' >&2
+        tail -n 50 "$WORK/proxy.stderr" >&2
+        printf -- '--- end of prism-proxy stderr ---\n' >&2
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    [ -n "$TEST_PID" ] && kill -TERM "$TEST_PID" 2>/dev/null
+    if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
+        kill -TERM "$PROXY_PID" 2>/dev/null
+        for _ in $(seq 50); do
+            kill -0 "$PROXY_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$PROXY_PID" 2>/dev/null
+        wait "$PROXY_PID" 2>/dev/null
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# 1. Python environment (reused when present and working).
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "creating $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" || die "cannot create a venv with $PYTHON (on Debian: apt-get install python3-venv)"
+fi
+log "pip install -r ci/interop/requirements.txt"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r ci/interop/requirements.txt
+
+# 2. Stubs from the .proto files only, into the temp dir.
+mapfile -t PROTOS < <(find proto/prism -name '*.proto' | sort)
+[ ${#PROTOS[@]} -gt 0 ] || die "no .proto files under proto/prism"
+log "generating Python stubs from ${#PROTOS[@]} proto files"
+mkdir -p "$WORK/stubs"
+"$VENV/bin/python" -m grpc_tools.protoc -I proto \
+    --python_out="$WORK/stubs" --grpc_python_out="$WORK/stubs" "${PROTOS[@]}"
+
+# 3. The proxy binary.
+log "cargo build --bin prism-proxy"
+cargo build --quiet --bin prism-proxy
+[ -x "$PROXY_BIN" ] || die "$PROXY_BIN was not built"
+
+# 4. Config on a free loopback port, SQLite on a temp file.
+PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+cat >"$WORK/prism.yaml" <<EOF
+listen: 127.0.0.1:$PORT
+backends:
+  mem:  { type: memstore }
+  lite: { type: sqlite, path: "$WORK/interop.db" }
+namespaces:
+  interop-mem:  { pattern: keyvalue, backend: mem }
+  interop-lite: { pattern: keyvalue, backend: lite }
+EOF
+
+# 5. Start the proxy and wait until the port answers.
+log "starting $PROXY_BIN on 127.0.0.1:$PORT"
+NO_COLOR=1 PRISM_LOG="${PRISM_LOG:-info}" "$PROXY_BIN" --config "$WORK/prism.yaml" \
+    >"$WORK/proxy.stdout" 2>"$WORK/proxy.stderr" &
+PROXY_PID=$!
+deadline=$((SECONDS + START_TIMEOUT))
+until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+    if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+        rc=0
+        wait "$PROXY_PID" || rc=$?
+        PROXY_PID=""
+        show_proxy_log
+        die "prism-proxy exited with status $rc before listening on 127.0.0.1:$PORT"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        show_proxy_log
+        die "prism-proxy did not accept connections on 127.0.0.1:$PORT within ${START_TIMEOUT}s"
+    fi
+    sleep 0.1
+done
+
+# 6. The Python client.
+log "running ci/interop/test_keyvalue.py"
+test_rc=0
+PRISM_INTEROP_TARGET="127.0.0.1:$PORT" \
+    PRISM_INTEROP_STUBS="$WORK/stubs" \
+    PRISM_INTEROP_NAMESPACES="interop-mem=memstore,interop-lite=sqlite" \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    "$VENV/bin/python" ci/interop/test_keyvalue.py &
+TEST_PID=$! # in the background so that a signal to this script is handled at once by the traps
+wait "$TEST_PID" || test_rc=$?
+TEST_PID=""
+[ "$test_rc" -eq 0 ] || show_proxy_log
+
+# 7. Graceful shutdown: SIGTERM must make the proxy exit 0 within STOP_TIMEOUT seconds.
+kill -TERM "$PROXY_PID"
+deadline=$((SECONDS + STOP_TIMEOUT))
+while kill -0 "$PROXY_PID" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        show_proxy_log
+        die "prism-proxy still running ${STOP_TIMEOUT}s after SIGTERM"
+    fi
+    sleep 0.1
+done
+proxy_rc=0
+wait "$PROXY_PID" || proxy_rc=$?
+PROXY_PID=""
+if [ "$proxy_rc" -ne 0 ]; then
+    show_proxy_log
+    die "prism-proxy exited with status $proxy_rc after SIGTERM (expected 0)"
+fi
+log "prism-proxy exited 0 after SIGTERM"
+
+[ "$test_rc" -eq 0 ] || die "Python interop test failed (exit $test_rc)"

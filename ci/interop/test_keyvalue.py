@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Interop test: a Python gRPC client built only from proto/prism/**/*.proto talks to prism-proxy.
+
+Run by ci/interop/run.sh, which generates the stubs into a temp dir and starts the proxy. Environment:
+
+  PRISM_INTEROP_TARGET      host:port of the running proxy (required)
+  PRISM_INTEROP_STUBS       directory holding the generated prism/... Python modules (required)
+  PRISM_INTEROP_NAMESPACES  namespace=backend_kind pairs, comma-separated
+                            (default: interop-mem=memstore,interop-lite=sqlite)
+
+Plain unittest; the last line of output is `interop: N passed, M failed`, exit status 0 only when every
+case passed.
+"""
+
+import os
+import random
+import sys
+import unittest
+import uuid
+
+TARGET = os.environ.get("PRISM_INTEROP_TARGET", "")
+STUBS = os.environ.get("PRISM_INTEROP_STUBS", "")
+NAMESPACES = [
+    tuple(pair.split("=", 1))
+    for pair in os.environ.get(
+        "PRISM_INTEROP_NAMESPACES", "interop-mem=memstore,interop-lite=sqlite"
+    ).split(",")
+    if pair
+]
+
+if not TARGET or not STUBS:
+    sys.exit("PRISM_INTEROP_TARGET and PRISM_INTEROP_STUBS must be set (run ci/interop/run.sh)")
+sys.path.insert(0, STUBS)
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+# Generated from the .proto files only; nothing here knows about the Rust code.
+from prism.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+from prism.keyvalue.v1 import keyvalue_pb2, keyvalue_pb2_grpc  # noqa: E402
+
+NAMESPACE_HEADER = "x-prism-namespace"
+TIMEOUT = 10.0  # seconds, per call
+# A fresh prefix per run, so reruns against a persistent backend never see old keys.
+RUN_PREFIX = f"interop/{uuid.uuid4().hex}/"
+
+channel = None
+
+
+def setUpModule():
+    global channel
+    channel = grpc.insecure_channel(TARGET)
+    grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+
+
+def tearDownModule():
+    if channel is not None:
+        channel.close()
+
+
+def ns_md(namespace):
+    return ((NAMESPACE_HEADER, namespace),)
+
+
+class RpcAssertions:
+    def assertRpcError(self, code, fn, *args, **kwargs):
+        """Calls fn and asserts it fails with the gRPC status `code`."""
+        with self.assertRaises(grpc.RpcError) as ctx:
+            fn(*args, **kwargs)
+        err = ctx.exception
+        self.assertEqual(
+            err.code(), code, f"expected {code.name}, got {err.code().name}: {err.details()!r}"
+        )
+        return err
+
+
+class KeyValueCases(RpcAssertions):
+    """The KeyValue and Admin checks, run once per namespace by the subclasses made below."""
+
+    NAMESPACE = ""
+    BACKEND_KIND = ""
+
+    def setUp(self):
+        self.kv = keyvalue_pb2_grpc.KeyValueStub(channel)
+        self.admin = admin_pb2_grpc.AdminStub(channel)
+        self.md = ns_md(self.NAMESPACE)
+        # Unique per run, namespace and test case.
+        self.prefix = f"{RUN_PREFIX}{self.NAMESPACE}/{self._testMethodName}/"
+
+    def set(self, key, value, **kwargs):
+        return self.kv.Set(
+            keyvalue_pb2.SetRequest(key=key, value=value, **kwargs), metadata=self.md, timeout=TIMEOUT
+        )
+
+    def get(self, key):
+        return self.kv.Get(keyvalue_pb2.GetRequest(key=key), metadata=self.md, timeout=TIMEOUT)
+
+    def scan(self, **kwargs):
+        return self.kv.Scan(keyvalue_pb2.ScanRequest(**kwargs), metadata=self.md, timeout=TIMEOUT)
+
+    def test_set_then_get(self):
+        key = self.prefix + "k"
+        written = self.set(key, b"hello interop")
+        self.assertGreater(written.version, 0)
+        got = self.get(key)
+        self.assertTrue(got.found)
+        self.assertEqual(got.value, b"hello interop")
+        self.assertGreater(got.version, 0)
+        self.assertEqual(got.version, written.version)
+
+    def test_second_set_has_larger_version(self):
+        key = self.prefix + "k"
+        first = self.set(key, b"one")
+        second = self.set(key, b"two")
+        self.assertGreater(first.version, 0)
+        self.assertGreater(second.version, first.version)
+        got = self.get(key)
+        self.assertEqual((got.found, got.value, got.version), (True, b"two", second.version))
+
+    def test_get_missing_key_is_not_found_with_ok(self):
+        # A failing status would raise grpc.RpcError; with_call also exposes the call's status code.
+        resp, call = self.kv.Get.with_call(
+            keyvalue_pb2.GetRequest(key=self.prefix + "absent"), metadata=self.md, timeout=TIMEOUT
+        )
+        self.assertEqual(call.code(), grpc.StatusCode.OK)
+        self.assertFalse(resp.found)
+        self.assertEqual(resp.value, b"")
+
+    def test_binary_value_round_trips(self):
+        key = self.prefix + "bin"
+        value = bytes(range(256)) + bytes(reversed(range(256)))
+        self.assertEqual(len(set(value)), 256)
+        self.set(key, value)
+        got = self.get(key)
+        self.assertTrue(got.found)
+        self.assertEqual(got.value, value)
+
+    def _scan_keys(self):
+        # Byte order differs from insertion order and from case-insensitive order; "é" is two UTF-8
+        # bytes above ASCII.
+        names = ["b", "a", "B", "a0", "\u00e9"]
+        keys = [self.prefix + n for n in names]
+        values = {k: f"value of {k}".encode() for k in keys}
+        shuffled = list(keys)
+        random.shuffle(shuffled)
+        for k in shuffled:
+            self.set(k, values[k])
+        return sorted(keys, key=lambda k: k.encode("utf-8")), values
+
+    def _scan_all(self, limit, keys_only=False):
+        items, cursor, pages = [], "", 0
+        while True:
+            page = self.scan(prefix=self.prefix, cursor=cursor, limit=limit, keys_only=keys_only)
+            pages += 1
+            self.assertLessEqual(len(page.items), limit, f"page {pages} exceeds limit {limit}")
+            items.extend(page.items)
+            cursor = page.next_cursor
+            if not cursor:
+                return items, pages
+            self.assertLess(pages, 20, "scan does not terminate")
+
+    def test_scan_pages_in_byte_order(self):
+        expected, values = self._scan_keys()
+        items, pages = self._scan_all(limit=2)
+        self.assertEqual([i.key for i in items], expected)
+        self.assertEqual([i.value for i in items], [values[k] for k in expected])
+        self.assertGreaterEqual(pages, 3, "5 keys with limit=2 need at least 3 pages")
+
+    def test_scan_keys_only_returns_empty_values(self):
+        expected, _ = self._scan_keys()
+        items, _ = self._scan_all(limit=2, keys_only=True)
+        self.assertEqual([i.key for i in items], expected)
+        self.assertEqual([i.value for i in items], [b""] * len(expected))
+
+    def test_set_empty_key_is_invalid_argument(self):
+        self.assertRpcError(grpc.StatusCode.INVALID_ARGUMENT, self.set, "", b"v")
+
+    def test_if_absent_on_existing_key_is_already_exists(self):
+        key = self.prefix + "k"
+        first = self.set(key, b"first", if_absent=True)
+        self.assertGreater(first.version, 0)
+        self.assertRpcError(
+            grpc.StatusCode.ALREADY_EXISTS, self.set, key, b"second", if_absent=True
+        )
+        got = self.get(key)
+        self.assertEqual((got.value, got.version), (b"first", first.version))
+
+    def test_admin_capabilities(self):
+        caps = self.admin.GetCapabilities(
+            admin_pb2.GetCapabilitiesRequest(namespace=self.NAMESPACE), timeout=TIMEOUT
+        )
+        self.assertEqual(caps.namespace, self.NAMESPACE)
+        self.assertEqual(caps.pattern, "keyvalue")
+        self.assertEqual(caps.backend_kind, self.BACKEND_KIND)
+        self.assertIn("keyvalue.basic", caps.capabilities)
+        # This test relies on Scan and if_absent, so the namespace must declare them too.
+        self.assertIn("keyvalue.scan", caps.capabilities)
+        self.assertIn("keyvalue.cas", caps.capabilities)
+
+
+# One concrete TestCase per namespace, e.g. KeyValue_interop_mem.
+for _ns, _kind in NAMESPACES:
+    _name = "KeyValue_" + "".join(c if c.isalnum() else "_" for c in _ns)
+    globals()[_name] = type(
+        _name, (KeyValueCases, unittest.TestCase), {"NAMESPACE": _ns, "BACKEND_KIND": _kind}
+    )
+
+
+class Proxy(RpcAssertions, unittest.TestCase):
+    """Checks that do not depend on a namespace."""
+
+    def setUp(self):
+        self.kv = keyvalue_pb2_grpc.KeyValueStub(channel)
+        self.key = f"{RUN_PREFIX}proxy/k"
+
+    def test_health_serving(self):
+        health = health_pb2_grpc.HealthStub(channel)
+        kv_service = keyvalue_pb2.DESCRIPTOR.services_by_name["KeyValue"].full_name
+        for service in ("", kv_service):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+            self.assertEqual(
+                resp.status,
+                health_pb2.HealthCheckResponse.SERVING,
+                f"health of {service!r} is "
+                f"{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}",
+            )
+
+    def test_missing_namespace_is_invalid_argument(self):
+        self.assertRpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            self.kv.Get,
+            keyvalue_pb2.GetRequest(key=self.key),
+            timeout=TIMEOUT,
+        )
+        self.assertRpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            self.kv.Set,
+            keyvalue_pb2.SetRequest(key=self.key, value=b"v"),
+            timeout=TIMEOUT,
+        )
+
+    def test_unknown_namespace_is_not_found(self):
+        unknown = f"interop-unknown-{uuid.uuid4().hex[:8]}"
+        self.assertRpcError(
+            grpc.StatusCode.NOT_FOUND,
+            self.kv.Get,
+            keyvalue_pb2.GetRequest(key=self.key),
+            metadata=ns_md(unknown),
+            timeout=TIMEOUT,
+        )
+        self.assertRpcError(
+            grpc.StatusCode.NOT_FOUND,
+            self.kv.Set,
+            keyvalue_pb2.SetRequest(key=self.key, value=b"v"),
+            metadata=ns_md(unknown),
+            timeout=TIMEOUT,
+        )
+
+    def test_admin_lists_namespaces(self):
+        admin = admin_pb2_grpc.AdminStub(channel)
+        listed = admin.ListNamespaces(admin_pb2.ListNamespacesRequest(), timeout=TIMEOUT)
+        by_name = {n.name: n for n in listed.namespaces}
+        for ns, kind in NAMESPACES:
+            self.assertIn(ns, by_name)
+            self.assertEqual((by_name[ns].pattern, by_name[ns].backend_kind), ("keyvalue", kind))
+
+
+class CountingResult(unittest.TextTestResult):
+    passed = 0
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+
+def main():
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=CountingResult)
+    print(f"interop: target {TARGET}, namespaces {', '.join(ns for ns, _ in NAMESPACES)}")
+    result = runner.run(suite)
+    failed = (
+        len(result.failures)
+        + len(result.errors)
+        + len(result.unexpectedSuccesses)
+        + len(result.skipped)  # nothing here is ever skipped; treat a skip as a failure
+    )
+    sys.stdout.flush()
+    print(f"interop: {result.passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 and result.passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+//! The scenario parser: valid files, every mistake located exactly, and parse → print → parse.
+
+use prism_conform::scenario::model::{NamespaceRef, Op, Rel, StepKind, ValueSpec};
+use prism_conform::scenario::parse_scenario;
+use prism_conform::scenario::print::print_scenario;
+use prism_runtime::capability::Capability;
+use rstest::rstest;
+use std::path::Path;
+use std::time::Duration;
+
+const VALID: &str = r#"
+name: cas round
+description: if_version succeeds on the current version.
+pattern: keyvalue
+requires: [keyvalue.basic, keyvalue.cas, keyvalue.ttl]
+tags: [cas]
+steps:
+  - set: { key: "${prefix}k", value: one, ttl_ms: 5000 }
+    expect: { version: { save: v1 } }
+  - set: { key: "${prefix}k", value: { base64: "AAH/" }, if_version: "${v1}" }
+    expect: { version: { gt: v1, ne: 0 } }
+  - sleep: 10ms
+  - eventually: { within: 2s }
+    steps:
+      - get: { key: "${prefix}k" }
+        namespace: other
+        expect: { found: false }
+  - parallel: { workers: 4 }
+    steps:
+      - set: { key: "${prefix}w${worker}", value: { bytes: 16, seed: "${worker}" }, if_absent: true }
+    expect: { ok: 4 }
+"#;
+
+#[test]
+fn a_valid_scenario_parses_into_the_model() {
+    let s = parse_scenario(VALID, Path::new("v.yaml")).unwrap();
+    assert_eq!(s.name, "cas round");
+    assert_eq!(
+        s.requires,
+        [Capability::KvBasic, Capability::KvCas, Capability::KvTtl]
+    );
+    assert_eq!(s.steps.len(), 5);
+    assert_eq!((s.steps[0].loc.line, s.steps[0].loc.column), (8, 5));
+    let StepKind::Op(op) = &s.steps[1].kind else {
+        panic!("op expected")
+    };
+    let Op::Set {
+        value, if_version, ..
+    } = &op.op
+    else {
+        panic!("set expected")
+    };
+    assert_eq!(value, &ValueSpec::Bytes(vec![0, 1, 255]));
+    assert_eq!(if_version.as_deref(), Some("${v1}"));
+    let version = op.expect.as_ref().unwrap().version.as_ref().unwrap();
+    assert_eq!(version.rels.len(), 2);
+    assert_eq!(version.rels[0].0, Rel::Gt);
+    assert!(matches!(s.steps[2].kind, StepKind::Sleep(d) if d == Duration::from_millis(10)));
+    let StepKind::Eventually {
+        within,
+        every,
+        steps,
+    } = &s.steps[3].kind
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*within, *every),
+        (Duration::from_secs(2), Duration::from_millis(50))
+    );
+    let StepKind::Op(inner) = &steps[0].kind else {
+        panic!()
+    };
+    assert_eq!(inner.namespace, NamespaceRef::Other);
+    let StepKind::Parallel { branches, tally } = &s.steps[4].kind else {
+        panic!()
+    };
+    assert_eq!(branches[0].workers, 4);
+    assert_eq!(tally.as_ref().unwrap().ok, Some(4));
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    parse_scenario(yaml, Path::new("s.yaml"))
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+const HEAD: &str =
+    "name: n\ndescription: d\npattern: keyvalue\nrequires: [keyvalue.basic]\nsteps:\n";
+
+#[rstest]
+#[case::unknown_step(
+    "  - expire_in: { key: \"${prefix}a\" }\n",
+    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, sleep, eventually, repeat, parallel)"
+)]
+#[case::unknown_arg(
+    "  - get: { key: \"${prefix}a\", keyy: 1 }\n",
+    "s.yaml:6:31: unknown key 'keyy' in get (expected one of: key)"
+)]
+#[case::missing_key("  - get: {}\n", "s.yaml:6:10: get is missing required key 'key'")]
+#[case::unprefixed_key(
+    "  - get: { key: plain }\n",
+    "s.yaml:6:17: key \"plain\" must start with ${prefix} so runs never collide (only a step that expects an error may use another key)"
+)]
+#[case::wrong_type(
+    "  - get: { key: \"${prefix}a\" }\n    expect: { found: yes please }\n",
+    "s.yaml:7:22: found must be true or false, found \"yes please\""
+)]
+#[case::expect_field_for_other_op(
+    "  - delete: { key: \"${prefix}a\" }\n    expect: { found: true }\n",
+    "s.yaml:7:15: unknown key 'found' in expect (for delete) (expected one of: error, message_contains, deleted)"
+)]
+#[case::unknown_code(
+    "  - get: { key: \"${prefix}a\" }\n    expect: { error: NOPE }\n",
+    "s.yaml:7:22: unknown status code 'NOPE'"
+)]
+#[case::undefined_variable(
+    "  - get: { key: \"${prefix}${nope}\" }\n",
+    "s.yaml:6:17: undefined variable '${nope}' (defined here: prefix)"
+)]
+#[case::bad_duration(
+    "  - sleep: soon\n  - get: { key: \"${prefix}a\" }\n",
+    "s.yaml:6:12: sleep must be a duration such as 250ms, 2s or 1m, found \"soon\""
+)]
+#[case::capability_not_required(
+    "  - scan: { prefix: \"${prefix}\" }\n  - get: { key: \"${prefix}a\" }\n",
+    "s.yaml:6:5: this step uses keyvalue.scan, which is not in `requires` (add it)"
+)]
+#[case::invalid_yaml(
+    "  - get: { key: \"${prefix}a\"\n",
+    "s.yaml:6:10: invalid YAML: unclosed bracket '{'"
+)]
+fn mistakes_are_located(#[case] steps: &str, #[case] expected: &str) {
+    let all = errors(&format!("{HEAD}{steps}"));
+    assert!(
+        all.iter().any(|e| e.starts_with(expected)),
+        "no error starts with {expected:?}; got {all:#?}"
+    );
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_at_once() {
+    let all = errors(
+        "name: n\ndescription: d\npattern: kv\nrequires: [keyvalue.basic, keyvalue.scan]\nsteps:\n  - get: { key: \"${prefix}a\", x: 1 }\n  - bogus: 1\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue)",
+            "s.yaml:4:28: `requires` lists keyvalue.scan, but no step uses it (remove it)",
+            "s.yaml:6:31: unknown key 'x' in get (expected one of: key)",
+            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, sleep, eventually, repeat, parallel)",
+        ]
+    );
+}
+
+#[test]
+fn print_then_parse_is_stable_for_the_valid_example() {
+    let s = parse_scenario(VALID, Path::new("v.yaml")).unwrap();
+    let printed = print_scenario(&s);
+    let again = parse_scenario(&printed, Path::new("v.yaml"))
+        .unwrap_or_else(|e| panic!("{e:?}\n{printed}"));
+    assert_eq!(print_scenario(&again), printed);
+}
+
+#[test]
+fn the_whole_corpus_parses_and_round_trips() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files = prism_conform::scenario::load::find_files(&root).unwrap();
+    let corpus = prism_conform::scenario::load::load_corpus(&files).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let keyvalue = corpus.iter().filter(|s| s.pattern == "keyvalue").count();
+    assert!(
+        keyvalue >= 40,
+        "the KeyValue corpus has {keyvalue} scenarios, fewer than 40"
+    );
+    for s in &corpus {
+        let printed = print_scenario(s);
+        let again = parse_scenario(&printed, &s.file)
+            .unwrap_or_else(|e| panic!("{}: {e:?}\n{printed}", s.file.display()));
+        assert_eq!(print_scenario(&again), printed, "{}", s.file.display());
+    }
+}

@@ -1,0 +1,301 @@
+//! The proxy end to end over real gRPC: namespace resolution errors, capability refusal, Admin,
+//! health, reflection, isolation on a shared backend, and graceful drain.
+
+use prism_proto::admin::v1::{GetCapabilitiesRequest, ListNamespacesRequest};
+use prism_proto::client::PrismClient;
+use prism_proto::keyvalue::v1::key_value_client::KeyValueClient;
+use prism_proto::keyvalue::v1::{GetRequest, ScanRequest, SetRequest};
+use prism_runtime::config::ProxyConfig;
+use prism_runtime::server::Proxy;
+use std::path::Path;
+use tokio::sync::oneshot;
+use tonic::Code;
+
+struct Running {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(extra_namespaces: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackends:\n  mem: {{ type: memstore }}\n  lite: {{ type: sqlite, path: {db} }}\nnamespaces:\n  a: {{ pattern: keyvalue, backend: lite }}\n  b: {{ pattern: keyvalue, backend: lite }}\n  m: {{ pattern: keyvalue, backend: mem }}\n{extra_namespaces}",
+        db = dir.path().join("t.db").display()
+    );
+    let config = ProxyConfig::parse(&yaml, Path::new("test.yaml")).unwrap();
+    let proxy = Proxy::open(&config).await.unwrap();
+    let (listener, addr) = Proxy::bind(config.listen).await.unwrap();
+    let (stop, rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        proxy
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        url: format!("http://{addr}"),
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    /// A raw channel, for clients that add no Prism metadata.
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+fn set(key: &str, value: &'static str) -> SetRequest {
+    SetRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn missing_and_unknown_namespaces_are_named() {
+    let p = start("").await;
+    let channel = p.channel().await;
+    let err = KeyValueClient::new(channel)
+        .get(GetRequest { key: "k".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("x-prism-namespace"),
+        "{}",
+        err.message()
+    );
+
+    let client = PrismClient::connect(p.url.clone()).await.unwrap();
+    let err = client
+        .namespace("nope")
+        .keyvalue()
+        .get(GetRequest { key: "k".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("'nope'"), "{}", err.message());
+    assert!(err.message().contains("a, b, m"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn disabled_capability_is_unimplemented_and_named() {
+    let p = start(
+        "  noscan: { pattern: keyvalue, backend: mem, disable: [keyvalue.scan, keyvalue.ttl] }\n",
+    )
+    .await;
+    let client = PrismClient::connect(p.url.clone()).await.unwrap();
+    let mut kv = client.namespace("noscan").keyvalue();
+    let err = kv
+        .scan(ScanRequest {
+            prefix: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("keyvalue.scan"), "{}", err.message());
+    let err = kv
+        .set(SetRequest {
+            ttl_ms: 10,
+            ..set("k", "v")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("keyvalue.ttl"), "{}", err.message());
+    kv.set(set("k", "v")).await.expect("basic set still works");
+
+    let caps = client
+        .admin()
+        .get_capabilities(GetCapabilitiesRequest {
+            namespace: "noscan".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        caps.capabilities,
+        ["keyvalue.basic", "keyvalue.batch", "keyvalue.cas"]
+    );
+    assert_eq!(caps.backend_kind, "memstore");
+}
+
+#[tokio::test]
+async fn admin_lists_namespaces_and_capabilities() {
+    let p = start("").await;
+    let client = PrismClient::connect(p.url.clone()).await.unwrap();
+    let list = client
+        .admin()
+        .list_namespaces(ListNamespacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = list
+        .namespaces
+        .iter()
+        .map(|n| (n.name.as_str(), n.backend_kind.as_str()))
+        .collect();
+    assert_eq!(names, [("a", "sqlite"), ("b", "sqlite"), ("m", "memstore")]);
+    let caps = client
+        .admin()
+        .get_capabilities(GetCapabilitiesRequest {
+            namespace: "a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(caps.pattern, "keyvalue");
+    assert_eq!(
+        caps.capabilities,
+        [
+            "keyvalue.basic",
+            "keyvalue.ttl",
+            "keyvalue.scan",
+            "keyvalue.batch",
+            "keyvalue.cas"
+        ]
+    );
+    let limits = caps.limits.unwrap();
+    assert_eq!(
+        (limits.max_key_bytes, limits.max_value_bytes),
+        (1024, 4 * 1024 * 1024)
+    );
+    let err = client
+        .admin()
+        .get_capabilities(GetCapabilitiesRequest {
+            namespace: "zz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let p = start("").await;
+    let channel = p.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "prism.keyvalue.v1.KeyValue".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for wanted in [
+        "prism.keyvalue.v1.KeyValue",
+        "prism.admin.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&wanted), "{names:?} lacks {wanted}");
+    }
+}
+
+#[tokio::test]
+async fn namespaces_sharing_a_backend_are_isolated() {
+    let p = start("").await;
+    let client = PrismClient::connect(p.url.clone()).await.unwrap();
+    let mut a = client.namespace("a").keyvalue();
+    let mut b = client.namespace("b").keyvalue();
+    a.set(set("shared/k", "from-a")).await.unwrap();
+    b.set(set("shared/k", "from-b")).await.unwrap();
+    a.set(set("shared/only-a", "x")).await.unwrap();
+    let got = a
+        .get(GetRequest {
+            key: "shared/k".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&got.value[..], b"from-a");
+    let got = b
+        .get(GetRequest {
+            key: "shared/only-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.found);
+    let scan = b
+        .scan(ScanRequest {
+            prefix: "shared/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<_> = scan.items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["shared/k"]);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let p = start("").await;
+    let client = PrismClient::connect(p.url.clone()).await.unwrap();
+    let value = vec![7u8; 1024 * 1024];
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let mut kv = client.namespace("a").keyvalue();
+        let value = value.clone();
+        calls.spawn(async move {
+            kv.set(SetRequest {
+                key: format!("drain/{i}"),
+                value: value.into(),
+                ..Default::default()
+            })
+            .await
+        });
+    }
+    // Wait for the first call to complete, so the rest are on the wire or being served.
+    let first = calls.join_next().await.unwrap().unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    p.stop.send(()).unwrap();
+    while let Some(result) = calls.join_next().await {
+        let result = result.unwrap();
+        assert!(result.is_ok(), "an in-flight call was cut off: {result:?}");
+    }
+    p.task.await.unwrap();
+    assert!(
+        PrismClient::connect(p.url.clone()).await.is_err(),
+        "the listener is closed after drain"
+    );
+}
