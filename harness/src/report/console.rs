@@ -81,12 +81,11 @@ impl Console {
             CaseStatus::Failed => {
                 let mut text = format!("FAIL {label}: {}", case.scenario);
                 if let Some(f) = &case.failure {
-                    text.push_str(&format!(
-                        "\n  at {}: {}\n  {}",
-                        f.location(),
-                        f.step,
-                        f.message
-                    ));
+                    text.push_str(&format!("\n  at {}: {}", f.location(), f.step));
+                    if let Some(source) = source_line(&f.file, f.line) {
+                        text.push_str(&format!("\n  {:>4} | {source}", f.line));
+                    }
+                    text.push_str(&format!("\n  {}", f.message));
                     if let Some(e) = &f.expected {
                         text.push_str(&format!("\n  expected: {e}"));
                     }
@@ -130,4 +129,11 @@ impl Console {
             report.duration_ms as f64 / 1000.0
         ));
     }
+}
+
+/// The text of line `line` (1-based) of `file`, to show next to a failure.
+fn source_line(file: &str, line: u64) -> Option<String> {
+    let index = usize::try_from(line.checked_sub(1)?).ok()?;
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().nth(index).map(|l| l.trim_end().to_string())
 }
