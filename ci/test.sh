@@ -30,6 +30,11 @@ fi
 # Build tools for crates with C parts (SQLite is compiled in by libsqlite3-sys).
 need_cmd cc || apt_install build-essential
 need_cmd pkg-config || apt_install pkg-config
+# Server binaries for the process provisioner: the tests start their own Redis and PostgreSQL on
+# free ports (they never use a service that happens to be running) and must not skip them here.
+need_cmd redis-server || apt_install redis-server
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_cmd initdb || apt_install postgresql
+export PRISM_REQUIRE_BACKENDS="${PRISM_REQUIRE_BACKENDS:-redis,postgres}"
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -49,8 +54,9 @@ fi
 log "doc tests"
 cargo test --workspace --doc --quiet
 
-log "prism-conform run (embedded backends) → reports/"
-cargo run --quiet --bin prism-conform -- run --report-dir reports
+log "prism-conform run on memstore, sqlite, redis, postgres → reports/"
+cargo run --quiet --bin prism-conform -- run --report-dir reports \
+    --backend memstore --backend sqlite --backend redis --backend postgres
 
 log "Python gRPC interop client (ci/interop) → prism-proxy"
 need_cmd python3 || apt_install python3

@@ -48,6 +48,8 @@ fn sample() -> RunReport {
             backend: backend.into(),
             backend_kind: backend.into(),
             capabilities: vec!["keyvalue.basic".into(), "keyvalue.ttl".into()],
+            provisioning: Some(format!("process: {backend}-server on 127.0.0.1:40000")),
+            provision_ms: Some(61),
             totals,
             duration_ms: cases.iter().map(|c| c.duration_ms).sum(),
             cases,
@@ -67,6 +69,10 @@ fn sample() -> RunReport {
             suite("memstore", vec![pass.clone(), fail, skip]),
             suite("sqlite", vec![pass]),
         ],
+        unavailable: vec![UnavailableReport {
+            backend: "postgres".into(),
+            reason: "process: PostgreSQL server binaries not found".into(),
+        }],
     }
 }
 

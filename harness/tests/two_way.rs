@@ -2,12 +2,13 @@
 //! must refuse it (scenarios needing it are skipped with the reason), and a target that claims less
 //! than it serves is caught (those scenarios fail).
 
-use prism_conform::provision::{embedded_config, start_proxy, target};
+use prism_conform::provision::{proxy_config, start_proxy, target};
 use prism_conform::report::model::{CaseStatus, RunReport};
 use prism_conform::runner::{self, RunOptions, Target};
 use prism_conform::scenario::Scenario;
 use prism_conform::scenario::load::{find_files, load_corpus};
 use prism_proto::client::PrismClient;
+use prism_runtime::backends::BackendConfig;
 use prism_runtime::capability::Capability;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,13 +29,15 @@ async fn run(targets: &[Target], scenarios: &[Arc<Scenario>]) -> RunReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_capabilities_are_refused_and_reported_as_skips() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = embedded_config(&["memstore".to_string()], dir.path()).unwrap();
+    let mut config = proxy_config(&[(
+        "memstore".to_string(),
+        BackendConfig::Memstore(Default::default()),
+    )]);
     let disabled = [Capability::KvScan, Capability::KvCas];
     for ns in config.namespaces.values_mut() {
         ns.disable = disabled.to_vec();
     }
-    let proxy = start_proxy(&config, dir).await.unwrap();
+    let proxy = start_proxy(&config).await.unwrap();
     let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
     let t = target(
         &client,
@@ -83,9 +86,11 @@ async fn undeclared_capabilities_are_refused_and_reported_as_skips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_doing_more_than_it_declares_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = embedded_config(&["memstore".to_string()], dir.path()).unwrap();
-    let proxy = start_proxy(&config, dir).await.unwrap();
+    let config = proxy_config(&[(
+        "memstore".to_string(),
+        BackendConfig::Memstore(Default::default()),
+    )]);
+    let proxy = start_proxy(&config).await.unwrap();
     let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
     let mut lying = target(
         &client,

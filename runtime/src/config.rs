@@ -145,10 +145,20 @@ impl ProxyConfig {
                     }
                 ));
             }
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            if !is_identifier(name) {
                 problems.push(format!(
-                    "namespace name {name:?} must be non-empty printable ASCII (it travels as gRPC metadata)"
+                    "namespace name {name:?} must be letters, digits, '.', '_' or '-', starting with a letter or digit (it travels as gRPC metadata and prefixes backend keys)"
                 ));
+            }
+        }
+        for (name, backend) in &self.backends {
+            if let BackendConfig::Redis(r) = backend {
+                if !is_identifier(&r.key_prefix) {
+                    problems.push(format!(
+                        "backend '{name}': key_prefix {:?} must be letters, digits, '.', '_' or '-'",
+                        r.key_prefix
+                    ));
+                }
             }
         }
         if problems.is_empty() {
@@ -165,6 +175,16 @@ impl ProxyConfig {
     pub fn limits_for(&self, ns: &NamespaceConfig) -> Limits {
         ns.limits.resolve(self.limits.resolve(Limits::default()))
     }
+}
+
+/// Whether `name` is a safe identifier: `[A-Za-z0-9][A-Za-z0-9._-]*`.
+pub fn is_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// YAML options shared by every Prism file: YAML 1.2 booleans only, so `n`, `yes` or `off` stay text.

@@ -11,5 +11,6 @@ pub mod config;
 pub mod keyvalue;
 pub mod limits;
 pub mod router;
+pub mod secret;
 pub mod server;
 pub mod shutdown;

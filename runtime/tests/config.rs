@@ -31,6 +31,15 @@ fn example_config_loads() {
 }
 
 #[test]
+fn networked_example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/networked.yaml");
+    let config = ProxyConfig::load(&path).expect("networked example config is valid");
+    assert_eq!(config.backends["cache"].kind(), "redis");
+    assert_eq!(config.backends["db"].kind(), "postgres");
+    assert_eq!(config.namespaces.len(), 3);
+}
+
+#[test]
 fn listen_defaults_to_8980() {
     let config = ProxyConfig::parse(
         "backends: { m: { type: memstore } }\nnamespaces: { a: { pattern: keyvalue, backend: m } }\n",
@@ -91,4 +100,55 @@ fn unreadable_file_names_the_path() {
         err.to_string()
             .starts_with("/nonexistent/prism.yaml: cannot read config")
     );
+}
+
+#[test]
+fn networked_backends_parse_with_env_urls_and_never_show_passwords() {
+    // SAFETY of intent: a variable name unique to this test, set before the parse that reads it.
+    unsafe { std::env::set_var("PRISM_TEST_PG_URL", "postgres://app:s3cret@db:5432/prism") };
+    let config = ProxyConfig::parse(
+        "backends:\n  cache: { type: redis, url: 'redis://:hunter2@cache:6379/0' }\n  db: { type: postgres, url: '${PRISM_TEST_PG_URL}', pool: { max: 4 } }\nnamespaces:\n  a: { pattern: keyvalue, backend: cache }\n  b: { pattern: keyvalue, backend: db }\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    let BackendConfig::Redis(redis) = &config.backends["cache"] else {
+        panic!()
+    };
+    assert_eq!(redis.url.expose(), "redis://:hunter2@cache:6379/0");
+    assert_eq!(redis.key_prefix, "prism");
+    let BackendConfig::Postgres(pg) = &config.backends["db"] else {
+        panic!()
+    };
+    assert_eq!(pg.url.expose(), "postgres://app:s3cret@db:5432/prism");
+    assert_eq!((pg.pool.max, pg.pool.acquire_timeout_ms), (4, 5000));
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_missing_env_variable_is_named_with_its_location() {
+    let err = ProxyConfig::parse(
+        "backends:\n  db: { type: postgres, url: '${PRISM_TEST_SURELY_UNSET}' }\nnamespaces: { a: { pattern: keyvalue, backend: db } }\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("t.yaml:2:"), "{err}");
+    assert!(err.contains("PRISM_TEST_SURELY_UNSET is not set"), "{err}");
+}
+
+#[rstest]
+#[case::namespace_with_colon("a:b", "namespace name \"a:b\"")]
+#[case::namespace_with_space("a b", "namespace name \"a b\"")]
+fn unsafe_names_are_rejected(#[case] ns: &str, #[case] expected: &str) {
+    let yaml = format!(
+        "backends: {{ m: {{ type: memstore }} }}\nnamespaces: {{ '{ns}': {{ pattern: keyvalue, backend: m }} }}\n"
+    );
+    let err = ProxyConfig::parse(&yaml, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(expected), "{err}");
 }

@@ -74,6 +74,15 @@ pub fn render(report: &RunReport) -> String {
             suite.backend_kind,
             suite.capabilities.join(", ")
         );
+        if let (Some(how), Some(ms)) = (&suite.provisioning, suite.provision_ms) {
+            let _ = writeln!(out, "provisioned by {how} in {:.2}s", ms as f64 / 1000.0);
+        }
+    }
+    if !report.unavailable.is_empty() {
+        out.push_str("\n## Unavailable backends\n\n");
+        for u in &report.unavailable {
+            let _ = writeln!(out, "- {}: {}", u.backend, u.reason);
+        }
     }
     let failures: Vec<_> = report
         .suites

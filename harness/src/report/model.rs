@@ -21,6 +21,18 @@ pub struct RunReport {
     pub totals: Totals,
     /// One suite per pattern × backend.
     pub suites: Vec<SuiteReport>,
+    /// Backends that were asked for (or tried with `--all-backends`) but could not be provisioned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableReport>,
+}
+
+/// A backend that could not be provisioned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnavailableReport {
+    /// Backend name.
+    pub backend: String,
+    /// Why, per provisioner.
+    pub reason: String,
 }
 
 /// Passed / failed / skipped counts.
@@ -61,6 +73,12 @@ pub struct SuiteReport {
     pub backend_kind: String,
     /// Capabilities the namespace declared.
     pub capabilities: Vec<String>,
+    /// How the backend was provisioned (e.g. `process: redis-server … on redis://127.0.0.1:40123`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<String>,
+    /// How long provisioning took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_ms: Option<u64>,
     /// Counts.
     pub totals: Totals,
     /// Wall time of the suite's cases, summed.

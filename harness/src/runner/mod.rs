@@ -331,6 +331,8 @@ pub async fn run(
                     .iter()
                     .map(|c| c.name().to_string())
                     .collect(),
+                provisioning: None,
+                provision_ms: None,
                 totals: st,
                 duration_ms: cases.iter().map(|c| c.duration_ms).sum(),
                 cases,
@@ -344,6 +346,7 @@ pub async fn run(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         totals,
         suites,
+        unavailable: Vec::new(),
     };
     emit(EventKind::RunFinished(Box::new(report.clone())));
     report

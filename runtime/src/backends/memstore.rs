@@ -2,8 +2,8 @@
 //! own right (ordered maps per namespace, monotonic versions, exact expiry), not a mock of another.
 
 use crate::keyvalue::store::{
-    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvStore, KvTtl, ScanItem,
-    StoreError, StoreResult,
+    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
+    StoreResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -271,23 +271,7 @@ impl KvCas for MemStore {
     }
 }
 
-impl KvStore for MemStore {
-    fn kind(&self) -> &'static str {
-        "memstore"
-    }
-    fn ttl(&self) -> Option<&dyn KvTtl> {
-        Some(self)
-    }
-    fn scan(&self) -> Option<&dyn KvScan> {
-        Some(self)
-    }
-    fn batch(&self) -> Option<&dyn KvBatch> {
-        Some(self)
-    }
-    fn cas(&self) -> Option<&dyn KvCas> {
-        Some(self)
-    }
-}
+crate::kv_store_with_every_capability!(MemStore, "memstore");
 
 #[cfg(test)]
 mod tests {

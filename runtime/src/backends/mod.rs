@@ -2,6 +2,8 @@
 //! `type:`-tagged union the proxy config holds; [`open`] turns one into a running adapter.
 
 pub mod memstore;
+pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 use crate::keyvalue::store::KvStore;
@@ -16,6 +18,10 @@ pub enum BackendConfig {
     Memstore(memstore::MemStoreConfig),
     /// SQLite file or `:memory:` (`type: sqlite`).
     Sqlite(sqlite::SqliteConfig),
+    /// Redis (`type: redis`).
+    Redis(redis::RedisConfig),
+    /// PostgreSQL (`type: postgres`).
+    Postgres(postgres::PostgresConfig),
 }
 
 impl BackendConfig {
@@ -24,6 +30,8 @@ impl BackendConfig {
         match self {
             BackendConfig::Memstore(_) => "memstore",
             BackendConfig::Sqlite(_) => "sqlite",
+            BackendConfig::Redis(_) => "redis",
+            BackendConfig::Postgres(_) => "postgres",
         }
     }
 }
@@ -40,6 +48,31 @@ pub enum OpenError {
         #[source]
         source: sqlx::Error,
     },
+    /// The Redis URL is invalid.
+    #[error("cannot use redis at {url}: {source}")]
+    Redis {
+        /// The URL, password redacted.
+        url: String,
+        /// The client error.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// PostgreSQL could not be reached or migrated.
+    #[error("cannot open postgres at {url}: {source}")]
+    Postgres {
+        /// The URL, password redacted.
+        url: String,
+        /// The sqlx error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Closer {
+    Nothing,
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 /// A running backend: its KeyValue adapter and how to close it.
@@ -47,7 +80,7 @@ pub enum OpenError {
 pub struct Backend {
     /// The KeyValue adapter.
     pub keyvalue: Arc<dyn KvStore>,
-    closer: Option<sqlite::SqliteStore>,
+    closer: Closer,
 }
 
 impl std::fmt::Debug for Backend {
@@ -61,8 +94,10 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// Releases connections and files; in-flight calls should be finished first.
     pub async fn close(&self) {
-        if let Some(store) = &self.closer {
-            store.close().await;
+        match &self.closer {
+            Closer::Nothing => {}
+            Closer::Sqlite(store) => store.close().await,
+            Closer::Postgres(store) => store.close().await,
         }
     }
 }
@@ -75,7 +110,7 @@ pub async fn open(config: &BackendConfig) -> Result<Backend, OpenError> {
             store.spawn_sweeper();
             Ok(Backend {
                 keyvalue: store,
-                closer: None,
+                closer: Closer::Nothing,
             })
         }
         BackendConfig::Sqlite(cfg) => {
@@ -89,7 +124,33 @@ pub async fn open(config: &BackendConfig) -> Result<Backend, OpenError> {
             store.spawn_purger();
             Ok(Backend {
                 keyvalue: Arc::new(store.clone()),
-                closer: Some(store),
+                closer: Closer::Sqlite(store),
+            })
+        }
+        BackendConfig::Redis(cfg) => {
+            let store = redis::RedisStore::open(cfg)
+                .await
+                .map_err(|source| OpenError::Redis {
+                    url: cfg.url.redacted(),
+                    source,
+                })?;
+            Ok(Backend {
+                keyvalue: Arc::new(store),
+                closer: Closer::Nothing,
+            })
+        }
+        BackendConfig::Postgres(cfg) => {
+            let store =
+                postgres::PostgresStore::open(cfg)
+                    .await
+                    .map_err(|source| OpenError::Postgres {
+                        url: cfg.url.redacted(),
+                        source,
+                    })?;
+            store.spawn_purger();
+            Ok(Backend {
+                keyvalue: Arc::new(store.clone()),
+                closer: Closer::Postgres(store),
             })
         }
     }

@@ -7,8 +7,8 @@
 //! read by `expires_at`, and a background task purges them in bounded batches.
 
 use crate::keyvalue::store::{
-    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvStore, KvTtl, ScanItem,
-    StoreError, StoreResult,
+    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
+    StoreResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -319,10 +319,7 @@ impl KvScan for SqliteStore {
     ) -> StoreResult<Vec<ScanItem>> {
         // Keys compare with BINARY collation (memcmp), i.e. UTF-8 byte order, like the other backends.
         // `substr(key, 1, length(prefix)) = prefix` is an exact prefix test (no LIKE wildcards to escape).
-        let (bound, exclusive) = match after {
-            Some(a) if a >= prefix => (a, true),
-            _ => (prefix, false),
-        };
+        let (bound, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
         let rows = sqlx::query(
             "SELECT key, CASE WHEN ? THEN NULL ELSE value END FROM prism_kv
              WHERE ns = ? AND (key > ? OR (key = ? AND NOT ?)) AND substr(key, 1, length(?)) = ?
@@ -423,20 +420,4 @@ impl KvCas for SqliteStore {
     }
 }
 
-impl KvStore for SqliteStore {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-    fn ttl(&self) -> Option<&dyn KvTtl> {
-        Some(self)
-    }
-    fn scan(&self) -> Option<&dyn KvScan> {
-        Some(self)
-    }
-    fn batch(&self) -> Option<&dyn KvBatch> {
-        Some(self)
-    }
-    fn cas(&self) -> Option<&dyn KvCas> {
-        Some(self)
-    }
-}
+crate::kv_store_with_every_capability!(SqliteStore, "sqlite");

@@ -179,3 +179,28 @@ pub trait KvStore: KvBasic {
         caps
     }
 }
+
+/// Implements [`KvStore`] for an adapter that offers every KeyValue capability: `kind` plus each
+/// accessor returning the adapter itself (which must implement every capability trait).
+#[macro_export]
+macro_rules! kv_store_with_every_capability {
+    ($store:ty, $kind:literal) => {
+        impl $crate::keyvalue::store::KvStore for $store {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+            fn ttl(&self) -> Option<&dyn $crate::keyvalue::store::KvTtl> {
+                Some(self)
+            }
+            fn scan(&self) -> Option<&dyn $crate::keyvalue::store::KvScan> {
+                Some(self)
+            }
+            fn batch(&self) -> Option<&dyn $crate::keyvalue::store::KvBatch> {
+                Some(self)
+            }
+            fn cas(&self) -> Option<&dyn $crate::keyvalue::store::KvCas> {
+                Some(self)
+            }
+        }
+    };
+}

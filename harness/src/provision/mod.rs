@@ -1,0 +1,538 @@
+//! Backend provisioning: how the harness gets an endpoint for each backend, and the in-process proxy
+//! that serves them.
+//!
+//! - `embedded`: memstore (in the proxy) and sqlite (a file in a fresh temp dir);
+//! - `process`: `redis-server` / PostgreSQL from this machine's binaries ([`process`]);
+//! - `container`: testcontainers, when built with the `container` feature and a Docker socket answers;
+//! - `external`: a URL from `--backend-url NAME=URL` or `PRISM_<NAME>_URL`.
+//!
+//! `auto` picks external when a URL is given, else embedded/process, else container.
+
+pub mod container;
+pub mod process;
+
+use crate::runner::Target;
+use prism_proto::admin::v1::GetCapabilitiesRequest;
+use prism_proto::client::PrismClient;
+use prism_runtime::backends::BackendConfig;
+use prism_runtime::backends::memstore::MemStoreConfig;
+use prism_runtime::backends::postgres::{PoolConfig, PostgresConfig};
+use prism_runtime::backends::redis::RedisConfig;
+use prism_runtime::backends::sqlite::SqliteConfig;
+use prism_runtime::capability::Capability;
+use prism_runtime::config::{NamespaceConfig, Pattern, ProxyConfig};
+use prism_runtime::limits::LimitsConfig;
+use prism_runtime::secret::SecretUrl;
+use prism_runtime::server::Proxy;
+use process::ServerProcess;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How a backend is provisioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The first that works: external (URL given), embedded, process, container.
+    Auto,
+    /// In the proxy process (memstore, sqlite).
+    Embedded,
+    /// A server started from this machine's binaries on a free port.
+    Process,
+    /// A container (testcontainers; needs the `container` feature and a Docker socket).
+    Container,
+    /// A server you run, given by URL.
+    External,
+}
+
+/// A backend the harness knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Name used with `--backend`.
+    pub name: &'static str,
+    /// Provisioners that can supply it, in `auto` order (external is tried first when a URL is given).
+    pub modes: &'static [Mode],
+    /// What it needs on this machine.
+    pub needs: &'static str,
+}
+
+/// Every backend the harness can provision.
+pub const BACKENDS: [BackendInfo; 4] = [
+    BackendInfo {
+        name: "memstore",
+        modes: &[Mode::Embedded],
+        needs: "nothing (in the proxy process)",
+    },
+    BackendInfo {
+        name: "sqlite",
+        modes: &[Mode::Embedded],
+        needs: "nothing (SQLite is compiled in; a file in a temp dir)",
+    },
+    BackendInfo {
+        name: "redis",
+        modes: &[Mode::External, Mode::Process, Mode::Container],
+        needs: "redis-server on PATH (Debian: redis-server), or Docker, or PRISM_REDIS_URL",
+    },
+    BackendInfo {
+        name: "postgres",
+        modes: &[Mode::External, Mode::Process, Mode::Container],
+        needs: "PostgreSQL server binaries (Debian: postgresql), or Docker, or PRISM_POSTGRES_URL",
+    },
+];
+
+/// Backends `prism-conform run` uses when none is named.
+pub const DEFAULT_BACKENDS: [&str; 2] = ["memstore", "sqlite"];
+
+/// Looks a backend up by name.
+pub fn backend_info(name: &str) -> Result<&'static BackendInfo, ProvisionError> {
+    BACKENDS
+        .iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| ProvisionError::UnknownBackend(name.to_string()))
+}
+
+/// Why a target could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// An unknown backend name (bad input).
+    #[error("unknown backend '{0}' (expected one of: {names})", names = BACKENDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "))]
+    UnknownBackend(String),
+    /// A backend cannot be provisioned the requested way (bad input).
+    #[error(
+        "backend '{backend}' cannot be provisioned with --provision {mode:?} (it supports: {supported})"
+    )]
+    UnsupportedMode {
+        /// Backend.
+        backend: String,
+        /// Requested mode.
+        mode: Mode,
+        /// What it supports.
+        supported: String,
+    },
+    /// The environment could not provide the backend or proxy.
+    #[error("{0}")]
+    Environment(String),
+}
+
+/// A live server the harness started (so it can stop, kill and restart it).
+pub enum ServerHandle {
+    /// A process from this machine's binaries.
+    Process(ServerProcess),
+    /// A container (kept alive while held).
+    Container(container::ContainerHandle),
+}
+
+impl ServerHandle {
+    /// Stops the server gracefully.
+    pub fn stop(&mut self) -> Result<(), String> {
+        match self {
+            ServerHandle::Process(p) => {
+                p.stop();
+                Ok(())
+            }
+            ServerHandle::Container(_) => Err("stopping a container is not supported yet".into()),
+        }
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&mut self) -> Result<(), String> {
+        match self {
+            ServerHandle::Process(p) => {
+                p.kill();
+                Ok(())
+            }
+            ServerHandle::Container(_) => Err("killing a container is not supported yet".into()),
+        }
+    }
+
+    /// Starts the server again on the same port and data dir, and waits until it answers.
+    pub fn start(&mut self) -> Result<(), String> {
+        match self {
+            ServerHandle::Process(p) => p.start(),
+            ServerHandle::Container(_) => Err("restarting a container is not supported yet".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerHandle::Process(p) => p.fmt(f),
+            ServerHandle::Container(_) => f.write_str("Container"),
+        }
+    }
+}
+
+/// A provisioned backend: its proxy config and, when the harness started a server, its handle.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// Backend name.
+    pub name: String,
+    /// Config for the proxy.
+    pub config: BackendConfig,
+    /// How it was provisioned, for humans (`process: redis-server v=7.0.15 on 127.0.0.1:40123`).
+    pub method: String,
+    /// How long provisioning took.
+    pub took: Duration,
+    /// The server the harness owns, if any; shared so fault tests can stop or kill it.
+    pub server: Option<Arc<Mutex<ServerHandle>>>,
+}
+
+/// A backend that could not be provisioned, with why.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    /// Backend name.
+    pub name: String,
+    /// Why (each provisioner's reason).
+    pub reason: String,
+}
+
+fn env_url(name: &str) -> Option<String> {
+    std::env::var(format!("PRISM_{}_URL", name.to_ascii_uppercase()))
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+fn networked_config(name: &str, url: &str) -> BackendConfig {
+    let url = SecretUrl::new(url);
+    match name {
+        "redis" => BackendConfig::Redis(RedisConfig {
+            url,
+            key_prefix: "prism-conform".into(),
+            connect_timeout_ms: 2000,
+            response_timeout_ms: 5000,
+        }),
+        _ => BackendConfig::Postgres(PostgresConfig {
+            url,
+            pool: PoolConfig::default(),
+        }),
+    }
+}
+
+async fn process(name: &str) -> Result<(ServerProcess, String), String> {
+    let owned = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let server = match owned.as_str() {
+            "redis" => ServerProcess::start_redis()?,
+            _ => ServerProcess::start_postgres()?,
+        };
+        let method = format!("process: {} on {}", server.version(), server.url());
+        Ok((server, method))
+    })
+    .await
+    .map_err(|e| format!("provisioner task failed: {e}"))?
+}
+
+/// Provisions one backend with `mode`; `urls` holds `--backend-url` values.
+pub async fn provision(
+    name: &str,
+    mode: Mode,
+    urls: &BTreeMap<String, String>,
+    dir: &std::path::Path,
+) -> Result<Provisioned, ProvisionError> {
+    let info = backend_info(name)?;
+    let started = Instant::now();
+    let done = |config, method: String, server: Option<ServerHandle>| Provisioned {
+        name: name.to_string(),
+        config,
+        method,
+        took: started.elapsed(),
+        server: server.map(|s| Arc::new(Mutex::new(s))),
+    };
+    let url = urls.get(name).cloned().or_else(|| env_url(name));
+    let modes: Vec<Mode> = match mode {
+        Mode::Auto => info
+            .modes
+            .iter()
+            .copied()
+            .filter(|m| *m != Mode::External || url.is_some())
+            .collect(),
+        m if info.modes.contains(&m) => vec![m],
+        m => {
+            return Err(ProvisionError::UnsupportedMode {
+                backend: name.to_string(),
+                mode: m,
+                supported: info
+                    .modes
+                    .iter()
+                    .map(|m| format!("{m:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    };
+    let mut reasons = Vec::new();
+    for m in modes {
+        match m {
+            Mode::Embedded => {
+                let config = match name {
+                    "memstore" => BackendConfig::Memstore(MemStoreConfig::default()),
+                    _ => BackendConfig::Sqlite(SqliteConfig {
+                        path: dir.join(format!("{name}.db")).display().to_string(),
+                        readers: 4,
+                    }),
+                };
+                let method = match name {
+                    "memstore" => "embedded: in the proxy process".to_string(),
+                    _ => format!("embedded: {}", dir.join(format!("{name}.db")).display()),
+                };
+                return Ok(done(config, method, None));
+            }
+            Mode::External => match &url {
+                Some(u) => {
+                    let method = format!("external: {}", prism_runtime::secret::redact(u));
+                    return Ok(done(networked_config(name, u), method, None));
+                }
+                None => reasons.push(format!(
+                    "external: no URL (--backend-url {name}=URL or PRISM_{}_URL)",
+                    name.to_ascii_uppercase()
+                )),
+            },
+            Mode::Process => match process(name).await {
+                Ok((server, method)) => {
+                    let config = networked_config(name, &server.url());
+                    return Ok(done(config, method, Some(ServerHandle::Process(server))));
+                }
+                Err(e) => reasons.push(format!("process: {e}")),
+            },
+            Mode::Container => match container::start(name).await {
+                Ok((handle, url)) => {
+                    let method = format!("container: {url}");
+                    return Ok(done(
+                        networked_config(name, &url),
+                        method,
+                        Some(ServerHandle::Container(handle)),
+                    ));
+                }
+                Err(e) => reasons.push(format!("container: {e}")),
+            },
+            Mode::Auto => {}
+        }
+    }
+    Err(ProvisionError::Environment(format!(
+        "backend '{name}' could not be provisioned: {}",
+        reasons.join("; ")
+    )))
+}
+
+/// An in-process proxy serving provisioned backends; [`RunningProxy::stop`] drains it.
+pub struct RunningProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// Drains the proxy and waits for it to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Name of the scenario namespace for `backend`.
+pub fn namespace(backend: &str) -> String {
+    format!("conform-{backend}")
+}
+
+/// Name of the second namespace for `backend` (isolation scenarios).
+pub fn other_namespace(backend: &str) -> String {
+    format!("conform-{backend}-other")
+}
+
+/// The proxy config for a run: each backend with its two keyvalue namespaces.
+pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
+    let mut bcfg = BTreeMap::new();
+    let mut ns = BTreeMap::new();
+    for (name, config) in backends {
+        bcfg.insert(name.clone(), config.clone());
+        for n in [namespace(name), other_namespace(name)] {
+            ns.insert(
+                n,
+                NamespaceConfig {
+                    pattern: Pattern::Keyvalue,
+                    backend: name.clone(),
+                    disable: Vec::new(),
+                    limits: LimitsConfig::default(),
+                },
+            );
+        }
+    }
+    ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("loopback address parses"),
+        limits: LimitsConfig::default(),
+        backends: bcfg,
+        namespaces: ns,
+    }
+}
+
+/// Starts an in-process proxy for `config` on an ephemeral loopback port.
+pub async fn start_proxy(config: &ProxyConfig) -> Result<RunningProxy, ProvisionError> {
+    let env = |e: &dyn std::fmt::Display| {
+        ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
+    };
+    let proxy = Proxy::open(config).await.map_err(|e| env(&e))?;
+    let (listener, addr) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        if let Err(e) = proxy
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "in-process proxy failed");
+        }
+    });
+    Ok(RunningProxy {
+        url: format!("http://{addr}"),
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// Everything a run against provisioned backends holds: servers, temp dir, proxy, targets.
+pub struct Environment {
+    /// The backends, in request order.
+    pub backends: Vec<Provisioned>,
+    /// The in-process proxy.
+    pub proxy: RunningProxy,
+    /// One target per backend.
+    pub targets: Vec<Target>,
+    _dir: tempfile::TempDir,
+}
+
+impl Environment {
+    /// Stops the proxy, then the servers the harness started (dropping them removes their dirs).
+    pub async fn stop(self) {
+        self.proxy.stop().await;
+        for b in self.backends {
+            if let Some(server) = b.server {
+                if let Ok(mut s) = server.lock() {
+                    // Containers stop when dropped; processes get a graceful stop first.
+                    let _ = s.stop();
+                }
+            }
+        }
+    }
+}
+
+/// A fresh temp dir for a run's embedded files (sqlite databases).
+pub fn run_dir() -> Result<tempfile::TempDir, ProvisionError> {
+    tempfile::Builder::new()
+        .prefix("prism-conform-")
+        .tempdir()
+        .map_err(|e| ProvisionError::Environment(format!("cannot create a temp dir: {e}")))
+}
+
+/// Provisions `names` (each with `mode`), starts a proxy for them and describes one target each.
+pub async fn start_environment(
+    names: &[String],
+    mode: Mode,
+    urls: &BTreeMap<String, String>,
+) -> Result<Environment, ProvisionError> {
+    let dir = run_dir()?;
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(provision(name, mode, urls, dir.path()).await?);
+    }
+    launch(backends, dir).await
+}
+
+/// Starts a proxy for already provisioned backends (whose embedded files live in `dir`).
+pub async fn launch(
+    backends: Vec<Provisioned>,
+    dir: tempfile::TempDir,
+) -> Result<Environment, ProvisionError> {
+    let configs: Vec<(String, BackendConfig)> = backends
+        .iter()
+        .map(|b| (b.name.clone(), b.config.clone()))
+        .collect();
+    let proxy = start_proxy(&proxy_config(&configs)).await?;
+    let client = PrismClient::connect(proxy.url.clone())
+        .await
+        .map_err(|e| ProvisionError::Environment(e.to_string()))?;
+    let mut targets = Vec::new();
+    for b in &backends {
+        targets.push(
+            target(
+                &client,
+                &b.name,
+                &namespace(&b.name),
+                Some(other_namespace(&b.name)),
+            )
+            .await?,
+        );
+    }
+    Ok(Environment {
+        backends,
+        proxy,
+        targets,
+        _dir: dir,
+    })
+}
+
+/// Describes a namespace of a running proxy as a target, asking the proxy for its capabilities.
+pub async fn target(
+    client: &PrismClient,
+    label: &str,
+    ns: &str,
+    other: Option<String>,
+) -> Result<Target, ProvisionError> {
+    let caps = client
+        .admin()
+        .get_capabilities(GetCapabilitiesRequest {
+            namespace: ns.to_string(),
+        })
+        .await
+        .map_err(|s| {
+            ProvisionError::Environment(format!(
+                "GetCapabilities for namespace '{ns}' failed: {}: {}",
+                s.code(),
+                s.message()
+            ))
+        })?
+        .into_inner();
+    Ok(Target {
+        backend: label.to_string(),
+        backend_kind: caps.backend_kind,
+        pattern: caps.pattern,
+        client: client.clone(),
+        namespace: ns.to_string(),
+        other_namespace: other,
+        capabilities: caps
+            .capabilities
+            .iter()
+            .filter_map(|c| Capability::from_name(c))
+            .collect(),
+    })
+}
+
+/// Targets on an already running proxy: `namespaces` maps a pattern (or `PATTERN.other`) to a namespace.
+pub async fn connect_targets(
+    url: &str,
+    namespaces: &BTreeMap<String, String>,
+) -> Result<Vec<Target>, ProvisionError> {
+    let client = PrismClient::connect(url.to_string())
+        .await
+        .map_err(|e| ProvisionError::Environment(format!("{url}: {e}")))?;
+    let mut targets = Vec::new();
+    for (pattern, ns) in namespaces.iter().filter(|(p, _)| !p.ends_with(".other")) {
+        let other = namespaces.get(&format!("{pattern}.other")).cloned();
+        let t = target(&client, "target", ns, other).await?;
+        if &t.pattern != pattern {
+            return Err(ProvisionError::Environment(format!(
+                "namespace '{ns}' serves the {} pattern, not {pattern}",
+                t.pattern
+            )));
+        }
+        targets.push(t);
+    }
+    Ok(targets)
+}

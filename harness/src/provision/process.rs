@@ -1,0 +1,377 @@
+//! The `process` provisioner: runs `redis-server` or PostgreSQL from this machine's binaries on a free
+//! loopback port in a fresh temp dir. The harness owns the process: it can stop, kill and restart it
+//! (for fault scenarios), and dropping the handle kills the whole process group and removes the dir.
+//! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a server may take to answer after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which server a process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `redis-server`.
+    Redis,
+    /// PostgreSQL (`initdb` + `postgres`).
+    Postgres,
+}
+
+/// A server process owned by the harness.
+#[derive(Debug)]
+pub struct ServerProcess {
+    kind: ServerKind,
+    port: u16,
+    bin_dir: PathBuf,
+    run_as: Option<String>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The directory holding PostgreSQL's server binaries: `postgres` on PATH, else the newest
+/// `/usr/lib/postgresql/<version>/bin` (Debian keeps them off PATH).
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    if let Some(p) = which("postgres").and_then(|p| std::fs::canonicalize(p).ok()) {
+        if let Some(dir) = p.parent().filter(|d| d.join("initdb").is_file()) {
+            return Some(dir.to_owned());
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// The `redis-server` binary, if installed.
+pub fn redis_bin_dir() -> Option<PathBuf> {
+    which("redis-server").and_then(|p| p.parent().map(Path::to_owned))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn signal(pid: u32, sig: &str, group: bool) {
+    let target = if group {
+        format!("-{pid}")
+    } else {
+        pid.to_string()
+    };
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), "--".into(), target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl ServerProcess {
+    /// Starts `redis-server` on a free port.
+    pub fn start_redis() -> Result<Self, String> {
+        let bin_dir = redis_bin_dir()
+            .ok_or("redis-server is not on PATH (Debian: apt-get install redis-server)")?;
+        let mut server = Self::new(ServerKind::Redis, bin_dir, None)?;
+        server.start()?;
+        Ok(server)
+    }
+
+    /// Runs `initdb` in a fresh dir and starts `postgres` on a free port.
+    pub fn start_postgres() -> Result<Self, String> {
+        let bin_dir = postgres_bin_dir().ok_or(
+            "PostgreSQL server binaries not found on PATH or under /usr/lib/postgresql (Debian: apt-get install postgresql)",
+        )?;
+        let run_as = is_root().then(|| "postgres".to_string());
+        let mut server = Self::new(ServerKind::Postgres, bin_dir, run_as)?;
+        server.init_postgres()?;
+        server.start()?;
+        Ok(server)
+    }
+
+    fn new(kind: ServerKind, bin_dir: PathBuf, run_as: Option<String>) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(match kind {
+                ServerKind::Redis => "prism-redis-",
+                ServerKind::Postgres => "prism-postgres-",
+            })
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let port = free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+        Ok(Self {
+            kind,
+            port,
+            bin_dir,
+            run_as,
+            child: None,
+            dir,
+        })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .arg("--init-groups")
+                    .arg("--")
+                    .arg(self.bin_dir.join(program));
+                c
+            }
+            None => Command::new(self.bin_dir.join(program)),
+        }
+    }
+
+    fn init_postgres(&self) -> Result<(), String> {
+        if let Some(user) = &self.run_as {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{user}:"))
+                    .arg(self.dir.path()),
+                "chown of the PostgreSQL temp dir",
+            )?;
+        }
+        run(
+            self.command("initdb")
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args([
+                    "-U",
+                    "prism",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]),
+            "initdb",
+        )
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        match self.kind {
+            ServerKind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            ServerKind::Postgres => format!("postgres://prism@127.0.0.1:{}/postgres", self.port),
+        }
+    }
+
+    /// The server's version line, e.g. `redis-server 7.0.15`.
+    pub fn version(&self) -> String {
+        let program = match self.kind {
+            ServerKind::Redis => "redis-server",
+            ServerKind::Postgres => "postgres",
+        };
+        Command::new(self.bin_dir.join(program))
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| program.to_string())
+    }
+
+    /// Starts (or restarts) the server on its port and data dir and waits until it answers.
+    pub fn start(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::File::create(self.dir.path().join("server.log"))
+            .map_err(|e| format!("cannot create the server log: {e}"))?;
+        let mut cmd = match self.kind {
+            ServerKind::Redis => {
+                let mut c = self.command("redis-server");
+                c.arg("--port")
+                    .arg(self.port.to_string())
+                    .args([
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--protected-mode",
+                        "no",
+                    ])
+                    .arg("--dir")
+                    .arg(self.dir.path());
+                c
+            }
+            ServerKind::Postgres => {
+                let mut c = self.command("postgres");
+                c.arg("-D")
+                    .arg(self.dir.path().join("data"))
+                    .arg("-p")
+                    .arg(self.port.to_string())
+                    .arg("-k")
+                    .arg(self.dir.path())
+                    // fsync=off only matters if the machine crashes; commits stay synchronous so a
+                    // killed server (fault scenarios) keeps every acknowledged write.
+                    .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                    .args(["-c", "full_page_writes=off"])
+                    .args(["-c", "max_connections=200"]);
+                c
+            }
+        };
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", self.kind))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        while started.elapsed() < READY_TIMEOUT {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!(
+                        "{:?} exited at start ({status}); log:\n{}",
+                        self.kind,
+                        self.log_tail()
+                    ));
+                }
+            }
+            if self.answers() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        Err(format!(
+            "{:?} did not answer on port {} within {}s; log:\n{}",
+            self.kind,
+            self.port,
+            READY_TIMEOUT.as_secs(),
+            self.log_tail()
+        ))
+    }
+
+    fn answers(&self) -> bool {
+        match self.kind {
+            ServerKind::Redis => {
+                use std::io::{Read, Write};
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+                    return false;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 7];
+                s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+            }
+            ServerKind::Postgres => Command::new(self.bin_dir.join("pg_isready"))
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "prism",
+                ])
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Stops the server gracefully (Redis SIGTERM, PostgreSQL fast shutdown) and waits for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let sig = match self.kind {
+            ServerKind::Redis => "TERM",
+            ServerKind::Postgres => "INT",
+        };
+        signal(child.id(), sig, false);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                signal(child.id(), "KILL", true);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(child.id(), "KILL", true);
+        let _ = child.wait();
+    }
+
+    /// Kills the server and its children at once (a crash, for fault scenarios).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "KILL", true);
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The server's data dir (removed when the handle is dropped).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

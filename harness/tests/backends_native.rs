@@ -1,0 +1,233 @@
+//! Redis and PostgreSQL for real: what the proxy writes is in the server (read back with the native
+//! client), and a backend that dies mid-run gives UNAVAILABLE, then recovers once it is back.
+
+use prism_conform::provision::{Environment, Mode, ServerHandle, start_environment};
+use prism_proto::client::PrismClient;
+use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, SetRequest};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn required(backend: &str) -> bool {
+    std::env::var("PRISM_REQUIRE_BACKENDS")
+        .unwrap_or_default()
+        .split(',')
+        .any(|b| b.trim() == backend || b.trim() == "all")
+}
+
+async fn environment(backend: &str) -> Option<Environment> {
+    match start_environment(&[backend.to_string()], Mode::Process, &Default::default()).await {
+        Ok(env) => Some(env),
+        Err(e) if !required(backend) => {
+            eprintln!(
+                "SKIPPED: {backend} cannot be started here ({e}); set PRISM_REQUIRE_BACKENDS={backend} to make this fatal"
+            );
+            None
+        }
+        Err(e) => panic!("{backend} is required but cannot be started: {e}"),
+    }
+}
+
+fn server_url(env: &Environment) -> String {
+    match &env.backends[0].config {
+        prism_runtime::backends::BackendConfig::Redis(c) => c.url.expose().to_string(),
+        prism_runtime::backends::BackendConfig::Postgres(c) => c.url.expose().to_string(),
+        other => panic!("not a networked backend: {other:?}"),
+    }
+}
+
+fn with_server(env: &Environment, f: impl FnOnce(&mut ServerHandle) -> Result<(), String>) {
+    let server = env.backends[0]
+        .server
+        .clone()
+        .expect("the harness owns this server");
+    let mut guard = server.lock().unwrap();
+    f(&mut guard).unwrap();
+}
+
+async fn kv(env: &Environment, ns: &str) -> prism_proto::client::KeyValue {
+    PrismClient::connect(env.proxy.url.clone())
+        .await
+        .unwrap()
+        .namespace(ns)
+        .keyvalue()
+}
+
+fn set(key: &str, value: &[u8], ttl_ms: u64) -> SetRequest {
+    SetRequest {
+        key: key.into(),
+        value: value.to_vec().into(),
+        ttl_ms,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_what_the_proxy_wrote() {
+    let Some(env) = environment("redis").await else {
+        return;
+    };
+    let mut a = kv(&env, "conform-redis").await;
+    let mut b = kv(&env, "conform-redis-other").await;
+    let version = a
+        .set(set("native/k", b"\x00bytes\xff", 60_000))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    b.set(set("native/k", b"other", 0)).await.unwrap();
+
+    let client = redis::Client::open(server_url(&env)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (value, stored_version): (Vec<u8>, u64) = redis::cmd("HMGET")
+        .arg("prism-conform:conform-redis:d:native/k")
+        .arg("v")
+        .arg("n")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value, b"\x00bytes\xff");
+    assert_eq!(stored_version, version);
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("prism-conform:conform-redis:d:native/k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
+    let other: Vec<u8> = redis::cmd("HGET")
+        .arg("prism-conform:conform-redis-other:d:native/k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(other, b"other");
+
+    a.delete(DeleteRequest {
+        key: "native/k".into(),
+    })
+    .await
+    .unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("prism-conform:conform-redis:d:native/k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_holds_what_the_proxy_wrote() {
+    use sqlx::Row;
+    let Some(env) = environment("postgres").await else {
+        return;
+    };
+    let mut a = kv(&env, "conform-postgres").await;
+    let version = a
+        .set(set("native/k", b"\x00bytes\xff", 60_000))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server_url(&env))
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT value, version, expires_at > now() AS live FROM prism_kv WHERE ns = $1 AND key = $2")
+        .bind("conform-postgres")
+        .bind("native/k")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<Vec<u8>, _>("value"), b"\x00bytes\xff");
+    assert_eq!(row.get::<i64, _>("version") as u64, version);
+    assert!(row.get::<bool, _>("live"));
+    let others: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM prism_kv WHERE ns <> $1 AND key = $2")
+            .bind("conform-postgres")
+            .bind("native/k")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(others, 0);
+    pool.close().await;
+    env.stop().await;
+}
+
+/// Polls `get` until it succeeds (the backend is back), within `limit`.
+async fn recovers(
+    kv: &mut prism_proto::client::KeyValue,
+    key: &str,
+    limit: Duration,
+) -> prism_proto::keyvalue::v1::GetResponse {
+    let started = Instant::now();
+    loop {
+        match kv.get(GetRequest { key: key.into() }).await {
+            Ok(r) => return r.into_inner(),
+            Err(s) if started.elapsed() < limit => {
+                assert_eq!(s.code(), Code::Unavailable, "while recovering: {s:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("no recovery within {limit:?}: {s:?}"),
+        }
+    }
+}
+
+async fn outage_gives_unavailable_then_recovers(backend: &str, data_survives: bool) {
+    let Some(env) = environment(backend).await else {
+        return;
+    };
+    let ns = format!("conform-{backend}");
+    let mut kv = kv(&env, &ns).await;
+    kv.set(set("fault/k", b"before", 0)).await.unwrap();
+
+    with_server(&env, ServerHandle::kill);
+    let started = Instant::now();
+    let err = kv
+        .get(GetRequest {
+            key: "fault/k".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("backend '{backend}' is unavailable")),
+        "{}",
+        err.message()
+    );
+    let err = kv.set(set("fault/k2", b"x", 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "UNAVAILABLE must come promptly, not after a hang"
+    );
+
+    with_server(&env, ServerHandle::start);
+    let got = recovers(&mut kv, "fault/k", Duration::from_secs(30)).await;
+    if data_survives {
+        assert_eq!(&got.value[..], b"before");
+    }
+    kv.set(set("fault/after", b"after", 0)).await.unwrap();
+    let got = kv
+        .get(GetRequest {
+            key: "fault/after".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&got.value[..], b"after");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_gives_unavailable_then_recovers() {
+    // This Redis keeps nothing on disk, so data written before the crash is gone after it.
+    outage_gives_unavailable_then_recovers("redis", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_gives_unavailable_then_recovers() {
+    outage_gives_unavailable_then_recovers("postgres", true).await;
+}

@@ -1,0 +1,427 @@
+//! `postgres`: KeyValue on PostgreSQL (sqlx runtime queries, pooled) with every capability.
+//!
+//! One table, `prism_kv (ns, key COLLATE "C", value, version, expires_at)`, primary key `(ns, key)`:
+//! namespaces are isolated by the `ns` column, and the "C" collation makes key order byte order. The
+//! adapter creates its schema itself (under an advisory lock, so several proxies may start at once).
+//! Versions come from one sequence, so every write of a key gets a strictly larger version. Every read
+//! filters `expires_at > now()`, so expired rows are invisible at once; a background task deletes them
+//! in bounded batches. Conditional writes are single statements (atomic).
+
+use crate::keyvalue::keys::prefix_end;
+use crate::keyvalue::store::{
+    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
+    StoreResult,
+};
+use crate::secret::SecretUrl;
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Config of a `postgres` backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host:port/db`; `${ENV}` references are expanded.
+    pub url: SecretUrl,
+    /// Connection pool settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// Pool settings.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Most connections (default 16).
+    #[serde(default = "default_max")]
+    pub max: u32,
+    /// Connections kept open when idle (default 0).
+    #[serde(default)]
+    pub min: u32,
+    /// How long a call waits for a connection before UNAVAILABLE, in milliseconds (default 5000).
+    #[serde(default = "default_acquire_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max: default_max(),
+            min: 0,
+            acquire_timeout_ms: default_acquire_ms(),
+        }
+    }
+}
+
+fn default_max() -> u32 {
+    16
+}
+fn default_acquire_ms() -> u64 {
+    5000
+}
+
+const MIGRATIONS: [&str; 3] = [
+    "CREATE SEQUENCE IF NOT EXISTS prism_kv_version",
+    r#"CREATE TABLE IF NOT EXISTS prism_kv (
+        ns TEXT NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        value BYTEA NOT NULL,
+        version BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ,
+        PRIMARY KEY (ns, key)
+    )"#,
+    "CREATE INDEX IF NOT EXISTS prism_kv_expires ON prism_kv (expires_at) WHERE expires_at IS NOT NULL",
+];
+/// Arbitrary constant identifying Prism's schema lock.
+const MIGRATION_LOCK: i64 = 0x0050_5249_534d_4b56;
+
+const PURGE_EVERY: Duration = Duration::from_secs(30);
+const PURGE_BATCH: i64 = 1000;
+
+/// The PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn classify(e: sqlx::Error) -> StoreError {
+    let transient = match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // 08: connection exception; 57P01..03: admin shutdown, crash shutdown, cannot connect now;
+            // 53: insufficient resources.
+            c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53")
+        }),
+        sqlx::Error::Protocol(_) => true,
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Internal(Box::new(e))
+    }
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1))
+}
+
+fn entry(row: &PgRow) -> Entry {
+    let value: Vec<u8> = row.get("value");
+    let version: i64 = row.get("version");
+    let remaining: Option<i64> = row.get("remaining_ms");
+    Entry {
+        value: Bytes::from(value),
+        version: u64::try_from(version).unwrap_or(0),
+        ttl: remaining.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+    }
+}
+
+const SELECT_ENTRY: &str = "SELECT value, version,
+    CEIL(EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT AS remaining_ms
+    FROM prism_kv WHERE ns = $1 AND key = $2
+    AND (expires_at IS NULL OR expires_at > clock_timestamp())";
+
+const UPSERT: &str = "INSERT INTO prism_kv (ns, key, value, version, expires_at)
+    VALUES ($1, $2, $3, nextval('prism_kv_version'),
+            clock_timestamp() + $4::BIGINT * INTERVAL '1 millisecond')
+    ON CONFLICT (ns, key) DO UPDATE
+    SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at
+    RETURNING version";
+
+impl PostgresStore {
+    /// Connects, creates the schema if needed, and returns the store.
+    pub async fn open(config: &PostgresConfig) -> Result<Self, sqlx::Error> {
+        let options = sqlx::postgres::PgConnectOptions::from_str(config.url.expose())?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool.max.max(1))
+            .min_connections(config.pool.min)
+            .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        for statement in MIGRATIONS {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Starts the bounded background purge of expired rows; it ends when the pool closes.
+    pub fn spawn_purger(&self) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            while !pool.is_closed() {
+                tick.tick().await;
+                let result = sqlx::query(
+                    "DELETE FROM prism_kv WHERE ctid IN (
+                        SELECT ctid FROM prism_kv WHERE expires_at <= clock_timestamp() LIMIT $1)",
+                )
+                .bind(PURGE_BATCH)
+                .execute(&pool)
+                .await;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "postgres purge of expired rows failed");
+                }
+            }
+        });
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn upsert(
+    conn: &mut PgConnection,
+    ns: &str,
+    key: &str,
+    value: &[u8],
+    ttl: Option<Duration>,
+) -> StoreResult<u64> {
+    let version: i64 = sqlx::query_scalar(UPSERT)
+        .bind(ns)
+        .bind(key)
+        .bind(value)
+        .bind(ttl_ms(ttl))
+        .fetch_one(conn)
+        .await
+        .map_err(classify)?;
+    Ok(u64::try_from(version).unwrap_or(0))
+}
+
+#[async_trait]
+impl KvBasic for PostgresStore {
+    async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
+        let row = sqlx::query(SELECT_ENTRY)
+            .bind(ns)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(row.as_ref().map(entry))
+    }
+
+    async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> StoreResult<u64> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        upsert(&mut conn, ns, key, &value, ttl).await
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let live: Option<bool> = sqlx::query_scalar(
+            "DELETE FROM prism_kv WHERE ns = $1 AND key = $2
+             RETURNING (expires_at IS NULL OR expires_at > clock_timestamp())",
+        )
+        .bind(ns)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(live.unwrap_or(false))
+    }
+
+    async fn exists(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM prism_kv WHERE ns = $1 AND key = $2
+             AND (expires_at IS NULL OR expires_at > clock_timestamp())",
+        )
+        .bind(ns)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(found.is_some())
+    }
+}
+
+#[async_trait]
+impl KvTtl for PostgresStore {
+    async fn expire(&self, ns: &str, key: &str, ttl: Option<Duration>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE prism_kv SET expires_at = clock_timestamp() + $3::BIGINT * INTERVAL '1 millisecond'
+             WHERE ns = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > clock_timestamp())",
+        )
+        .bind(ns)
+        .bind(key)
+        .bind(ttl_ms(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl KvScan for PostgresStore {
+    async fn scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> StoreResult<Vec<ScanItem>> {
+        // Range [start, end) on the "C"-collated key walks the primary-key index in byte order.
+        let (start, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
+        let rows = sqlx::query(
+            "SELECT key, CASE WHEN $6 THEN NULL ELSE value END AS value FROM prism_kv
+             WHERE ns = $1 AND (key > $2 OR (key = $2 AND NOT $3))
+               AND ($4::TEXT IS NULL OR key < $4) AND starts_with(key, $5)
+               AND (expires_at IS NULL OR expires_at > clock_timestamp())
+             ORDER BY key LIMIT $7",
+        )
+        .bind(ns)
+        .bind(start)
+        .bind(exclusive)
+        .bind(prefix_end(prefix))
+        .bind(prefix)
+        .bind(keys_only)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ScanItem {
+                key: r.get("key"),
+                value: r.get::<Option<Vec<u8>>, _>("value").map(Bytes::from),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl KvBatch for PostgresStore {
+    async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut versions = Vec::with_capacity(items.len());
+        for item in &items {
+            versions.push(upsert(&mut tx, ns, &item.key, &item.value, item.ttl).await?);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(versions)
+    }
+
+    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
+        let rows = sqlx::query(
+            "SELECT key, value, version,
+                CEIL(EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT AS remaining_ms
+             FROM prism_kv WHERE ns = $1 AND key = ANY($2)
+             AND (expires_at IS NULL OR expires_at > clock_timestamp())",
+        )
+        .bind(ns)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let found: std::collections::HashMap<String, Entry> = rows
+            .iter()
+            .map(|r| (r.get::<String, _>("key"), entry(r)))
+            .collect();
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32> {
+        let live: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM prism_kv WHERE ns = $1 AND key = ANY($2)
+                RETURNING (expires_at IS NULL OR expires_at > clock_timestamp()) AS live)
+             SELECT COUNT(*) FILTER (WHERE live) FROM gone",
+        )
+        .bind(ns)
+        .bind(keys)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(u32::try_from(live).unwrap_or(u32::MAX))
+    }
+}
+
+#[async_trait]
+impl KvCas for PostgresStore {
+    async fn set_if(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> StoreResult<u64> {
+        let version: Option<i64> = match condition {
+            // Insert, or take over a row only if it has expired: one statement, atomic.
+            Condition::IfAbsent => sqlx::query_scalar(
+                "INSERT INTO prism_kv (ns, key, value, version, expires_at)
+                 VALUES ($1, $2, $3, nextval('prism_kv_version'),
+                         clock_timestamp() + $4::BIGINT * INTERVAL '1 millisecond')
+                 ON CONFLICT (ns, key) DO UPDATE
+                 SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at
+                 WHERE prism_kv.expires_at IS NOT NULL AND prism_kv.expires_at <= clock_timestamp()
+                 RETURNING version",
+            )
+            .bind(ns)
+            .bind(key)
+            .bind(value.as_ref())
+            .bind(ttl_ms(ttl))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?,
+            Condition::IfVersion(expected) => sqlx::query_scalar(
+                "UPDATE prism_kv SET value = $3, version = nextval('prism_kv_version'),
+                    expires_at = clock_timestamp() + $4::BIGINT * INTERVAL '1 millisecond'
+                 WHERE ns = $1 AND key = $2 AND version = $5
+                   AND (expires_at IS NULL OR expires_at > clock_timestamp())
+                 RETURNING version",
+            )
+            .bind(ns)
+            .bind(key)
+            .bind(value.as_ref())
+            .bind(ttl_ms(ttl))
+            .bind(i64::try_from(expected).unwrap_or(-1))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?,
+        };
+        if let Some(v) = version {
+            return Ok(u64::try_from(v).unwrap_or(0));
+        }
+        match condition {
+            Condition::IfAbsent => Err(StoreError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            Condition::IfVersion(expected) => {
+                // Only to name the current version in the error; the decision above was atomic.
+                let current = self.get(ns, key).await?.map(|e| e.version);
+                Err(StoreError::VersionMismatch {
+                    key: key.to_string(),
+                    expected,
+                    current,
+                })
+            }
+        }
+    }
+}
+
+crate::kv_store_with_every_capability!(PostgresStore, "postgres");

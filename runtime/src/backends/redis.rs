@@ -1,0 +1,492 @@
+//! `redis`: KeyValue on Redis (redis crate, tokio, connection manager) with every capability.
+//!
+//! Layout, per namespace `ns` under the configured `key_prefix` (default `prism`):
+//! - `prism:ns:d:<key>` — a hash `{v: value, n: version}`; expiry is the hash's own Redis TTL, so an
+//!   expired key is gone for every read at once;
+//! - `prism:ns:i` — a sorted set of the namespace's keys (all score 0), giving byte-ordered scans with
+//!   `ZRANGEBYLEX`; members whose hash has expired or been deleted are dropped when a scan meets them;
+//! - `prism:v` — the version counter (`INCR`), so versions strictly increase across every write.
+//!
+//! Every operation that reads then writes is one Lua script, so it is atomic; batches are one script
+//! call (one round trip, atomic). Scans page by the last key returned: each page is a consistent
+//! snapshot, a key present for the whole scan is returned exactly once, keys written behind the cursor
+//! during a scan are not seen, and keys written ahead of it are.
+
+use crate::keyvalue::keys::prefix_end;
+use crate::keyvalue::store::{
+    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
+    StoreResult,
+};
+use crate::secret::SecretUrl;
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use serde::Deserialize;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Config of a `redis` backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; `${ENV}` references are expanded.
+    pub url: SecretUrl,
+    /// Prefix of every key Prism writes (letters, digits, `.`, `_`, `-`).
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Connect timeout in milliseconds.
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Per-command timeout in milliseconds; a backend that does not answer gives UNAVAILABLE.
+    #[serde(default = "default_response_ms")]
+    pub response_timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "prism".into()
+}
+fn default_connect_ms() -> u64 {
+    2000
+}
+fn default_response_ms() -> u64 {
+    5000
+}
+
+/// `{v, n, pttl}` of a live key, or nil.
+static GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local r = redis.call('HMGET', KEYS[1], 'v', 'n')
+          if not r[2] then return false end
+          return {r[1], r[2], redis.call('PTTL', KEYS[1])}",
+    )
+});
+
+/// Write with optional condition. ARGV: value, ttl_ms, mode (''/'absent'/'version'), expected, member.
+/// Returns {version} or {-1, current} (exists) or {-2, current-or-''} (version mismatch).
+static SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local cur = redis.call('HGET', KEYS[1], 'n')
+          if ARGV[3] == 'absent' and cur then return {-1, cur} end
+          if ARGV[3] == 'version' and cur ~= ARGV[4] then return {-2, cur or ''} end
+          local ver = redis.call('INCR', KEYS[3])
+          redis.call('HSET', KEYS[1], 'v', ARGV[1], 'n', ver)
+          if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
+          redis.call('ZADD', KEYS[2], 0, ARGV[5])
+          return {ver}",
+    )
+});
+
+/// Deletes a key and its index entry; returns 1 if it existed.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = redis.call('DEL', KEYS[1])
+          redis.call('ZREM', KEYS[2], ARGV[1])
+          return n",
+    )
+});
+
+/// Sets (ARGV[1] > 0) or removes the expiry of an existing key; returns 1 if it existed.
+static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+          if ARGV[1] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+          return 1",
+    )
+});
+
+/// One scan page. KEYS: index. ARGV: data-key prefix, min, max, limit, keys_only ('1'/'0').
+/// Returns a flat list key, value, key, value…; drops index members whose hash is gone.
+static SCAN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local out = {}
+          local start = ARGV[2]
+          local limit = tonumber(ARGV[4])
+          local chunk = limit + 16
+          while #out < limit * 2 do
+            local members = redis.call('ZRANGEBYLEX', KEYS[1], start, ARGV[3], 'LIMIT', 0, chunk)
+            if #members == 0 then break end
+            for _, m in ipairs(members) do
+              local v = redis.call('HGET', ARGV[1] .. m, 'v')
+              if v then
+                out[#out + 1] = m
+                if ARGV[5] == '1' then out[#out + 1] = '' else out[#out + 1] = v end
+                if #out >= limit * 2 then break end
+              else
+                redis.call('ZREM', KEYS[1], m)
+              end
+            end
+            if #members < chunk then break end
+            start = '(' .. members[#members]
+          end
+          return out",
+    )
+});
+
+/// Batch write. KEYS: index, counter. ARGV: data-key prefix, then key, value, ttl_ms triples.
+static BATCH_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local out = {}
+          for i = 2, #ARGV, 3 do
+            local dk = ARGV[1] .. ARGV[i]
+            local ver = redis.call('INCR', KEYS[2])
+            redis.call('HSET', dk, 'v', ARGV[i + 1], 'n', ver)
+            if ARGV[i + 2] ~= '0' then redis.call('PEXPIRE', dk, ARGV[i + 2]) else redis.call('PERSIST', dk) end
+            redis.call('ZADD', KEYS[1], 0, ARGV[i])
+            out[#out + 1] = ver
+          end
+          return out",
+    )
+});
+
+/// Batch read. ARGV: data-key prefix, then keys. Returns per key {v, n, pttl} or false.
+static BATCH_GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local out = {}
+          for i = 2, #ARGV do
+            local dk = ARGV[1] .. ARGV[i]
+            local r = redis.call('HMGET', dk, 'v', 'n')
+            if r[2] then out[#out + 1] = {r[1], r[2], redis.call('PTTL', dk)} else out[#out + 1] = false end
+          end
+          return out",
+    )
+});
+
+/// Batch delete. KEYS: index. ARGV: data-key prefix, then keys. Returns how many existed.
+static BATCH_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = 0
+          for i = 2, #ARGV do
+            n = n + redis.call('DEL', ARGV[1] .. ARGV[i])
+            redis.call('ZREM', KEYS[1], ARGV[i])
+          end
+          return n",
+    )
+});
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn classify(e: redis::RedisError) -> StoreError {
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::BusyLoading | redis::ServerErrorKind::TryAgain
+            )
+        );
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Internal(Box::new(e))
+    }
+}
+
+fn bad_reply(what: &str, v: &Value) -> StoreError {
+    StoreError::Internal(format!("unexpected Redis reply to {what}: {v:?}").into())
+}
+
+fn as_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => std::str::from_utf8(&as_bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => std::str::from_utf8(&as_bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+/// `{v, n, pttl}` → entry; nil/false → `None`.
+fn entry(v: &Value) -> StoreResult<Option<Entry>> {
+    match v {
+        Value::Nil | Value::Boolean(false) => Ok(None),
+        Value::Array(parts) if parts.len() == 3 => {
+            let value = as_bytes(&parts[0]).ok_or_else(|| bad_reply("get", v))?;
+            let version = as_u64(&parts[1]).ok_or_else(|| bad_reply("get", v))?;
+            let pttl = as_i64(&parts[2]).ok_or_else(|| bad_reply("get", v))?;
+            Ok(Some(Entry {
+                value: Bytes::from(value),
+                version,
+                ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+            }))
+        }
+        other => Err(bad_reply("get", other)),
+    }
+}
+
+fn ttl_arg(ttl: Option<Duration>) -> String {
+    // A TTL under 1 ms would be 0 = persist; round it up instead.
+    ttl.map_or(0, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+    .to_string()
+}
+
+impl RedisStore {
+    /// Connects (lazily: a Redis that is down now gives UNAVAILABLE per call until it is back).
+    pub async fn open(config: &RedisConfig) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.url.expose())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let mut probe = conn.clone();
+        if let Err(e) = redis::cmd("PING").query_async::<String>(&mut probe).await {
+            tracing::warn!(url = %config.url, error = %e, "redis is not answering yet; calls get UNAVAILABLE until it does");
+        }
+        Ok(Self {
+            conn,
+            prefix: config.key_prefix.clone(),
+        })
+    }
+
+    fn data_prefix(&self, ns: &str) -> String {
+        format!("{}:{ns}:d:", self.prefix)
+    }
+    fn data_key(&self, ns: &str, key: &str) -> String {
+        format!("{}:{ns}:d:{key}", self.prefix)
+    }
+    fn index_key(&self, ns: &str) -> String {
+        format!("{}:{ns}:i", self.prefix)
+    }
+    fn counter_key(&self) -> String {
+        format!("{}:v", self.prefix)
+    }
+
+    async fn write(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        condition: Option<Condition>,
+    ) -> StoreResult<u64> {
+        let (mode, expected) = match condition {
+            None => ("", String::new()),
+            Some(Condition::IfAbsent) => ("absent", String::new()),
+            Some(Condition::IfVersion(v)) => ("version", v.to_string()),
+        };
+        let reply: Value = SET
+            .key(self.data_key(ns, key))
+            .key(self.index_key(ns))
+            .key(self.counter_key())
+            .arg(value)
+            .arg(ttl_arg(ttl))
+            .arg(mode)
+            .arg(expected)
+            .arg(key)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        let Value::Array(parts) = &reply else {
+            return Err(bad_reply("set", &reply));
+        };
+        match parts.first().and_then(as_i64) {
+            Some(-1) => Err(StoreError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            Some(-2) => Err(StoreError::VersionMismatch {
+                key: key.to_string(),
+                expected: match condition {
+                    Some(Condition::IfVersion(v)) => v,
+                    _ => 0,
+                },
+                current: parts.get(1).and_then(as_u64),
+            }),
+            Some(v) if v > 0 => Ok(v as u64),
+            _ => Err(bad_reply("set", &reply)),
+        }
+    }
+}
+
+#[async_trait]
+impl KvBasic for RedisStore {
+    async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
+        let reply: Value = GET
+            .key(self.data_key(ns, key))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        entry(&reply)
+    }
+
+    async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> StoreResult<u64> {
+        self.write(ns, key, &value, ttl, None).await
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let n: i64 = DELETE
+            .key(self.data_key(ns, key))
+            .key(self.index_key(ns))
+            .arg(key)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
+
+    async fn exists(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(self.data_key(ns, key))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
+}
+
+#[async_trait]
+impl KvTtl for RedisStore {
+    async fn expire(&self, ns: &str, key: &str, ttl: Option<Duration>) -> StoreResult<bool> {
+        let n: i64 = EXPIRE
+            .key(self.data_key(ns, key))
+            .arg(ttl_arg(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
+}
+
+#[async_trait]
+impl KvScan for RedisStore {
+    async fn scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> StoreResult<Vec<ScanItem>> {
+        let min = match crate::keyvalue::keys::scan_start(prefix, after) {
+            (after, true) => format!("({after}"),
+            (prefix, false) => format!("[{prefix}"),
+        };
+        let max = prefix_end(prefix).map_or_else(|| "+".to_string(), |end| format!("({end}"));
+        let reply: Vec<Vec<u8>> = SCAN
+            .key(self.index_key(ns))
+            .arg(self.data_prefix(ns))
+            .arg(min)
+            .arg(max)
+            .arg(limit)
+            .arg(if keys_only { "1" } else { "0" })
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        let mut items = Vec::with_capacity(reply.len() / 2);
+        let mut it = reply.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let key = String::from_utf8(k).map_err(|e| StoreError::Internal(Box::new(e)))?;
+            items.push(ScanItem {
+                key,
+                value: (!keys_only).then(|| Bytes::from(v)),
+            });
+        }
+        Ok(items)
+    }
+}
+
+#[async_trait]
+impl KvBatch for RedisStore {
+    async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = BATCH_SET.key(self.index_key(ns));
+        call.key(self.counter_key()).arg(self.data_prefix(ns));
+        for item in &items {
+            call.arg(&item.key)
+                .arg(item.value.as_ref())
+                .arg(ttl_arg(item.ttl));
+        }
+        call.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)
+    }
+
+    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = BATCH_GET.arg(self.data_prefix(ns));
+        for k in keys {
+            call.arg(k);
+        }
+        let reply: Value = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        let Value::Array(results) = &reply else {
+            return Err(bad_reply("batch get", &reply));
+        };
+        results.iter().map(entry).collect()
+    }
+
+    async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut call = BATCH_DELETE.key(self.index_key(ns));
+        call.arg(self.data_prefix(ns));
+        for k in keys {
+            call.arg(k);
+        }
+        let n: i64 = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}
+
+#[async_trait]
+impl KvCas for RedisStore {
+    async fn set_if(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> StoreResult<u64> {
+        self.write(ns, key, &value, ttl, Some(condition)).await
+    }
+}
+
+crate::kv_store_with_every_capability!(RedisStore, "redis");
