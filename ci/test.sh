@@ -41,8 +41,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-log "cargo clippy --all-targets -- -D warnings"
+log "cargo clippy --all-targets -- -D warnings (default features, then the container provisioner)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p prism-conform --features container --all-targets --quiet -- -D warnings
 
 log "tests"
 if need_cmd cargo-nextest; then

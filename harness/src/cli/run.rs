@@ -43,8 +43,9 @@ pub struct RunArgs {
     /// Directory for junit.xml, results.json and summary.md.
     #[arg(long, default_value = "reports")]
     report_dir: PathBuf,
-    /// Scenarios in flight at once.
-    #[arg(long, short, default_value_t = 4)]
+    /// Scenarios in flight at once (they mostly wait on timers and the network, so more than the
+    /// core count pays off).
+    #[arg(long, short, default_value_t = 16)]
     jobs: usize,
     /// Stop starting scenarios after the first failure (the rest are reported as not run).
     #[arg(long)]

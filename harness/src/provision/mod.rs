@@ -120,7 +120,7 @@ pub enum ServerHandle {
     /// A process from this machine's binaries.
     Process(ServerProcess),
     /// A container (kept alive while held).
-    Container(container::ContainerHandle),
+    Container(Box<container::ContainerHandle>),
 }
 
 impl ServerHandle {
@@ -302,7 +302,7 @@ pub async fn provision(
                     return Ok(done(
                         networked_config(name, &url),
                         method,
-                        Some(ServerHandle::Container(handle)),
+                        Some(ServerHandle::Container(Box::new(handle))),
                     ));
                 }
                 Err(e) => reasons.push(format!("container: {e}")),

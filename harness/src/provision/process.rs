@@ -209,7 +209,15 @@ impl ServerProcess {
             .arg("--version")
             .output()
             .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                // `Redis server v=7.0.15 sha=… malloc=…`: keep the name and version.
+                text.split(" sha=")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            })
             .unwrap_or_else(|| program.to_string())
     }
 

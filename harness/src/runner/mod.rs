@@ -77,7 +77,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
-            jobs: 4,
+            jobs: 16,
             fail_fast: false,
             scenario_timeout: Duration::from_secs(120),
         }
