@@ -2,8 +2,11 @@
 //! client), and a backend that dies mid-run gives UNAVAILABLE, then recovers once it is back.
 
 use prism_conform::provision::{Environment, Mode, ServerHandle, start_environment};
+use prism_conform::runner::{self, RunOptions};
+use prism_conform::scenario::load::{find_files, load_corpus};
 use prism_proto::client::PrismClient;
 use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, SetRequest};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -218,6 +221,23 @@ async fn outage_gives_unavailable_then_recovers(backend: &str, data_survives: bo
         .unwrap()
         .into_inner();
     assert_eq!(&got.value[..], b"after");
+
+    // The next conformance run against the restarted backend passes in full.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let corpus: Vec<_> = load_corpus(&find_files(&root).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = runner::run(&env.targets, &corpus, &RunOptions::default(), tx).await;
+    let failed: Vec<_> = report.suites[0]
+        .cases
+        .iter()
+        .filter(|c| c.failure.is_some())
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(report.totals.passed, corpus.len());
     env.stop().await;
 }
 
