@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Interop check: a Python gRPC client generated only from proto/prism/**/*.proto talks to the real
-# prism-proxy binary (memstore and sqlite namespaces), then the proxy must stop gracefully on SIGTERM.
+# prism-proxy binary (memstore and sqlite namespaces) with authentication on (auth.mode jwt, HS256),
+# then the proxy must stop gracefully on SIGTERM. The client mints its own tokens with PyJWT from the
+# same random secret the proxy reads from its secret_file.
 #
 #   ci/interop/run.sh
 #
 # Needs python3 (with the venv module) and cargo; downloads the pinned packages of
 # ci/interop/requirements.txt into target/interop-venv (reused on later runs). Generated stubs, the
-# proxy config and the SQLite file live in a temp dir that is removed on exit.
+# proxy config, the HS256 secret and the SQLite file live in a temp dir (mode 0700) that is removed on
+# exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -18,6 +21,8 @@ VENV=target/interop-venv
 PROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/prism-proxy"
 START_TIMEOUT=30 # seconds for the proxy to accept connections
 STOP_TIMEOUT=10  # seconds for the proxy to exit after SIGTERM
+AUTH_ISSUER=prism-interop
+AUTH_AUDIENCE=prism
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is required"
 command -v cargo >/dev/null 2>&1 || die "cargo is required"
@@ -76,10 +81,24 @@ log "cargo build --bin prism-proxy"
 cargo build --quiet --bin prism-proxy
 [ -x "$PROXY_BIN" ] || die "$PROXY_BIN was not built"
 
-# 4. Config on a free loopback port, SQLite on a temp file.
+# 4. A fresh random HS256 secret (32 bytes, hex), readable by this user only; never printed.
+SECRET_FILE="$WORK/hs256.secret"
+(
+    umask 077
+    "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$SECRET_FILE"
+)
+chmod 600 "$SECRET_FILE"
+[ "$(wc -c <"$SECRET_FILE")" -eq 65 ] || die "could not write the HS256 secret to $SECRET_FILE"
+
+# 5. Config on a free loopback port, authentication on, SQLite on a temp file.
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 cat >"$WORK/prism.yaml" <<EOF
 listen: 127.0.0.1:$PORT
+auth:
+  mode: jwt
+  hs256: { secret_file: "$SECRET_FILE" }
+  issuer: $AUTH_ISSUER
+  audience: $AUTH_AUDIENCE
 backends:
   mem:  { type: memstore }
   lite: { type: sqlite, path: "$WORK/interop.db" }
@@ -88,7 +107,7 @@ namespaces:
   interop-lite: { pattern: keyvalue, backend: lite }
 EOF
 
-# 5. Start the proxy and wait until the port answers.
+# 6. Start the proxy and wait until the port answers.
 log "starting $PROXY_BIN on 127.0.0.1:$PORT"
 NO_COLOR=1 PRISM_LOG="${PRISM_LOG:-info}" "$PROXY_BIN" --config "$WORK/prism.yaml" \
     >"$WORK/proxy.stdout" 2>"$WORK/proxy.stderr" &
@@ -109,12 +128,15 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
     sleep 0.1
 done
 
-# 6. The Python client.
+# 7. The Python client, minting its tokens from the same secret.
 log "running ci/interop/test_keyvalue.py"
 test_rc=0
 PRISM_INTEROP_TARGET="127.0.0.1:$PORT" \
     PRISM_INTEROP_STUBS="$WORK/stubs" \
     PRISM_INTEROP_NAMESPACES="interop-mem=memstore,interop-lite=sqlite" \
+    PRISM_INTEROP_SECRET_FILE="$SECRET_FILE" \
+    PRISM_INTEROP_ISSUER="$AUTH_ISSUER" \
+    PRISM_INTEROP_AUDIENCE="$AUTH_AUDIENCE" \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     "$VENV/bin/python" ci/interop/test_keyvalue.py &
 TEST_PID=$! # in the background so that a signal to this script is handled at once by the traps
@@ -122,7 +144,7 @@ wait "$TEST_PID" || test_rc=$?
 TEST_PID=""
 [ "$test_rc" -eq 0 ] || show_proxy_log
 
-# 7. Graceful shutdown: SIGTERM must make the proxy exit 0 within STOP_TIMEOUT seconds.
+# 8. Graceful shutdown: SIGTERM must make the proxy exit 0 within STOP_TIMEOUT seconds.
 kill -TERM "$PROXY_PID"
 deadline=$((SECONDS + STOP_TIMEOUT))
 while kill -0 "$PROXY_PID" 2>/dev/null; do

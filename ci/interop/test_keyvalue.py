@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Interop test: a Python gRPC client built only from proto/prism/**/*.proto talks to prism-proxy.
 
-Run by ci/interop/run.sh, which generates the stubs into a temp dir and starts the proxy. Environment:
+Run by ci/interop/run.sh, which generates the stubs into a temp dir and starts the proxy with
+`auth.mode: jwt` and an HS256 secret file. The test mints its own tokens (PyJWT) from that secret
+and sends them as `authorization: Bearer <JWT>`. Environment:
 
-  PRISM_INTEROP_TARGET      host:port of the running proxy (required)
-  PRISM_INTEROP_STUBS       directory holding the generated prism/... Python modules (required)
-  PRISM_INTEROP_NAMESPACES  namespace=backend_kind pairs, comma-separated
-                            (default: interop-mem=memstore,interop-lite=sqlite)
+  PRISM_INTEROP_TARGET       host:port of the running proxy (required)
+  PRISM_INTEROP_STUBS        directory holding the generated prism/... Python modules (required)
+  PRISM_INTEROP_SECRET_FILE  file holding the proxy's HS256 secret, trailing newline ignored
+                             (required)
+  PRISM_INTEROP_ISSUER       the proxy's auth.issuer; put in every token's `iss` when set
+  PRISM_INTEROP_AUDIENCE     the proxy's auth.audience; put in every token's `aud` when set
+  PRISM_INTEROP_NAMESPACES   namespace=backend_kind pairs, comma-separated
+                             (default: interop-mem=memstore,interop-lite=sqlite)
 
 Plain unittest; the last line of output is `interop: N passed, M failed`, exit status 0 only when every
 case passed.
@@ -14,12 +20,17 @@ case passed.
 
 import os
 import random
+import secrets
 import sys
+import time
 import unittest
 import uuid
 
 TARGET = os.environ.get("PRISM_INTEROP_TARGET", "")
 STUBS = os.environ.get("PRISM_INTEROP_STUBS", "")
+SECRET_FILE = os.environ.get("PRISM_INTEROP_SECRET_FILE", "")
+ISSUER = os.environ.get("PRISM_INTEROP_ISSUER", "")
+AUDIENCE = os.environ.get("PRISM_INTEROP_AUDIENCE", "")
 NAMESPACES = [
     tuple(pair.split("=", 1))
     for pair in os.environ.get(
@@ -28,11 +39,17 @@ NAMESPACES = [
     if pair
 ]
 
-if not TARGET or not STUBS:
-    sys.exit("PRISM_INTEROP_TARGET and PRISM_INTEROP_STUBS must be set (run ci/interop/run.sh)")
+if not TARGET or not STUBS or not SECRET_FILE:
+    sys.exit(
+        "PRISM_INTEROP_TARGET, PRISM_INTEROP_STUBS and PRISM_INTEROP_SECRET_FILE must be set "
+        "(run ci/interop/run.sh)"
+    )
+with open(SECRET_FILE, "rb") as _f:
+    SECRET = _f.read().rstrip(b"\r\n")  # the proxy ignores a trailing newline too
 sys.path.insert(0, STUBS)
 
 import grpc  # noqa: E402
+import jwt  # noqa: E402  (PyJWT)
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 # Generated from the .proto files only; nothing here knows about the Rust code.
@@ -41,6 +58,8 @@ from prism.keyvalue.v1 import keyvalue_pb2, keyvalue_pb2_grpc  # noqa: E402
 
 NAMESPACE_HEADER = "x-prism-namespace"
 TIMEOUT = 10.0  # seconds, per call
+TOKEN_LIFETIME = 300  # seconds; tokens are minted per test case
+ALL_PERMISSIONS = ["read", "write", "admin"]
 # A fresh prefix per run, so reruns against a persistent backend never see old keys.
 RUN_PREFIX = f"interop/{uuid.uuid4().hex}/"
 
@@ -58,8 +77,35 @@ def tearDownModule():
         channel.close()
 
 
-def ns_md(namespace):
-    return ((NAMESPACE_HEADER, namespace),)
+def mint(namespaces=None, *, secret=None, lifetime=TOKEN_LIFETIME, issuer=None, audience=None):
+    """An HS256 token granting `namespaces` ({namespace or glob: [permissions]}; default: every
+    permission on every test namespace), valid for `lifetime` seconds (negative: expired)."""
+    if namespaces is None:
+        namespaces = {ns: ALL_PERMISSIONS for ns, _ in NAMESPACES}
+    now = int(time.time())
+    claims = {
+        "sub": "prism-interop-test",
+        "iat": now,
+        "exp": now + lifetime,
+        "prism": {"namespaces": namespaces},
+    }
+    issuer = ISSUER if issuer is None else issuer
+    audience = AUDIENCE if audience is None else audience
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, SECRET if secret is None else secret, algorithm="HS256")
+
+
+def auth_md(token=None):
+    """Metadata carrying `token` (default: a fresh token with every permission)."""
+    return (("authorization", f"Bearer {token if token is not None else mint()}"),)
+
+
+def ns_md(namespace, token=None):
+    """Metadata addressing `namespace`, authenticated with `token` (default: every permission)."""
+    return ((NAMESPACE_HEADER, namespace),) + auth_md(token)
 
 
 class RpcAssertions:
@@ -72,6 +118,11 @@ class RpcAssertions:
             err.code(), code, f"expected {code.name}, got {err.code().name}: {err.details()!r}"
         )
         return err
+
+    def assertDetailsContain(self, err, *parts):
+        details = err.details() or ""
+        for part in parts:
+            self.assertIn(part, details, f"{err.code().name} details {details!r} lack {part!r}")
 
 
 class KeyValueCases(RpcAssertions):
@@ -187,7 +238,9 @@ class KeyValueCases(RpcAssertions):
 
     def test_admin_capabilities(self):
         caps = self.admin.GetCapabilities(
-            admin_pb2.GetCapabilitiesRequest(namespace=self.NAMESPACE), timeout=TIMEOUT
+            admin_pb2.GetCapabilitiesRequest(namespace=self.NAMESPACE),
+            metadata=auth_md(),
+            timeout=TIMEOUT,
         )
         self.assertEqual(caps.namespace, self.NAMESPACE)
         self.assertEqual(caps.pattern, "keyvalue")
@@ -196,6 +249,52 @@ class KeyValueCases(RpcAssertions):
         # This test relies on Scan and if_absent, so the namespace must declare them too.
         self.assertIn("keyvalue.scan", caps.capabilities)
         self.assertIn("keyvalue.cas", caps.capabilities)
+
+    def test_admin_capabilities_auth_mode_is_jwt(self):
+        caps = self.admin.GetCapabilities(
+            admin_pb2.GetCapabilitiesRequest(namespace=self.NAMESPACE),
+            metadata=auth_md(),
+            timeout=TIMEOUT,
+        )
+        self.assertEqual(caps.auth_mode, "jwt")
+
+    def test_admin_capabilities_needs_admin_permission(self):
+        token = mint({self.NAMESPACE: ["read", "write"]})
+        err = self.assertRpcError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            self.admin.GetCapabilities,
+            admin_pb2.GetCapabilitiesRequest(namespace=self.NAMESPACE),
+            metadata=auth_md(token),
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, f"'{self.NAMESPACE}'", "admin")
+
+    def test_read_only_token_can_get_but_not_set(self):
+        key = self.prefix + "k"
+        value = b"written with a full token"
+        written = self.set(key, value)
+        read_only = mint({self.NAMESPACE: ["read"]})
+        got = self.kv.Get(
+            keyvalue_pb2.GetRequest(key=key),
+            metadata=ns_md(self.NAMESPACE, read_only),
+            timeout=TIMEOUT,
+        )
+        self.assertEqual((got.found, got.value, got.version), (True, value, written.version))
+        for method, request in (
+            (self.kv.Set, keyvalue_pb2.SetRequest(key=key, value=b"overwrite")),
+            (self.kv.Delete, keyvalue_pb2.DeleteRequest(key=key)),
+        ):
+            err = self.assertRpcError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                method,
+                request,
+                metadata=ns_md(self.NAMESPACE, read_only),
+                timeout=TIMEOUT,
+            )
+            self.assertDetailsContain(err, f"'{self.NAMESPACE}'", "write")
+        # Nothing was written or deleted.
+        got = self.get(key)
+        self.assertEqual((got.found, got.value, got.version), (True, value, written.version))
 
 
 # One concrete TestCase per namespace, e.g. KeyValue_interop_mem.
@@ -213,11 +312,13 @@ class Proxy(RpcAssertions, unittest.TestCase):
         self.kv = keyvalue_pb2_grpc.KeyValueStub(channel)
         self.key = f"{RUN_PREFIX}proxy/k"
 
-    def test_health_serving(self):
+    def _check_health(self, metadata):
         health = health_pb2_grpc.HealthStub(channel)
         kv_service = keyvalue_pb2.DESCRIPTOR.services_by_name["KeyValue"].full_name
         for service in ("", kv_service):
-            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+            resp = health.Check(
+                health_pb2.HealthCheckRequest(service=service), metadata=metadata, timeout=TIMEOUT
+            )
             self.assertEqual(
                 resp.status,
                 health_pb2.HealthCheckResponse.SERVING,
@@ -225,44 +326,128 @@ class Proxy(RpcAssertions, unittest.TestCase):
                 f"{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}",
             )
 
+    def test_health_serving(self):
+        self._check_health(auth_md())
+
+    def test_health_needs_no_token(self):
+        self._check_health(None)
+
     def test_missing_namespace_is_invalid_argument(self):
         self.assertRpcError(
             grpc.StatusCode.INVALID_ARGUMENT,
             self.kv.Get,
             keyvalue_pb2.GetRequest(key=self.key),
+            metadata=auth_md(),
             timeout=TIMEOUT,
         )
         self.assertRpcError(
             grpc.StatusCode.INVALID_ARGUMENT,
             self.kv.Set,
             keyvalue_pb2.SetRequest(key=self.key, value=b"v"),
+            metadata=auth_md(),
             timeout=TIMEOUT,
         )
 
     def test_unknown_namespace_is_not_found(self):
         unknown = f"interop-unknown-{uuid.uuid4().hex[:8]}"
+        # The prefix glob covers the unknown name, so the call gets past authorization to routing.
+        token = mint({"interop-*": ALL_PERMISSIONS})
         self.assertRpcError(
             grpc.StatusCode.NOT_FOUND,
             self.kv.Get,
             keyvalue_pb2.GetRequest(key=self.key),
-            metadata=ns_md(unknown),
+            metadata=ns_md(unknown, token),
             timeout=TIMEOUT,
         )
         self.assertRpcError(
             grpc.StatusCode.NOT_FOUND,
             self.kv.Set,
             keyvalue_pb2.SetRequest(key=self.key, value=b"v"),
-            metadata=ns_md(unknown),
+            metadata=ns_md(unknown, token),
             timeout=TIMEOUT,
         )
 
+    def test_unknown_namespace_outside_the_grants_is_permission_denied(self):
+        # The default token names the test namespaces exactly: an unknown name is refused before
+        # routing, so the caller learns nothing about which namespaces exist.
+        unknown = f"interop-unknown-{uuid.uuid4().hex[:8]}"
+        err = self.assertRpcError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            self.kv.Get,
+            keyvalue_pb2.GetRequest(key=self.key),
+            metadata=ns_md(unknown),
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, f"'{unknown}'", "read")
+
     def test_admin_lists_namespaces(self):
         admin = admin_pb2_grpc.AdminStub(channel)
-        listed = admin.ListNamespaces(admin_pb2.ListNamespacesRequest(), timeout=TIMEOUT)
+        listed = admin.ListNamespaces(
+            admin_pb2.ListNamespacesRequest(), metadata=auth_md(), timeout=TIMEOUT
+        )
         by_name = {n.name: n for n in listed.namespaces}
         for ns, kind in NAMESPACES:
             self.assertIn(ns, by_name)
             self.assertEqual((by_name[ns].pattern, by_name[ns].backend_kind), ("keyvalue", kind))
+
+
+class Auth(RpcAssertions, unittest.TestCase):
+    """Authentication: calls without a valid token are refused with UNAUTHENTICATED."""
+
+    def setUp(self):
+        self.kv = keyvalue_pb2_grpc.KeyValueStub(channel)
+        self.admin = admin_pb2_grpc.AdminStub(channel)
+        self.namespace = NAMESPACES[0][0]
+        self.key = f"{RUN_PREFIX}auth/{self._testMethodName}/k"
+
+    def assertUnauthenticated(self, metadata, *detail_parts):
+        """Get and Set on a test namespace, and the Admin calls, all fail with UNAUTHENTICATED."""
+        calls = (
+            (self.kv.Get, keyvalue_pb2.GetRequest(key=self.key), True),
+            (self.kv.Set, keyvalue_pb2.SetRequest(key=self.key, value=b"v"), True),
+            (
+                self.admin.GetCapabilities,
+                admin_pb2.GetCapabilitiesRequest(namespace=self.namespace),
+                False,
+            ),
+            (self.admin.ListNamespaces, admin_pb2.ListNamespacesRequest(), False),
+        )
+        for method, request, addressed in calls:
+            md = (((NAMESPACE_HEADER, self.namespace),) if addressed else ()) + tuple(metadata)
+            err = self.assertRpcError(
+                grpc.StatusCode.UNAUTHENTICATED, method, request, metadata=md, timeout=TIMEOUT
+            )
+            self.assertDetailsContain(err, *detail_parts)
+        # Nothing was written by the refused Set.
+        got = self.kv.Get(
+            keyvalue_pb2.GetRequest(key=self.key), metadata=ns_md(self.namespace), timeout=TIMEOUT
+        )
+        self.assertFalse(got.found)
+
+    def test_no_token_is_unauthenticated(self):
+        self.assertUnauthenticated((), "missing bearer token")
+
+    def test_non_bearer_authorization_is_unauthenticated(self):
+        self.assertUnauthenticated((("authorization", f"Basic {mint()}"),), "missing bearer token")
+
+    def test_expired_token_is_unauthenticated(self):
+        # Well past the proxy's clock-skew leeway (5 s by default).
+        self.assertUnauthenticated(auth_md(mint(lifetime=-3600)), "expired")
+
+    def test_token_signed_with_another_secret_is_unauthenticated(self):
+        other = secrets.token_hex(32).encode()
+        self.assertNotEqual(other, SECRET)
+        self.assertUnauthenticated(auth_md(mint(secret=other)), "invalid signature")
+
+    def test_wrong_issuer_is_unauthenticated(self):
+        if not ISSUER:
+            self.fail("PRISM_INTEROP_ISSUER is not set; run.sh configures an issuer")
+        self.assertUnauthenticated(auth_md(mint(issuer=ISSUER + "-other")), "issuer")
+
+    def test_wrong_audience_is_unauthenticated(self):
+        if not AUDIENCE:
+            self.fail("PRISM_INTEROP_AUDIENCE is not set; run.sh configures an audience")
+        self.assertUnauthenticated(auth_md(mint(audience=AUDIENCE + "-other")), "audience")
 
 
 class CountingResult(unittest.TextTestResult):

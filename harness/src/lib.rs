@@ -7,3 +7,4 @@ pub mod provision;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod tokens;

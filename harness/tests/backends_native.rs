@@ -47,9 +47,13 @@ fn with_server(env: &Environment, f: impl FnOnce(&mut ServerHandle) -> Result<()
     f(&mut guard).unwrap();
 }
 
+/// A client on `ns` carrying the run's default token (read, write, admin on the run's namespaces).
 async fn kv(env: &Environment, ns: &str) -> prism_proto::client::KeyValue {
+    let token = env.targets[0].token.clone().expect("runs authenticate");
     PrismClient::connect(env.proxy.url.clone())
         .await
+        .unwrap()
+        .with_token(&token)
         .unwrap()
         .namespace(ns)
         .keyvalue()

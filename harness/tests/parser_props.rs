@@ -135,6 +135,7 @@ fn op_step() -> impl Strategy<Value = OpStep> {
                 } else {
                     NamespaceRef::Main
                 },
+                token: (!other).then(|| "read_only".to_string()),
                 expect,
             }
         })

@@ -44,6 +44,7 @@ async fn undeclared_capabilities_are_refused_and_reported_as_skips() {
         "memstore-limited",
         "conform-memstore",
         Some("conform-memstore-other".into()),
+        None,
     )
     .await
     .unwrap();
@@ -97,6 +98,7 @@ async fn a_backend_doing_more_than_it_declares_fails() {
         "memstore",
         "conform-memstore",
         Some("conform-memstore-other".into()),
+        None,
     )
     .await
     .unwrap();

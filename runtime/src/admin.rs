@@ -1,5 +1,7 @@
 //! The `prism.admin.v1.Admin` service: namespaces and their capabilities, for clients to negotiate.
 
+use crate::auth::config::AuthMode;
+use crate::auth::{Permission, Principal, layer::denied};
 use crate::router::{NamespaceRoute, Router};
 use pb::admin_server::Admin;
 use prism_proto::admin::v1 as pb;
@@ -10,13 +12,22 @@ use tonic::{Request, Response, Status};
 #[derive(Clone, Debug)]
 pub struct AdminService {
     router: Arc<Router>,
+    auth_mode: AuthMode,
 }
 
 impl AdminService {
     /// An Admin service answering from `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { router }
+    pub fn new(router: Arc<Router>, auth_mode: AuthMode) -> Self {
+        Self { router, auth_mode }
     }
+}
+
+fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("the call was not authenticated"))
 }
 
 fn info(route: &NamespaceRoute) -> pb::NamespaceInfo {
@@ -38,9 +49,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        let caller = principal(&request)?;
         let name = request.into_inner().namespace;
         if name.is_empty() {
             return Err(Status::invalid_argument("namespace must not be empty"));
+        }
+        if !caller.allows(&name, Permission::Admin) {
+            return Err(denied(&caller, &name, Permission::Admin));
         }
         let route = self.router.get(&name).ok_or_else(|| {
             Status::not_found(format!(
@@ -64,15 +79,26 @@ impl Admin for AdminService {
                 max_batch_size: to_u32(limits.max_batch_size),
                 max_scan_page: to_u32(limits.max_scan_page),
             }),
+            auth_mode: self.auth_mode.name().into(),
         }))
     }
 
     async fn list_namespaces(
         &self,
-        _request: Request<pb::ListNamespacesRequest>,
+        request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
-        Ok(Response::new(pb::ListNamespacesResponse {
-            namespaces: self.router.routes().map(|r| info(r)).collect(),
-        }))
+        let caller = principal(&request)?;
+        let namespaces: Vec<_> = self
+            .router
+            .routes()
+            .filter(|r| caller.allows(&r.name, Permission::Admin))
+            .map(|r| info(r))
+            .collect();
+        if namespaces.is_empty() && self.router.routes().next().is_some() {
+            return Err(Status::permission_denied(
+                "the token has the admin permission on no namespace",
+            ));
+        }
+        Ok(Response::new(pb::ListNamespacesResponse { namespaces }))
     }
 }

@@ -1,6 +1,7 @@
 //! The proxy's YAML config: listen address, backends, namespaces. Unknown keys are rejected and every
 //! error names `file:line:column`.
 
+use crate::auth::config::AuthConfig;
 use crate::backends::BackendConfig;
 use crate::capability::Capability;
 use crate::limits::{Limits, LimitsConfig};
@@ -19,6 +20,12 @@ pub struct ProxyConfig {
     /// Address the gRPC server binds.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Authentication and authorization (JWT by default; `mode: none` must be written out).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Per-connection limits of the gRPC server.
+    #[serde(default)]
+    pub server: ServerLimits,
     /// Default limits for every namespace.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -32,6 +39,49 @@ fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN
         .parse()
         .expect("default listen address parses")
+}
+
+/// Per-connection limits of the gRPC server (over a limit: RESOURCE_EXHAUSTED, or the HTTP/2 stream is
+/// refused).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Most metadata entries (headers) on one call (default 64).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Largest HTTP/2 header list, in bytes (default 16 KiB).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: u32,
+    /// Most concurrent streams (calls) one connection may open (default 256).
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: u32,
+    /// Most calls served at once per connection; more wait their turn (default 256).
+    #[serde(default = "default_max_streams_usize")]
+    pub max_in_flight_per_connection: usize,
+}
+
+fn default_max_headers() -> usize {
+    crate::auth::layer::DEFAULT_MAX_HEADERS
+}
+fn default_max_header_bytes() -> u32 {
+    16 * 1024
+}
+fn default_max_streams() -> u32 {
+    256
+}
+fn default_max_streams_usize() -> usize {
+    256
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_headers: default_max_headers(),
+            max_header_bytes: default_max_header_bytes(),
+            max_streams_per_connection: default_max_streams(),
+            max_in_flight_per_connection: default_max_streams_usize(),
+        }
+    }
 }
 
 /// Which pattern API a namespace serves.
@@ -128,7 +178,7 @@ impl ProxyConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
+        let mut problems = self.auth.problems();
         if self.namespaces.is_empty() {
             problems.push("no namespaces configured (add at least one under `namespaces:`)".into());
         }

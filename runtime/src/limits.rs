@@ -26,6 +26,16 @@ impl Default for Limits {
     }
 }
 
+/// Room for framing and metadata beside the largest value in one gRPC message.
+pub const MESSAGE_OVERHEAD: usize = 1024 * 1024;
+
+impl Limits {
+    /// The largest message (request or response) a namespace sends or accepts.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_add(MESSAGE_OVERHEAD)
+    }
+}
+
 /// Scan page size used when a request leaves `limit` at 0.
 pub const DEFAULT_SCAN_PAGE: usize = 100;
 

@@ -5,7 +5,12 @@
 //! [`Proxy::serve`]) → NamespaceResolver interceptor → pattern service → adapter`.
 
 use crate::admin::AdminService;
+use crate::auth::config::AuthMode;
+use crate::auth::keys::{KeyError, KeyStore};
+use crate::auth::layer::{AuthLayer, Guard};
+use crate::auth::verify::Verifier;
 use crate::backends::OpenError;
+use crate::config::ServerLimits;
 use crate::config::{Pattern, ProxyConfig};
 use crate::keyvalue::KeyValueService;
 use crate::router::{NamespaceResolver, Router};
@@ -17,9 +22,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-
-/// Room for message framing and metadata around the largest value.
-const MESSAGE_OVERHEAD: usize = 1024 * 1024;
 
 /// Why the proxy could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Authentication keys could not be loaded.
+    #[error("auth: {0}")]
+    Auth(#[from] KeyError),
     /// Reflection descriptors could not be loaded.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -48,13 +53,34 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct Proxy {
     router: Arc<Router>,
+    guard: Arc<Guard>,
+    limits: ServerLimits,
 }
 
 impl Proxy {
-    /// Opens every backend in `config`.
+    /// Loads the authentication keys and opens every backend in `config`.
     pub async fn open(config: &ProxyConfig) -> Result<Self, ServeError> {
+        let verifier = match config.auth.mode {
+            AuthMode::Jwt => Some(Verifier::new(
+                &config.auth,
+                KeyStore::load(&config.auth).await?,
+            )),
+            AuthMode::None => {
+                tracing::warn!(
+                    "AUTHENTICATION IS OFF (auth.mode: none): every caller may read and write every namespace"
+                );
+                None
+            }
+        };
+        let guard = Arc::new(Guard::new(
+            config.auth.mode,
+            verifier,
+            config.server.max_headers,
+        ));
         Ok(Self {
             router: Arc::new(Router::from_config(config).await?),
+            guard,
+            limits: config.server,
         })
     }
 
@@ -81,14 +107,14 @@ impl Proxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let max_message = self.router.max_value_bytes() + MESSAGE_OVERHEAD;
+        let max_message = self.router.max_value_bytes() + crate::limits::MESSAGE_OVERHEAD;
         let kv = InterceptedService::new(
             KeyValueServer::new(KeyValueService)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             NamespaceResolver::new(self.router.clone(), Pattern::Keyvalue),
         );
-        let admin = AdminServer::new(AdminService::new(self.router.clone()));
+        let admin = AdminServer::new(AdminService::new(self.router.clone(), self.guard.mode()));
 
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
@@ -99,10 +125,14 @@ impl Proxy {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
 
-        // Cross-cutting layers (authentication, authorization, limits, metrics) wrap every service
-        // here, via `Server::builder().layer(...)`, so pattern services never see an unchecked call.
+        // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
+        // call: the guard bounds metadata, authenticates and authorizes; metrics go here next.
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .http2_max_header_list_size(self.limits.max_header_bytes)
+            .max_concurrent_streams(self.limits.max_streams_per_connection)
+            .concurrency_limit_per_connection(self.limits.max_in_flight_per_connection)
+            .layer(AuthLayer::new(self.guard.clone()))
             .add_service(health)
             .add_service(reflection)
             .add_service(admin)

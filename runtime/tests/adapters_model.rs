@@ -147,7 +147,14 @@ async fn check(store: &dyn KvStore, actions: &[Action]) -> Result<(), TestCaseEr
                     let page = store
                         .scan()
                         .unwrap()
-                        .scan(NAMESPACES[n], prefix, after.as_deref(), limit, false)
+                        .scan(
+                            NAMESPACES[n],
+                            prefix,
+                            after.as_deref(),
+                            limit,
+                            usize::MAX,
+                            false,
+                        )
                         .await
                         .unwrap();
                     prop_assert!(page.len() <= limit);
@@ -191,7 +198,7 @@ async fn check(store: &dyn KvStore, actions: &[Action]) -> Result<(), TestCaseEr
                 let got = store
                     .batch()
                     .unwrap()
-                    .batch_get(NAMESPACES[n], &names)
+                    .batch_get(NAMESPACES[n], &names, usize::MAX)
                     .await
                     .unwrap();
                 let want: Vec<_> = keys

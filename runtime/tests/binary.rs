@@ -22,7 +22,7 @@ async fn serves_then_exits_zero_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\nbackends:\n  lite: {{ type: sqlite, path: {} }}\nnamespaces:\n  orders: {{ pattern: keyvalue, backend: lite }}\n",
+            "listen: 127.0.0.1:{port}\nauth: {{ mode: none }}\nbackends:\n  lite: {{ type: sqlite, path: {} }}\nnamespaces:\n  orders: {{ pattern: keyvalue, backend: lite }}\n",
             dir.path().join("data/prism.db").display()
         ),
     )
@@ -92,7 +92,7 @@ fn bad_config_exits_2_with_location() {
     let config = dir.path().join("bad.yaml");
     std::fs::write(
         &config,
-        "backends:\n  m: { type: memstore, size: 3 }\nnamespaces: {}\n",
+        "auth: { mode: none }\nbackends:\n  m: { type: memstore, size: 3 }\nnamespaces: {}\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_prism-proxy"))
@@ -103,6 +103,6 @@ fn bad_config_exits_2_with_location() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let expected = format!("{}:2:3: unknown field `size`", config.display());
+    let expected = format!("{}:3:3: unknown field `size`", config.display());
     assert!(stderr.contains(&expected), "{stderr}");
 }

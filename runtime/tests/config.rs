@@ -42,7 +42,7 @@ fn networked_example_config_loads() {
 #[test]
 fn listen_defaults_to_8980() {
     let config = ProxyConfig::parse(
-        "backends: { m: { type: memstore } }\nnamespaces: { a: { pattern: keyvalue, backend: m } }\n",
+        "auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces: { a: { pattern: keyvalue, backend: m } }\n",
         Path::new("t.yaml"),
     )
     .unwrap();
@@ -83,7 +83,7 @@ fn syntax_errors_are_located(#[case] yaml: &str, #[case] expected: &str) {
 #[test]
 fn missing_backend_is_named_with_the_defined_ones() {
     let err = ProxyConfig::parse(
-        "backends: { m: { type: memstore } }\nnamespaces: { a: { pattern: keyvalue, backend: nope } }\n",
+        "auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces: { a: { pattern: keyvalue, backend: nope } }\n",
         Path::new("t.yaml"),
     )
     .unwrap_err();
@@ -107,7 +107,7 @@ fn networked_backends_parse_with_env_urls_and_never_show_passwords() {
     // SAFETY of intent: a variable name unique to this test, set before the parse that reads it.
     unsafe { std::env::set_var("PRISM_TEST_PG_URL", "postgres://app:s3cret@db:5432/prism") };
     let config = ProxyConfig::parse(
-        "backends:\n  cache: { type: redis, url: 'redis://:hunter2@cache:6379/0' }\n  db: { type: postgres, url: '${PRISM_TEST_PG_URL}', pool: { max: 4 } }\nnamespaces:\n  a: { pattern: keyvalue, backend: cache }\n  b: { pattern: keyvalue, backend: db }\n",
+        "auth: { mode: none }\nbackends:\n  cache: { type: redis, url: 'redis://:hunter2@cache:6379/0' }\n  db: { type: postgres, url: '${PRISM_TEST_PG_URL}', pool: { max: 4 } }\nnamespaces:\n  a: { pattern: keyvalue, backend: cache }\n  b: { pattern: keyvalue, backend: db }\n",
         Path::new("t.yaml"),
     )
     .unwrap();
@@ -151,4 +151,38 @@ fn unsafe_names_are_rejected(#[case] ns: &str, #[case] expected: &str) {
         .unwrap_err()
         .to_string();
     assert!(err.contains(expected), "{err}");
+}
+
+#[rstest]
+#[case::jwt_without_keys(
+    "auth: { mode: jwt }\n",
+    "auth.mode is jwt (the default) but no key is configured"
+)]
+#[case::default_without_keys("", "auth.mode is jwt (the default) but no key is configured")]
+#[case::hs256_needs_one_source(
+    "auth: { hs256: {} }\n",
+    "auth.hs256 needs exactly one of secret_file or secret_env"
+)]
+#[case::rule_needs_a_subject(
+    "auth: { hs256: { secret_env: X }, rules: [ { namespaces: { a: [read] } } ] }\n",
+    "auth.rules[0] needs `sub` or `group`"
+)]
+fn auth_mistakes_are_named(#[case] auth: &str, #[case] expected: &str) {
+    let yaml = format!(
+        "{auth}backends: {{ m: {{ type: memstore }} }}\nnamespaces: {{ a: {{ pattern: keyvalue, backend: m }} }}\n"
+    );
+    let err = ProxyConfig::parse(&yaml, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(expected), "{err}");
+}
+
+#[test]
+fn unknown_permission_is_located() {
+    let yaml = "auth:\n  hs256: { secret_env: X }\n  rules: [ { sub: a, namespaces: { n: [delete] } } ]\nbackends: { m: { type: memstore } }\nnamespaces: { a: { pattern: keyvalue, backend: m } }\n";
+    let err = ProxyConfig::parse(yaml, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("t.yaml:3:"), "{err}");
+    assert!(err.contains("unknown variant `delete`"), "{err}");
 }

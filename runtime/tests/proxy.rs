@@ -21,7 +21,7 @@ struct Running {
 async fn start(extra_namespaces: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nbackends:\n  mem: {{ type: memstore }}\n  lite: {{ type: sqlite, path: {db} }}\nnamespaces:\n  a: {{ pattern: keyvalue, backend: lite }}\n  b: {{ pattern: keyvalue, backend: lite }}\n  m: {{ pattern: keyvalue, backend: mem }}\n{extra_namespaces}",
+        "listen: 127.0.0.1:0\nauth: {{ mode: none }}\nbackends:\n  mem: {{ type: memstore }}\n  lite: {{ type: sqlite, path: {db} }}\nnamespaces:\n  a: {{ pattern: keyvalue, backend: lite }}\n  b: {{ pattern: keyvalue, backend: lite }}\n  m: {{ pattern: keyvalue, backend: mem }}\n{extra_namespaces}",
         db = dir.path().join("t.db").display()
     );
     let config = ProxyConfig::parse(&yaml, Path::new("test.yaml")).unwrap();

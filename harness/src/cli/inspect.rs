@@ -30,6 +30,32 @@ pub struct CheckArgs {
     print: bool,
 }
 
+/// `mint-token` flags.
+#[derive(Debug, Args)]
+pub struct MintTokenArgs {
+    /// File holding the HS256 secret (as `auth.hs256.secret_file`; trailing newline ignored).
+    #[arg(long, value_name = "FILE", required_unless_present = "secret_env")]
+    secret_file: Option<PathBuf>,
+    /// Environment variable holding the secret (as `auth.hs256.secret_env`).
+    #[arg(long, value_name = "VAR")]
+    secret_env: Option<String>,
+    /// Grant NAMESPACE=PERMS (repeatable), e.g. orders=read,write or 'metrics-*=read'.
+    #[arg(long = "grant", value_name = "NS=PERMS", required = true)]
+    grants: Vec<String>,
+    /// The token's subject.
+    #[arg(long, default_value = "prism-cli")]
+    subject: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// `iss` claim (when the proxy sets auth.issuer).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// `aud` claim (when the proxy sets auth.audience).
+    #[arg(long)]
+    audience: Option<String>,
+}
+
 /// `matrix` flags.
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
@@ -207,5 +233,58 @@ pub fn matrix(args: MatrixArgs) -> u8 {
         return EXIT_ENVIRONMENT;
     }
     eprintln!("prism-conform: updated the matrix in {}", path.display());
+    EXIT_OK
+}
+
+/// `prism-conform mint-token`: prints a signed token on stdout.
+pub fn mint_token(args: MintTokenArgs) -> u8 {
+    let secret = match (&args.secret_file, &args.secret_env) {
+        (Some(path), _) => match std::fs::read(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("prism-conform: --secret-file {}: {e}", path.display());
+                return EXIT_BAD_INPUT;
+            }
+        },
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(s) => s.into_bytes(),
+            Err(_) => {
+                eprintln!("prism-conform: --secret-env: environment variable {var} is not set");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        (None, None) => return EXIT_BAD_INPUT,
+    };
+    let mut grants = std::collections::BTreeMap::new();
+    for g in &args.grants {
+        let Some((ns, perms)) = g.split_once('=') else {
+            eprintln!(
+                "prism-conform: --grant {g:?}: expected NAMESPACE=PERMS, e.g. orders=read,write"
+            );
+            return EXIT_BAD_INPUT;
+        };
+        let perms: Vec<String> = perms.split(',').map(|p| p.trim().to_string()).collect();
+        if let Some(bad) = perms
+            .iter()
+            .find(|p| !["read", "write", "admin"].contains(&p.as_str()))
+        {
+            eprintln!(
+                "prism-conform: --grant {g:?}: unknown permission {bad:?} (expected read, write, admin)"
+            );
+            return EXIT_BAD_INPUT;
+        }
+        grants.insert(ns.to_string(), perms);
+    }
+    println!(
+        "{}",
+        prism_conform::tokens::mint_hs256(
+            secret.trim_ascii_end(),
+            &args.subject,
+            &grants,
+            args.ttl,
+            args.issuer.as_deref(),
+            args.audience.as_deref(),
+        )
+    );
     EXIT_OK
 }

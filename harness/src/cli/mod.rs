@@ -33,6 +33,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 ///   prism-conform backends                         what each backend needs and how it would run here
 ///   prism-conform check scenarios/                 validate YAML without running
 ///   prism-conform list                             scenarios, backends and capabilities
+///   prism-conform mint-token --secret-file s --grant orders=read,write   a token for a proxy
 ///
 /// Exit codes: 0 all passed · 1 a scenario failed · 2 bad input (YAML, flags) · 3 environment
 /// (a backend or proxy could not be provisioned) · 130 interrupted.
@@ -46,13 +47,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run scenarios against backends (default: every scenario on memstore and sqlite).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List scenarios, and the embedded backends with their capabilities.
     List(inspect::ListArgs),
     /// What each backend needs, and how it would be provisioned on this machine.
     Backends(inspect::BackendsArgs),
     /// Validate scenario files without running them (exit 2 with file:line:column on errors).
     Check(inspect::CheckArgs),
+    /// Mint an HS256 token for a proxy whose `auth.hs256` uses the same secret (quick starts, scripts).
+    MintToken(inspect::MintTokenArgs),
     /// Print the pattern × backend matrix of a run, or write it into a README between the
     /// `<!-- matrix:begin -->` and `<!-- matrix:end -->` markers.
     Matrix(inspect::MatrixArgs),
@@ -78,11 +81,12 @@ pub struct Selection {
 /// Runs the parsed command.
 pub async fn main(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::List(args) => inspect::list(args).await,
         Command::Backends(args) => inspect::backends(args),
         Command::Check(args) => inspect::check(args),
         Command::Matrix(args) => inspect::matrix(args),
+        Command::MintToken(args) => inspect::mint_token(args),
     };
     ExitCode::from(code)
 }

@@ -60,6 +60,18 @@ pub struct RunArgs {
     /// PATTERN.other=NAME gives the second namespace for isolation scenarios.
     #[arg(long = "namespace", value_name = "PATTERN=NAME", requires = "target")]
     namespaces: Vec<String>,
+    /// With --target: the bearer token to send (needs read, write and admin on the namespaces).
+    #[arg(
+        long,
+        env = "PRISM_TOKEN",
+        requires = "target",
+        conflicts_with = "token_file",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// With --target: a file holding the bearer token.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    token_file: Option<PathBuf>,
     /// Print every passed and skipped scenario, not only failures.
     #[arg(long, short)]
     verbose: bool,
@@ -188,7 +200,18 @@ async fn run_inner(args: RunArgs) -> u8 {
                 Ok(n) => n,
                 Err(code) => return code,
             };
-            match provision::connect_targets(url, &namespaces).await {
+            let token = match (&args.token, &args.token_file) {
+                (Some(t), _) => Some(t.trim().to_string()),
+                (None, Some(path)) => match std::fs::read_to_string(path) {
+                    Ok(t) => Some(t.trim().to_string()),
+                    Err(e) => {
+                        eprintln!("prism-conform: --token-file {}: {e}", path.display());
+                        return EXIT_BAD_INPUT;
+                    }
+                },
+                (None, None) => None,
+            };
+            match provision::connect_targets(url, &namespaces, token).await {
                 Ok(t) => (None, t, Vec::new()),
                 Err(e) => return provision_code(&e),
             }

@@ -12,15 +12,17 @@ pub mod container;
 pub mod process;
 
 use crate::runner::Target;
+use crate::tokens::TokenMint;
 use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
+use prism_runtime::auth::config::AuthConfig;
 use prism_runtime::backends::BackendConfig;
 use prism_runtime::backends::memstore::MemStoreConfig;
 use prism_runtime::backends::postgres::{PoolConfig, PostgresConfig};
 use prism_runtime::backends::redis::RedisConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
 use prism_runtime::capability::Capability;
-use prism_runtime::config::{NamespaceConfig, Pattern, ProxyConfig};
+use prism_runtime::config::{NamespaceConfig, Pattern, ProxyConfig, ServerLimits};
 use prism_runtime::limits::LimitsConfig;
 use prism_runtime::secret::SecretUrl;
 use prism_runtime::server::Proxy;
@@ -346,7 +348,8 @@ pub fn other_namespace(backend: &str) -> String {
     format!("conform-{backend}-other")
 }
 
-/// The proxy config for a run: each backend with its two keyvalue namespaces.
+/// The proxy config for a run: each backend with its two keyvalue namespaces, authentication off (see
+/// [`launch`] for the authenticated setup the runs use).
 pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
     let mut bcfg = BTreeMap::new();
     let mut ns = BTreeMap::new();
@@ -366,6 +369,8 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
     }
     ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("loopback address parses"),
+        auth: AuthConfig::none(),
+        server: ServerLimits::default(),
         limits: LimitsConfig::default(),
         backends: bcfg,
         namespaces: ns,
@@ -445,7 +450,9 @@ pub async fn start_environment(
     launch(backends, dir).await
 }
 
-/// Starts a proxy for already provisioned backends (whose embedded files live in `dir`).
+/// Starts a proxy for already provisioned backends (whose embedded files live in `dir`), with
+/// authentication on: a fresh HS256 secret and ES256 key for this run, and per target the default
+/// token plus the whole token matrix.
 pub async fn launch(
     backends: Vec<Provisioned>,
     dir: tempfile::TempDir,
@@ -454,21 +461,23 @@ pub async fn launch(
         .iter()
         .map(|b| (b.name.clone(), b.config.clone()))
         .collect();
-    let proxy = start_proxy(&proxy_config(&configs)).await?;
+    let mint = TokenMint::new();
+    let mut config = proxy_config(&configs);
+    config.auth = mint
+        .auth_config(dir.path())
+        .map_err(|e| ProvisionError::Environment(format!("cannot write the run's keys: {e}")))?;
+    let proxy = start_proxy(&config).await?;
     let client = PrismClient::connect(proxy.url.clone())
         .await
         .map_err(|e| ProvisionError::Environment(e.to_string()))?;
     let mut targets = Vec::new();
     for b in &backends {
-        targets.push(
-            target(
-                &client,
-                &b.name,
-                &namespace(&b.name),
-                Some(other_namespace(&b.name)),
-            )
-            .await?,
-        );
+        let (ns, other) = (namespace(&b.name), other_namespace(&b.name));
+        let tokens = mint.tokens(&[&ns, &other]);
+        let token = tokens.get("default").cloned().flatten();
+        let mut t = target(&client, &b.name, &ns, Some(other), token).await?;
+        t.tokens = Some(Arc::new(tokens));
+        targets.push(t);
     }
     Ok(Environment {
         backends,
@@ -484,8 +493,16 @@ pub async fn target(
     label: &str,
     ns: &str,
     other: Option<String>,
+    token: Option<String>,
 ) -> Result<Target, ProvisionError> {
-    let caps = client
+    let authed = match &token {
+        Some(t) => client
+            .clone()
+            .with_token(t)
+            .map_err(|e| ProvisionError::Environment(e.to_string()))?,
+        None => client.clone(),
+    };
+    let caps = authed
         .admin()
         .get_capabilities(GetCapabilitiesRequest {
             namespace: ns.to_string(),
@@ -504,6 +521,8 @@ pub async fn target(
         backend_kind: caps.backend_kind,
         pattern: caps.pattern,
         client: client.clone(),
+        token,
+        tokens: None,
         namespace: ns.to_string(),
         other_namespace: other,
         capabilities: caps
@@ -514,10 +533,12 @@ pub async fn target(
     })
 }
 
-/// Targets on an already running proxy: `namespaces` maps a pattern (or `PATTERN.other`) to a namespace.
+/// Targets on an already running proxy: `namespaces` maps a pattern (or `PATTERN.other`) to a
+/// namespace; `token` is sent with every call.
 pub async fn connect_targets(
     url: &str,
     namespaces: &BTreeMap<String, String>,
+    token: Option<String>,
 ) -> Result<Vec<Target>, ProvisionError> {
     let client = PrismClient::connect(url.to_string())
         .await
@@ -525,7 +546,7 @@ pub async fn connect_targets(
     let mut targets = Vec::new();
     for (pattern, ns) in namespaces.iter().filter(|(p, _)| !p.ends_with(".other")) {
         let other = namespaces.get(&format!("{pattern}.other")).cloned();
-        let t = target(&client, "target", ns, other).await?;
+        let t = target(&client, "target", ns, other, token.clone()).await?;
         if &t.pattern != pattern {
             return Err(ProvisionError::Environment(format!(
                 "namespace '{ns}' serves the {} pattern, not {pattern}",

@@ -6,7 +6,7 @@ use super::judge::judge;
 use super::output::{OpOutput, describe, execute};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
-use prism_proto::client::KeyValue;
+use prism_proto::client::{KeyValue, PrismClient};
 use prism_runtime::capability::Capability;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -17,23 +17,55 @@ use tokio::time::Instant;
 type Vars = HashMap<String, String>;
 type Counts = Arc<Mutex<BTreeMap<StatusCode, u64>>>;
 
-/// Clients for one scenario run.
+/// What one scenario run talks to: a connection, its namespaces, and the tokens steps may select.
 #[derive(Clone, Debug)]
 pub struct Session {
+    /// The connection, without a token.
+    pub base: PrismClient,
     /// The scenario's namespace.
-    pub main: KeyValue,
+    pub namespace: String,
     /// The run's second namespace on the same backend, when there is one.
-    pub other: Option<KeyValue>,
+    pub other: Option<String>,
+    /// The token used when a step names none.
+    pub token: Option<String>,
+    /// The minted token matrix (`token: NAME`), when the harness holds the keys.
+    pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
 }
 
 impl Session {
-    fn client(&self, ns: NamespaceRef) -> Result<KeyValue, Failure> {
-        match ns {
-            NamespaceRef::Main => Ok(self.main.clone()),
-            NamespaceRef::Other => self.other.clone().ok_or_else(|| {
-                Failure::message("this step uses `namespace: other`, but the target has no second namespace (pass --namespace keyvalue-other=NAME)")
-            }),
-        }
+    fn client(&self, ns: NamespaceRef, token: Option<&str>) -> Result<KeyValue, Failure> {
+        let namespace = match ns {
+            NamespaceRef::Main => &self.namespace,
+            NamespaceRef::Other => self.other.as_ref().ok_or_else(|| {
+                Failure::message("this step uses `namespace: other`, but the target has no second namespace (pass --namespace keyvalue.other=NAME)")
+            })?,
+        };
+        let token = match token {
+            None | Some("default") => self.token.clone(),
+            Some(name) => self
+                .tokens
+                .as_ref()
+                .ok_or_else(|| {
+                    Failure::message(format!(
+                        "token `{name}` is minted only for the in-process proxy"
+                    ))
+                })?
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Failure::message(format!("unknown token `{name}`")))?,
+        };
+        let client = match token {
+            Some(t) => self
+                .base
+                .clone()
+                .with_token(&t)
+                .map_err(|e| Failure::message(e.to_string()))?,
+            None => self.base.clone(),
+        };
+        let ns_client = client
+            .try_namespace(namespace)
+            .map_err(|e| Failure::message(e.to_string()))?;
+        Ok(ns_client.keyvalue())
     }
 }
 
@@ -54,7 +86,7 @@ async fn run_op(
 ) -> Result<(), Failure> {
     let label = describe(&op.op, vars);
     let mut kv = session
-        .client(op.namespace)
+        .client(op.namespace, op.token.as_deref())
         .map_err(|f| locate(step, Some(label.clone()), f))?;
     let out = execute(&mut kv, &op.op, vars)
         .await
@@ -274,8 +306,15 @@ pub async fn refusal_walk(
             .into_iter()
             .filter(|c| missing.contains(c))
             .collect();
+        // The probe of a missing capability runs with the default token, so what it meets is the
+        // capability check rather than a token a scenario chose to be refused.
+        let token = if needed.is_empty() {
+            op.token.as_deref()
+        } else {
+            None
+        };
         let mut kv = session
-            .client(op.namespace)
+            .client(op.namespace, token)
             .map_err(|f| locate(step, Some(label.clone()), f))?;
         let out = execute(&mut kv, &op.op, &local)
             .await

@@ -13,7 +13,7 @@ use crate::scenario::{Location, Scenario};
 use exec::{Refusal, Session, refusal_walk, run_steps};
 use prism_proto::client::PrismClient;
 use prism_runtime::capability::Capability;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,8 +53,12 @@ pub struct Target {
     pub backend_kind: String,
     /// Pattern served.
     pub pattern: String,
-    /// Connected client.
+    /// The connection (without a token).
     pub client: PrismClient,
+    /// The token calls carry by default (admin on the target's namespaces), if authentication is on.
+    pub token: Option<String>,
+    /// The minted token matrix for `token: NAME` steps (in-process proxy only).
+    pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
     /// Namespace for scenarios.
     pub namespace: String,
     /// Second namespace on the same backend, for isolation scenarios.
@@ -158,12 +162,24 @@ pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -
             None,
         );
     }
+    if target.tokens.is_none() && scenario.uses_token_matrix() {
+        let reason =
+            "needs the token matrix, which the harness mints only for its in-process proxy"
+                .to_string();
+        return to_report(
+            scenario,
+            CaseStatus::Skipped,
+            Duration::ZERO,
+            Some(reason),
+            None,
+        );
+    }
     let session = Session {
-        main: target.client.namespace(&target.namespace).keyvalue(),
-        other: target
-            .other_namespace
-            .as_ref()
-            .map(|ns| target.client.namespace(ns).keyvalue()),
+        base: target.client.clone(),
+        namespace: target.namespace.clone(),
+        other: target.other_namespace.clone(),
+        token: target.token.clone(),
+        tokens: target.tokens.clone(),
     };
     let mut vars = HashMap::from([("prefix".to_string(), unique_prefix(scenario))]);
     let missing: Vec<Capability> = scenario

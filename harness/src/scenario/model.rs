@@ -35,6 +35,19 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Whether any step selects a token other than the default one.
+    pub fn uses_token_matrix(&self) -> bool {
+        fn walk(steps: &[Step]) -> bool {
+            steps.iter().any(|s| match &s.kind {
+                StepKind::Op(o) => o.token.as_deref().is_some_and(|t| t != "default"),
+                StepKind::Sleep(_) => false,
+                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
+                StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
+            })
+        }
+        walk(&self.steps)
+    }
+
     /// Whether any step addresses the run's second namespace.
     pub fn uses_other_namespace(&self) -> bool {
         fn walk(steps: &[Step]) -> bool {
@@ -125,6 +138,8 @@ pub struct OpStep {
     pub op: Op,
     /// Which namespace it addresses.
     pub namespace: NamespaceRef,
+    /// Which minted token the call carries (`None`: the run's default token).
+    pub token: Option<String>,
     /// What must come back; `None` means "must succeed".
     pub expect: Option<Expect>,
 }

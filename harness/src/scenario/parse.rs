@@ -499,7 +499,7 @@ impl Ctx {
             let f = self.fields(
                 n,
                 &format!("the {name} step"),
-                &[name, "expect", "namespace"],
+                &[name, "expect", "namespace", "token"],
             )?;
             let op_step = self.op_step(name, head.1.clone(), &f, scope)?;
             for cap in op_step.op.needs() {
@@ -651,6 +651,25 @@ impl Ctx {
                 }
             },
         };
+        let token = match f.get("token") {
+            None => None,
+            Some(t) => {
+                let name = self.string(t, "token")?;
+                if !crate::tokens::TOKEN_NAMES.iter().any(|(n, _)| *n == name) {
+                    let names: Vec<&str> =
+                        crate::tokens::TOKEN_NAMES.iter().map(|(n, _)| *n).collect();
+                    self.err(
+                        t.loc,
+                        format!(
+                            "unknown token '{name}' (expected one of: {})",
+                            names.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                Some(name)
+            }
+        };
         let expects_error = f
             .get("expect")
             .is_some_and(|e| matches!(&e.node, Node::Map(m) if m.iter().any(|(k, _)| matches!(&k.node, Node::Str(s) if s == "error"))));
@@ -662,6 +681,7 @@ impl Ctx {
         Some(OpStep {
             op: op?,
             namespace,
+            token,
             expect,
         })
     }

@@ -41,6 +41,9 @@ fn step(s: &Step) -> Value {
             if o.namespace == NamespaceRef::Other {
                 m.insert("namespace".into(), json!("other"));
             }
+            if let Some(t) = &o.token {
+                m.insert("token".into(), json!(t));
+            }
             if let Some(e) = &o.expect {
                 m.insert("expect".into(), expect(e));
             }

@@ -2,8 +2,8 @@
 //! own right (ordered maps per namespace, monotonic versions, exact expiry), not a mock of another.
 
 use crate::keyvalue::store::{
-    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
-    StoreResult,
+    BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
+    StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -186,6 +186,7 @@ impl KvScan for MemStore {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>> {
         let space = self.space(ns)?;
@@ -195,16 +196,25 @@ impl KvScan for MemStore {
             Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
             _ => Bound::Included(prefix.to_string()),
         };
-        Ok(map
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        for (k, e) in map
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, e)| e.live(now))
             .take(limit)
-            .map(|(k, e)| ScanItem {
+        {
+            let value = (!keys_only).then(|| e.value.clone());
+            let size = k.len() + value.as_ref().map_or(0, |v| v.len());
+            page.push(ScanItem {
                 key: k.clone(),
-                value: (!keys_only).then(|| e.value.clone()),
-            })
-            .collect())
+                value,
+            });
+            if budget.spend(size) {
+                break;
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -219,14 +229,25 @@ impl KvBatch for MemStore {
             .collect())
     }
 
-    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
+    async fn batch_get(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Option<Entry>>> {
         let space = self.space(ns)?;
         let map = space.read().map_err(poisoned)?;
         let now = Instant::now();
-        Ok(keys
-            .iter()
-            .map(|k| map.get(k).filter(|e| e.live(now)).map(|e| e.to_entry(now)))
-            .collect())
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let entry = map.get(k).filter(|e| e.live(now)).map(|e| e.to_entry(now));
+            if budget.spend(entry.as_ref().map_or(0, |e| e.value.len())) {
+                return Err(StoreError::TooLarge { limit: max_bytes });
+            }
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32> {

@@ -9,12 +9,13 @@
 
 use crate::keyvalue::keys::prefix_end;
 use crate::keyvalue::store::{
-    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
-    StoreResult,
+    BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
+    StoreError, StoreResult,
 };
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use serde::Deserialize;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
@@ -283,11 +284,12 @@ impl KvScan for PostgresStore {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>> {
         // Range [start, end) on the "C"-collated key walks the primary-key index in byte order.
         let (start, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT key, CASE WHEN $6 THEN NULL ELSE value END AS value FROM prism_kv
              WHERE ns = $1 AND (key > $2 OR (key = $2 AND NOT $3))
                AND ($4::TEXT IS NULL OR key < $4) AND starts_with(key, $5)
@@ -301,16 +303,22 @@ impl KvScan for PostgresStore {
         .bind(prefix)
         .bind(keys_only)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ScanItem {
+        .fetch(&self.pool);
+        // Rows stream in, so a page of large values stops at the byte budget without loading more.
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        while let Some(r) = rows.try_next().await.map_err(classify)? {
+            let item = ScanItem {
                 key: r.get("key"),
                 value: r.get::<Option<Vec<u8>>, _>("value").map(Bytes::from),
-            })
-            .collect())
+            };
+            let size = item.key.len() + item.value.as_ref().map_or(0, |v| v.len());
+            page.push(item);
+            if budget.spend(size) {
+                break;
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -326,8 +334,13 @@ impl KvBatch for PostgresStore {
         Ok(versions)
     }
 
-    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
-        let rows = sqlx::query(
+    async fn batch_get(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Option<Entry>>> {
+        let mut rows = sqlx::query(
             "SELECT key, value, version,
                 CEIL(EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT AS remaining_ms
              FROM prism_kv WHERE ns = $1 AND key = ANY($2)
@@ -335,13 +348,21 @@ impl KvBatch for PostgresStore {
         )
         .bind(ns)
         .bind(keys)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        let found: std::collections::HashMap<String, Entry> = rows
-            .iter()
-            .map(|r| (r.get::<String, _>("key"), entry(r)))
-            .collect();
+        .fetch(&self.pool);
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut found = std::collections::HashMap::new();
+        while let Some(r) = rows.try_next().await.map_err(classify)? {
+            let e = entry(&r);
+            // A key asked for twice is answered twice.
+            let copies = keys
+                .iter()
+                .filter(|k| **k == r.get::<String, _>("key"))
+                .count();
+            if budget.spend(e.value.len() * copies) {
+                return Err(StoreError::TooLarge { limit: max_bytes });
+            }
+            found.insert(r.get::<String, _>("key"), e);
+        }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 

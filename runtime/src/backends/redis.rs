@@ -95,22 +95,29 @@ static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// One scan page. KEYS: index. ARGV: data-key prefix, min, max, limit, keys_only ('1'/'0').
-/// Returns a flat list key, value, key, value…; drops index members whose hash is gone.
+/// One scan page. KEYS: index. ARGV: data-key prefix, min, max, limit, keys_only ('1'/'0'),
+/// max_bytes. Returns a flat list key, value, key, value…, stopping after the item that takes the
+/// page over max_bytes; drops index members whose hash is gone.
 static SCAN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local out = {}
           local start = ARGV[2]
           local limit = tonumber(ARGV[4])
           local chunk = limit + 16
-          while #out < limit * 2 do
+          local budget = tonumber(ARGV[6])
+          local used = 0
+          local full = false
+          while #out < limit * 2 and not full do
             local members = redis.call('ZRANGEBYLEX', KEYS[1], start, ARGV[3], 'LIMIT', 0, chunk)
             if #members == 0 then break end
             for _, m in ipairs(members) do
               local v = redis.call('HGET', ARGV[1] .. m, 'v')
               if v then
+                if ARGV[5] == '1' then v = '' end
                 out[#out + 1] = m
-                if ARGV[5] == '1' then out[#out + 1] = '' else out[#out + 1] = v end
+                out[#out + 1] = v
+                used = used + #m + #v
+                if used > budget then full = true break end
                 if #out >= limit * 2 then break end
               else
                 redis.call('ZREM', KEYS[1], m)
@@ -139,14 +146,23 @@ static BATCH_SET: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Batch read. ARGV: data-key prefix, then keys. Returns per key {v, n, pttl} or false.
+/// Batch read. ARGV: data-key prefix, max_bytes, then keys. Returns per key {v, n, pttl} or false,
+/// or -1 when the values add up to more than max_bytes.
 static BATCH_GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local out = {}
-          for i = 2, #ARGV do
+          local budget = tonumber(ARGV[2])
+          local used = 0
+          for i = 3, #ARGV do
             local dk = ARGV[1] .. ARGV[i]
             local r = redis.call('HMGET', dk, 'v', 'n')
-            if r[2] then out[#out + 1] = {r[1], r[2], redis.call('PTTL', dk)} else out[#out + 1] = false end
+            if r[2] then
+              used = used + #r[1]
+              if used > budget then return -1 end
+              out[#out + 1] = {r[1], r[2], redis.call('PTTL', dk)}
+            else
+              out[#out + 1] = false
+            end
           end
           return out",
     )
@@ -392,6 +408,7 @@ impl KvScan for RedisStore {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>> {
         let min = match crate::keyvalue::keys::scan_start(prefix, after) {
@@ -406,6 +423,7 @@ impl KvScan for RedisStore {
             .arg(max)
             .arg(limit)
             .arg(if keys_only { "1" } else { "0" })
+            .arg(max_bytes)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(classify)?;
@@ -440,11 +458,17 @@ impl KvBatch for RedisStore {
             .map_err(classify)
     }
 
-    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
+    async fn batch_get(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Option<Entry>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut call = BATCH_GET.arg(self.data_prefix(ns));
+        call.arg(max_bytes);
         for k in keys {
             call.arg(k);
         }
@@ -452,6 +476,9 @@ impl KvBatch for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(classify)?;
+        if let Value::Int(-1) = reply {
+            return Err(StoreError::TooLarge { limit: max_bytes });
+        }
         let Value::Array(results) = &reply else {
             return Err(bad_reply("batch get", &reply));
         };

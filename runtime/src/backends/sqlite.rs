@@ -7,11 +7,12 @@
 //! read by `expires_at`, and a background task purges them in bounded batches.
 
 use crate::keyvalue::store::{
-    BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
-    StoreResult,
+    BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
+    StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use serde::Deserialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqliteConnection};
@@ -315,12 +316,13 @@ impl KvScan for SqliteStore {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>> {
         // Keys compare with BINARY collation (memcmp), i.e. UTF-8 byte order, like the other backends.
         // `substr(key, 1, length(prefix)) = prefix` is an exact prefix test (no LIKE wildcards to escape).
         let (bound, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT key, CASE WHEN ? THEN NULL ELSE value END FROM prism_kv
              WHERE ns = ? AND (key > ? OR (key = ? AND NOT ?)) AND substr(key, 1, length(?)) = ?
                AND (expires_at IS NULL OR expires_at > ?)
@@ -335,16 +337,22 @@ impl KvScan for SqliteStore {
         .bind(prefix)
         .bind(now_ms())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.read)
-        .await
-        .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ScanItem {
+        .fetch(&self.read);
+        // Rows stream in, so a page of large values stops at the byte budget without loading more.
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        while let Some(r) = rows.try_next().await.map_err(classify)? {
+            let item = ScanItem {
                 key: r.get(0),
                 value: r.get::<Option<Vec<u8>>, _>(1).map(Bytes::from),
-            })
-            .collect())
+            };
+            let size = item.key.len() + item.value.as_ref().map_or(0, |v| v.len());
+            page.push(item);
+            if budget.spend(size) {
+                break;
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -362,11 +370,21 @@ impl KvBatch for SqliteStore {
         Ok(versions)
     }
 
-    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>> {
+    async fn batch_get(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Option<Entry>>> {
         let now = now_ms();
+        let mut budget = ByteBudget::new(max_bytes);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            out.push(get_live(&self.read, ns, key, now).await?);
+            let entry = get_live(&self.read, ns, key, now).await?;
+            if budget.spend(entry.as_ref().map_or(0, |e| e.value.len())) {
+                return Err(StoreError::TooLarge { limit: max_bytes });
+            }
+            out.push(entry);
         }
         Ok(out)
     }

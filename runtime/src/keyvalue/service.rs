@@ -7,6 +7,7 @@ use crate::capability::Capability;
 use crate::router::{NamespaceRoute, route_of};
 use pb::key_value_server::KeyValue;
 use prism_proto::keyvalue::v1 as pb;
+use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -17,6 +18,7 @@ pub struct KeyValueService;
 fn status(route: &NamespaceRoute, e: StoreError) -> Status {
     match e {
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
         StoreError::VersionMismatch { .. } => Status::aborted(e.to_string()),
         StoreError::Unavailable(_) => {
             tracing::warn!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend unavailable");
@@ -79,7 +81,7 @@ impl KeyValue for KeyValueService {
         }
         validate::key("key", &r.key, &route.limits)?;
         validate::value("value", &r.value, &route.limits)?;
-        let ttl = validate::ttl(r.ttl_ms);
+        let ttl = validate::ttl("ttl_ms", r.ttl_ms)?;
         let condition = match (r.if_absent, r.if_version) {
             (true, Some(_)) => {
                 return Err(Status::invalid_argument(
@@ -175,26 +177,38 @@ impl KeyValue for KeyValueService {
                 &r.prefix,
                 after.as_deref(),
                 limit + 1,
+                route.limits.max_message_bytes(),
                 r.keys_only,
             )
             .await
             .map_err(|e| status(&route, e))?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items
-                .last()
+        // A page ends at `limit` items, or earlier when the next item would push the response over
+        // the message size limit (but it always holds at least one item, which fits by construction).
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let budget = route.limits.max_message_bytes();
+        let mut size = 0usize;
+        let available = items.len();
+        let mut page = Vec::with_capacity(available);
+        for item in items {
+            let entry = pb::ScanItem {
+                key: item.key,
+                value: item.value.unwrap_or_default(),
+            };
+            size += entry.encoded_len() + 8;
+            if size > budget && !page.is_empty() {
+                break;
+            }
+            page.push(entry);
+        }
+        let next_cursor = if more || page.len() < available {
+            page.last()
                 .map(|i| validate::encode_cursor(&i.key))
                 .unwrap_or_default()
         } else {
             String::new()
         };
-        let items = items
-            .into_iter()
-            .map(|i| pb::ScanItem {
-                key: i.key,
-                value: i.value.unwrap_or_default(),
-            })
-            .collect();
+        let items = page;
         Ok(Response::new(pb::ScanResponse { items, next_cursor }))
     }
 
@@ -219,7 +233,7 @@ impl KeyValue for KeyValueService {
             items.push(BatchItem {
                 key: e.key,
                 value: e.value,
-                ttl: validate::ttl(e.ttl_ms),
+                ttl: validate::ttl(&format!("entries[{i}].ttl_ms"), e.ttl_ms)?,
             });
         }
         let versions = batch
@@ -244,12 +258,20 @@ impl KeyValue for KeyValueService {
             validate::key(&format!("keys[{i}]"), k, &route.limits)?;
         }
         let entries = batch
-            .batch_get(&route.name, &r.keys)
+            .batch_get(&route.name, &r.keys, route.limits.max_message_bytes())
             .await
             .map_err(|e| status(&route, e))?;
-        Ok(Response::new(pb::BatchGetResponse {
+        let response = pb::BatchGetResponse {
             results: entries.into_iter().map(get_response).collect(),
-        }))
+        };
+        let size = response.encoded_len();
+        if size > route.limits.max_message_bytes() {
+            return Err(Status::resource_exhausted(format!(
+                "the values of these keys add up to {size} bytes, over the response limit of {} (max_value_bytes + 1 MiB); ask for fewer keys",
+                route.limits.max_message_bytes()
+            )));
+        }
+        Ok(Response::new(response))
     }
 
     async fn batch_delete(
@@ -285,7 +307,7 @@ impl KeyValue for KeyValueService {
             .ok_or_else(|| unimplemented(&route, Capability::KvTtl))?;
         validate::key("key", &r.key, &route.limits)?;
         let updated = ttl
-            .expire(&route.name, &r.key, validate::ttl(r.ttl_ms))
+            .expire(&route.name, &r.key, validate::ttl("ttl_ms", r.ttl_ms)?)
             .await
             .map_err(|e| status(&route, e))?;
         Ok(Response::new(pb::ExpireResponse { updated }))

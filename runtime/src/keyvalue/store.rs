@@ -65,12 +65,40 @@ pub enum StoreError {
         /// The current version, `None` if the key is absent.
         current: Option<u64>,
     },
+    /// The answer would exceed the response size limit.
+    #[error(
+        "the values of these keys add up to more than the response limit of {limit} bytes (max_value_bytes + 1 MiB); ask for fewer keys"
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The backend could not be reached or timed out; the call may be retried.
     #[error("backend unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Anything else the backend reported.
     #[error("backend error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Counts the bytes of a page or batch against a budget.
+#[derive(Debug, Clone, Copy)]
+pub struct ByteBudget {
+    used: usize,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self { used: 0, max }
+    }
+
+    /// Counts an item of `bytes`; `true` once the total is over the budget.
+    pub fn spend(&mut self, bytes: usize) -> bool {
+        self.used = self.used.saturating_add(bytes);
+        self.used > self.max
+    }
 }
 
 /// Result type of adapter calls.
@@ -105,13 +133,16 @@ pub trait KvTtl: Send + Sync {
 /// `keyvalue.scan`: ordered prefix scans.
 #[async_trait]
 pub trait KvScan: Send + Sync {
-    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order.
+    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order,
+    /// stopping early after the item that takes keys and values over `max_bytes` — so the caller
+    /// sees that more follow, and never holds more than the budget plus one value.
     async fn scan(
         &self,
         ns: &str,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>>;
 }
@@ -121,8 +152,14 @@ pub trait KvScan: Send + Sync {
 pub trait KvBatch: Send + Sync {
     /// Writes every item; versions in item order.
     async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>>;
-    /// Reads every key; results in key order.
-    async fn batch_get(&self, ns: &str, keys: &[String]) -> StoreResult<Vec<Option<Entry>>>;
+    /// Reads every key; results in key order. Values adding up to more than `max_bytes` are
+    /// [`StoreError::TooLarge`], found before they are all held in memory.
+    async fn batch_get(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Option<Entry>>>;
     /// Deletes every key; how many existed.
     async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32>;
 }

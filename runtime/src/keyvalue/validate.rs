@@ -66,9 +66,17 @@ pub fn scan_limit(limit: u32, limits: &Limits) -> Result<usize, Status> {
     Ok(limit)
 }
 
-/// A `ttl_ms` field as an optional duration (0 = none).
-pub fn ttl(ttl_ms: u64) -> Option<Duration> {
-    (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms))
+/// Longest accepted TTL: 100 years, far beyond any real use and far from every clock's overflow.
+pub const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A `ttl_ms` field as an optional duration (0 = none); over [`MAX_TTL_MS`] is INVALID_ARGUMENT.
+pub fn ttl(field: &str, ttl_ms: u64) -> Result<Option<Duration>, Status> {
+    if ttl_ms > MAX_TTL_MS {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {ttl_ms}, over the limit of {MAX_TTL_MS} (100 years)"
+        )));
+    }
+    Ok((ttl_ms > 0).then(|| Duration::from_millis(ttl_ms)))
 }
 
 /// Milliseconds of a remaining TTL, rounded up so a live key never reports 0 (= no expiry).

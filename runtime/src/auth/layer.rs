@@ -1,0 +1,245 @@
+//! The request guard: a tower layer in front of every service. It bounds the metadata a call may
+//! carry, authenticates the bearer token, and checks the caller's permission on the namespace a
+//! pattern call addresses. Health and reflection stay open; Admin calls need a valid token here and
+//! their `admin` permission is checked by the Admin service (the namespace is in the request body).
+
+use super::config::AuthMode;
+use super::verify::{AuthError, Verifier};
+use super::{Permission, Principal};
+use prism_proto::NAMESPACE_HEADER;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::Status;
+use tower::{Layer, Service};
+
+/// Default most metadata entries (headers) one call may carry.
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+
+/// What a call needs before it reaches its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nothing (health, reflection).
+    Open,
+    /// A valid token.
+    Authenticated,
+    /// A valid token with this permission on the namespace in `x-prism-namespace`.
+    Namespace(Permission),
+}
+
+/// The requirement of a gRPC path `/package.Service/Method`.
+pub fn requirement(path: &str) -> Requirement {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.") {
+        return Requirement::Open;
+    }
+    if service == crate::keyvalue::SERVICE {
+        if let Some(p) = crate::keyvalue::permission(method) {
+            return Requirement::Namespace(p);
+        }
+    }
+    Requirement::Authenticated
+}
+
+/// The checks, shared by every connection.
+#[derive(Debug)]
+pub struct Guard {
+    mode: AuthMode,
+    verifier: Option<Verifier>,
+    max_headers: usize,
+}
+
+impl Guard {
+    /// A guard for `mode`; `verifier` is required with `AuthMode::Jwt`.
+    pub fn new(mode: AuthMode, verifier: Option<Verifier>, max_headers: usize) -> Self {
+        Self {
+            mode,
+            verifier,
+            max_headers,
+        }
+    }
+
+    /// The authentication mode.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Checks one request; `Ok(None)` for open paths.
+    pub fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Principal>, Status> {
+        let headers = request.headers().len();
+        if headers > self.max_headers {
+            return Err(Status::resource_exhausted(format!(
+                "the call carries {headers} metadata entries, over the limit max_headers = {}",
+                self.max_headers
+            )));
+        }
+        let needs = requirement(request.uri().path());
+        if needs == Requirement::Open {
+            return Ok(None);
+        }
+        let principal = match (&self.mode, &self.verifier) {
+            (AuthMode::None, _) => Principal::unauthenticated(),
+            (AuthMode::Jwt, Some(verifier)) => {
+                let token = bearer(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
+                verifier
+                    .verify(token)
+                    .map_err(|e| Status::unauthenticated(format!("authentication failed: {e}")))?
+            }
+            (AuthMode::Jwt, None) => {
+                return Err(Status::internal(
+                    "authentication is on but no verifier is configured",
+                ));
+            }
+        };
+        if let Requirement::Namespace(permission) = needs {
+            if let Some(ns) = request
+                .headers()
+                .get(NAMESPACE_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                if !principal.allows(ns, permission) {
+                    return Err(denied(&principal, ns, permission));
+                }
+            }
+        }
+        Ok(Some(principal))
+    }
+}
+
+/// PERMISSION_DENIED naming the namespace and the missing permission.
+pub fn denied(principal: &Principal, namespace: &str, permission: Permission) -> Status {
+    let who = if principal.subject.is_empty() {
+        "the token"
+    } else {
+        principal.subject.as_str()
+    };
+    Status::permission_denied(format!(
+        "{who} lacks the {permission} permission on namespace '{namespace}'"
+    ))
+}
+
+fn bearer<B>(request: &http::Request<B>) -> Result<&str, AuthError> {
+    let value = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed("the authorization metadata is not ASCII".into()))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token.trim())
+}
+
+/// tonic refuses a request message over the decoding limit with OUT_OF_RANGE; Prism answers every
+/// size limit with RESOURCE_EXHAUSTED, so the transport's answer is translated here.
+fn oversize_is_resource_exhausted<B: Default>(response: http::Response<B>) -> http::Response<B> {
+    match Status::from_header_map(response.headers()) {
+        Some(s) if s.code() == tonic::Code::OutOfRange && s.message().contains("message length too large") => {
+            Status::resource_exhausted(format!(
+                "the request message is over the proxy's message size limit (max_value_bytes + 1 MiB): {}",
+                s.message()
+            ))
+            .into_http()
+        }
+        _ => response,
+    }
+}
+
+/// Tower layer applying the [`Guard`].
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    guard: Arc<Guard>,
+}
+
+impl AuthLayer {
+    /// A layer enforcing `guard`.
+    pub fn new(guard: Arc<Guard>) -> Self {
+        Self { guard }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around each route.
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        match self.guard.check(&request) {
+            Ok(principal) => {
+                if let Some(p) = principal {
+                    request.extensions_mut().insert(p);
+                }
+                let call = self.inner.call(request);
+                Box::pin(async move { call.await.map(oversize_is_resource_exhausted) })
+            }
+            Err(status) => {
+                tracing::debug!(path = request.uri().path(), code = ?status.code(), reason = status.message(), "call refused");
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_requirements() {
+        assert_eq!(
+            requirement("/grpc.health.v1.Health/Check"),
+            Requirement::Open
+        );
+        assert_eq!(
+            requirement("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Requirement::Open
+        );
+        assert_eq!(
+            requirement("/prism.keyvalue.v1.KeyValue/Get"),
+            Requirement::Namespace(Permission::Read)
+        );
+        assert_eq!(
+            requirement("/prism.keyvalue.v1.KeyValue/BatchDelete"),
+            Requirement::Namespace(Permission::Write)
+        );
+        assert_eq!(
+            requirement("/prism.admin.v1.Admin/ListNamespaces"),
+            Requirement::Authenticated
+        );
+        assert_eq!(requirement("/nope/Nope"), Requirement::Authenticated);
+    }
+}

@@ -1,0 +1,248 @@
+//! Token verification: shape, `alg` allow-list (never `none`), key by family and `kid`, signature,
+//! `exp` / `nbf` with leeway, `iss`, `aud`; then the caller's grants from the token's claim and the
+//! config's rules. Every failure says which check failed and never echoes the token.
+
+use super::config::{AuthConfig, RuleConfig};
+use super::keys::KeyStore;
+use super::{Grant, Permission, Principal};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Why a token was refused (each maps to UNAUTHENTICATED).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization: Bearer …` metadata.
+    #[error("missing bearer token: send `authorization: Bearer <JWT>`")]
+    Missing,
+    /// Not a JWT.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// An algorithm outside the allow-list.
+    #[error("{0}")]
+    Algorithm(String),
+    /// No key for the token's `kid`.
+    #[error("no verification key for kid {0:?}")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    Signature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid (nbf is in the future)")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("issuer not accepted (expected {0:?})")]
+    Issuer(String),
+    /// `aud` does not contain the configured audience.
+    #[error("audience not accepted (expected {0:?})")]
+    Audience(String),
+    /// A required claim is missing or malformed.
+    #[error("{0}")]
+    Claims(String),
+}
+
+/// Verifies bearer tokens for the proxy.
+pub struct Verifier {
+    keys: Arc<KeyStore>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+    claim: String,
+    rules: Vec<RuleConfig>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header_alg(token: &str) -> Result<String, AuthError> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(AuthError::Malformed(format!(
+            "a JWT has 3 dot-separated parts, this has {}",
+            parts.len()
+        )));
+    }
+    let header = URL_SAFE_NO_PAD
+        .decode(parts[0].trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("the header is not base64url".into()))?;
+    let header: Value = serde_json::from_slice(&header)
+        .map_err(|_| AuthError::Malformed("the header is not JSON".into()))?;
+    header
+        .get("alg")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| AuthError::Malformed("the header has no `alg`".into()))
+}
+
+fn grants_from(value: &Value, what: &str) -> Result<Vec<Grant>, AuthError> {
+    let Some(map) = value.as_object() else {
+        return Err(AuthError::Claims(format!(
+            "{what} must map namespaces to permission lists"
+        )));
+    };
+    let mut grants = Vec::new();
+    for (pattern, perms) in map {
+        let list = perms.as_array().ok_or_else(|| {
+            AuthError::Claims(format!("{what}.{pattern} must be a list of permissions"))
+        })?;
+        let mut permissions = BTreeSet::new();
+        for p in list {
+            let perm: Permission = serde_json::from_value(p.clone()).map_err(|_| {
+                AuthError::Claims(format!(
+                    "{what}.{pattern}: unknown permission {p} (expected read, write, admin)"
+                ))
+            })?;
+            permissions.insert(perm);
+        }
+        grants.push(Grant {
+            pattern: pattern.clone(),
+            permissions,
+        });
+    }
+    Ok(grants)
+}
+
+impl Verifier {
+    /// A verifier with `keys`, checking what `config` asks for.
+    pub fn new(config: &AuthConfig, keys: Arc<KeyStore>) -> Self {
+        Self {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway_secs,
+            claim: config.claim.clone(),
+            rules: config.rules.clone(),
+        }
+    }
+
+    fn accepted(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.keys.hs256().is_some() {
+            out.push("HS256");
+        }
+        if self.keys.has_public_keys() {
+            out.extend(["RS256", "ES256"]);
+        }
+        out
+    }
+
+    /// Verifies `token` and returns the caller.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let alg_name = header_alg(token)?;
+        if alg_name.eq_ignore_ascii_case("none") {
+            return Err(AuthError::Algorithm(
+                "unsigned tokens (alg none) are never accepted".into(),
+            ));
+        }
+        let not_accepted = || {
+            AuthError::Algorithm(format!(
+                "algorithm {alg_name} is not accepted (accepted: {})",
+                self.accepted().join(", ")
+            ))
+        };
+        let alg = match alg_name.as_str() {
+            "HS256" => Algorithm::HS256,
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            _ => return Err(not_accepted()),
+        };
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let key = match alg.family() {
+            AlgorithmFamily::Hmac => self.keys.hs256().cloned().ok_or_else(not_accepted)?,
+            family => {
+                if !self.keys.has_public_keys() {
+                    return Err(not_accepted());
+                }
+                match self.keys.public_key(family, header.kid.as_deref()) {
+                    Some(k) => k,
+                    None => {
+                        self.keys.refresh_soon();
+                        return Err(AuthError::UnknownKey(header.kid.unwrap_or_default()));
+                    }
+                }
+            }
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::InvalidSignature => AuthError::Signature,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidIssuer => AuthError::Issuer(self.issuer.clone().unwrap_or_default()),
+            ErrorKind::InvalidAudience => {
+                AuthError::Audience(self.audience.clone().unwrap_or_default())
+            }
+            ErrorKind::MissingRequiredClaim(c) => {
+                AuthError::Claims(format!("missing required claim `{c}`"))
+            }
+            ErrorKind::InvalidAlgorithm => {
+                AuthError::Algorithm(format!("algorithm {alg_name} does not match the key"))
+            }
+            other => AuthError::Malformed(format!("{other:?}")),
+        })?;
+        self.principal(&data.claims)
+    }
+
+    fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut grants = Vec::new();
+        if let Some(claim) = claims.get(&self.claim) {
+            let namespaces = claim.get("namespaces").ok_or_else(|| {
+                AuthError::Claims(format!(
+                    "claim `{}` must be {{\"namespaces\": {{…}}}}",
+                    self.claim
+                ))
+            })?;
+            grants.extend(grants_from(
+                namespaces,
+                &format!("{}.namespaces", self.claim),
+            )?);
+        }
+        let groups: Vec<&str> = claims
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|g| g.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for rule in &self.rules {
+            let by_sub = rule.sub.as_deref().is_some_and(|s| s == subject);
+            let by_group = rule.group.as_deref().is_some_and(|g| groups.contains(&g));
+            if by_sub || by_group {
+                for (pattern, perms) in &rule.namespaces {
+                    grants.push(Grant {
+                        pattern: pattern.clone(),
+                        permissions: perms.iter().copied().collect(),
+                    });
+                }
+            }
+        }
+        Ok(Principal { subject, grants })
+    }
+}
