@@ -146,26 +146,26 @@ fn to_report(
     }
 }
 
+/// Why `scenario` cannot run on `target` at all, if it cannot.
+fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
+    if target.other_namespace.is_none() && scenario.uses_other_namespace() {
+        return Some(format!(
+            "needs a second namespace on the same backend; pass --namespace {}.other=NAME",
+            target.pattern
+        ));
+    }
+    if target.tokens.is_none() && scenario.uses_token_matrix() {
+        return Some(
+            "needs the token matrix, which the harness mints only for its in-process proxy".into(),
+        );
+    }
+    None
+}
+
 /// Runs one scenario against one target, applying the two-way capability check.
 pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -> CaseReport {
     let started = Instant::now();
-    if target.other_namespace.is_none() && scenario.uses_other_namespace() {
-        let reason = format!(
-            "needs a second namespace on the same backend; pass --namespace {}.other=NAME",
-            target.pattern
-        );
-        return to_report(
-            scenario,
-            CaseStatus::Skipped,
-            Duration::ZERO,
-            Some(reason),
-            None,
-        );
-    }
-    if target.tokens.is_none() && scenario.uses_token_matrix() {
-        let reason =
-            "needs the token matrix, which the harness mints only for its in-process proxy"
-                .to_string();
+    if let Some(reason) = unrunnable(target, scenario) {
         return to_report(
             scenario,
             CaseStatus::Skipped,
