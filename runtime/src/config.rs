@@ -249,7 +249,13 @@ pub fn yaml_options() -> serde_saphyr::Options {
 pub fn yaml_message(e: &serde_saphyr::Error) -> String {
     use serde_saphyr::MessageFormatter;
     let text = serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet());
-    text.chars()
+    let text: String = text
+        .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+        .collect();
+    // serde lists nothing after "expected one of" when a section takes no keys at all.
+    match text.trim_end().strip_suffix(", expected one of") {
+        Some(head) => format!("{head} (this section takes no settings)"),
+        None => text,
+    }
 }

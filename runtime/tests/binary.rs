@@ -103,6 +103,9 @@ fn bad_config_exits_2_with_location() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let expected = format!("{}:3:3: unknown field `size`", config.display());
+    let expected = format!(
+        "{}:3:3: unknown field `size` (this section takes no settings)",
+        config.display()
+    );
     assert!(stderr.contains(&expected), "{stderr}");
 }
