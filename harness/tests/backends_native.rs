@@ -255,3 +255,37 @@ async fn redis_outage_gives_unavailable_then_recovers() {
 async fn postgres_outage_gives_unavailable_then_recovers() {
     outage_gives_unavailable_then_recovers("postgres", true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_index_sweep_drops_expired_keys() {
+    use prism_runtime::backends::redis::{RedisConfig, RedisStore};
+    use prism_runtime::keyvalue::store::KvBasic;
+    let Some(env) = environment("redis").await else {
+        return;
+    };
+    let config = RedisConfig {
+        url: prism_runtime::secret::SecretUrl::new(server_url(&env)),
+        key_prefix: "sweep-test".into(),
+        connect_timeout_ms: 2000,
+        response_timeout_ms: 5000,
+    };
+    let store = RedisStore::open(&config).await.unwrap();
+    store
+        .set("ns", "short", "v".into(), Some(Duration::from_millis(20)))
+        .await
+        .unwrap();
+    store.set("ns", "long", "v".into(), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.sweep_index("ns").await.unwrap(), 1);
+    let client = redis::Client::open(server_url(&env)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("sweep-test:ns:i")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, ["long"]);
+    env.stop().await;
+}

@@ -134,6 +134,7 @@ pub async fn open(config: &BackendConfig) -> Result<Backend, OpenError> {
                     url: cfg.url.redacted(),
                     source,
                 })?;
+            store.spawn_sweeper();
             Ok(Backend {
                 keyvalue: Arc::new(store),
                 closer: Closer::Nothing,

@@ -4,7 +4,8 @@
 //! - `prism:ns:d:<key>` — a hash `{v: value, n: version}`; expiry is the hash's own Redis TTL, so an
 //!   expired key is gone for every read at once;
 //! - `prism:ns:i` — a sorted set of the namespace's keys (all score 0), giving byte-ordered scans with
-//!   `ZRANGEBYLEX`; members whose hash has expired or been deleted are dropped when a scan meets them;
+//!   `ZRANGEBYLEX`; members whose hash has expired or been deleted are dropped when a scan meets them,
+//!   and a background sweep clears the rest every 30 s;
 //! - `prism:v` — the version counter (`INCR`), so versions strictly increase across every write.
 //!
 //! Every operation that reads then writes is one Lua script, so it is atomic; batches are one script
@@ -23,7 +24,8 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use serde::Deserialize;
-use std::sync::LazyLock;
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 /// Config of a `redis` backend.
@@ -180,11 +182,35 @@ static BATCH_DELETE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Drops index members whose key is gone. KEYS: index. ARGV: data-key prefix, start, chunk size.
+/// Returns {removed, next start or ''}.
+static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local chunk = tonumber(ARGV[3])
+          local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], '+', 'LIMIT', 0, chunk)
+          local removed = 0
+          for _, m in ipairs(members) do
+            if redis.call('EXISTS', ARGV[1] .. m) == 0 then
+              redis.call('ZREM', KEYS[1], m)
+              removed = removed + 1
+            end
+          end
+          local nxt = ''
+          if #members == chunk then nxt = '(' .. members[#members] end
+          return {removed, nxt}",
+    )
+});
+
+/// How often each namespace's scan index is swept of expired keys, and how many members per call.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+const SWEEP_CHUNK: usize = 500;
+
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    namespaces: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -283,7 +309,69 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: config.key_prefix.clone(),
+            namespaces: Arc::default(),
         })
+    }
+
+    /// Starts a background task that sweeps each written namespace's scan index of keys Redis has
+    /// expired (scans drop such members too; this bounds the index of keys nobody scans). It ends
+    /// when the store is dropped.
+    pub fn spawn_sweeper(&self) {
+        let weak = Arc::downgrade(&self.namespaces);
+        let store = Self {
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+            namespaces: Arc::default(),
+        };
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(namespaces) = weak.upgrade() else {
+                    break;
+                };
+                let list: Vec<String> = namespaces
+                    .lock()
+                    .map(|n| n.iter().cloned().collect())
+                    .unwrap_or_default();
+                drop(namespaces);
+                for ns in list {
+                    if let Err(e) = store.sweep_index(&ns).await {
+                        tracing::debug!(namespace = %ns, error = %e, "redis index sweep failed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Removes the scan-index members of `ns` whose key is gone, in bounded chunks; returns how many.
+    pub async fn sweep_index(&self, ns: &str) -> StoreResult<u64> {
+        let mut start = "-".to_string();
+        let mut removed = 0u64;
+        loop {
+            let (n, next): (u64, String) = SWEEP
+                .key(self.index_key(ns))
+                .arg(self.data_prefix(ns))
+                .arg(&start)
+                .arg(SWEEP_CHUNK)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(classify)?;
+            removed += n;
+            if next.is_empty() {
+                return Ok(removed);
+            }
+            start = next;
+        }
+    }
+
+    fn remember(&self, ns: &str) {
+        if let Ok(mut seen) = self.namespaces.lock() {
+            if !seen.contains(ns) {
+                seen.insert(ns.to_string());
+            }
+        }
     }
 
     fn data_prefix(&self, ns: &str) -> String {
@@ -307,6 +395,7 @@ impl RedisStore {
         ttl: Option<Duration>,
         condition: Option<Condition>,
     ) -> StoreResult<u64> {
+        self.remember(ns);
         let (mode, expected) = match condition {
             None => ("", String::new()),
             Some(Condition::IfAbsent) => ("absent", String::new()),
@@ -446,6 +535,7 @@ impl KvBatch for RedisStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        self.remember(ns);
         let mut call = BATCH_SET.key(self.index_key(ns));
         call.key(self.counter_key()).arg(self.data_prefix(ns));
         for item in &items {
