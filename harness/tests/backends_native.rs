@@ -289,3 +289,52 @@ async fn redis_index_sweep_drops_expired_keys() {
     assert_eq!(members, ["long"]);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_recreates_a_lost_schema() {
+    use prism_runtime::backends::postgres::{PoolConfig, PostgresConfig, PostgresStore};
+    use prism_runtime::keyvalue::store::{KvBasic, StoreError};
+    let Some(env) = environment("postgres").await else {
+        return;
+    };
+    let config = PostgresConfig {
+        url: prism_runtime::secret::SecretUrl::new(server_url(&env)),
+        pool: PoolConfig::default(),
+        purge_interval_secs: 1,
+    };
+    let store = PostgresStore::open(&config).await.unwrap();
+    store.spawn_purger();
+    store.set("ns", "k", "v".into(), None).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server_url(&env))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE prism_kv")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = store.get("ns", "k").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_)),
+        "a lost schema is UNAVAILABLE, not INTERNAL: {err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.set("ns", "k", "again".into(), None).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the schema was not recreated: {e}"),
+        }
+    }
+    assert_eq!(
+        &store.get("ns", "k").await.unwrap().unwrap().value[..],
+        b"again"
+    );
+    store.close().await;
+    pool.close().await;
+    env.stop().await;
+}

@@ -208,6 +208,7 @@ fn networked_config(name: &str, url: &str) -> BackendConfig {
         _ => BackendConfig::Postgres(PostgresConfig {
             url,
             pool: PoolConfig::default(),
+            purge_interval_secs: 30,
         }),
     }
 }

@@ -31,6 +31,13 @@ pub struct PostgresConfig {
     /// Connection pool settings.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Seconds between purges of expired rows (default 30); each purge deletes at most 1,000.
+    #[serde(default = "default_purge_secs")]
+    pub purge_interval_secs: u64,
+}
+
+fn default_purge_secs() -> u64 {
+    30
 }
 
 /// Pool settings.
@@ -80,13 +87,15 @@ const MIGRATIONS: [&str; 3] = [
 /// Arbitrary constant identifying Prism's schema lock.
 const MIGRATION_LOCK: i64 = 0x0050_5249_534d_4b56;
 
-const PURGE_EVERY: Duration = Duration::from_secs(30);
+/// SQLSTATE of a missing relation.
+const UNDEFINED_TABLE: &str = "42P01";
 const PURGE_BATCH: i64 = 1000;
 
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    purge_every: Duration,
 }
 
 fn classify(e: sqlx::Error) -> StoreError {
@@ -97,8 +106,11 @@ fn classify(e: sqlx::Error) -> StoreError {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
             // 08: connection exception; 57P01..03: admin shutdown, crash shutdown, cannot connect now;
-            // 53: insufficient resources.
-            c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53")
+            // 53: insufficient resources; 42P01: our table is gone (the purger recreates the schema).
+            c.starts_with("08")
+                || c.starts_with("57P0")
+                || c.starts_with("53")
+                || c == UNDEFINED_TABLE
         }),
         sqlx::Error::Protocol(_) => true,
         _ => false,
@@ -147,7 +159,10 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
             .connect_with(options)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            purge_every: Duration::from_secs(config.purge_interval_secs.max(1)),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -165,10 +180,13 @@ impl PostgresStore {
     }
 
     /// Starts the bounded background purge of expired rows; it ends when the pool closes.
+    /// If the database lost Prism's schema (e.g. it was recreated), the purge notices and recreates it,
+    /// so calls recover from UNAVAILABLE within one purge interval.
     pub fn spawn_purger(&self) {
         let pool = self.pool.clone();
+        let store = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PURGE_EVERY);
+            let mut tick = tokio::time::interval(store.purge_every);
             while !pool.is_closed() {
                 tick.tick().await;
                 let result = sqlx::query(
@@ -178,8 +196,17 @@ impl PostgresStore {
                 .bind(PURGE_BATCH)
                 .execute(&pool)
                 .await;
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "postgres purge of expired rows failed");
+                match result {
+                    Err(sqlx::Error::Database(db))
+                        if db.code().as_deref() == Some(UNDEFINED_TABLE) =>
+                    {
+                        tracing::warn!("postgres lost Prism's schema; recreating it");
+                        if let Err(e) = store.migrate().await {
+                            tracing::error!(error = %e, "recreating the postgres schema failed");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "postgres purge of expired rows failed"),
+                    Ok(_) => {}
                 }
             }
         });
