@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod events;
+pub mod load;
 pub mod provision;
 pub mod report;
 pub mod runner;

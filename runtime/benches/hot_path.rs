@@ -11,8 +11,12 @@ use std::hint::black_box;
 use std::path::Path;
 
 fn routing(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut yaml = String::from("auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces:\n");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut yaml =
+        String::from("auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces:\n");
     for i in 0..100 {
         yaml.push_str(&format!("  ns{i}: {{ pattern: keyvalue, backend: m }}\n"));
     }
@@ -26,19 +30,27 @@ fn routing(c: &mut Criterion) {
 }
 
 fn memstore(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store = MemStore::new();
     let value = Bytes::from(vec![7u8; 256]);
     runtime.block_on(async {
         for i in 0..10_000 {
-            store.set("bench", &format!("key-{i}"), value.clone(), None).await.unwrap();
+            store
+                .set("bench", &format!("key-{i}"), value.clone(), None)
+                .await
+                .unwrap();
         }
     });
     c.bench_function("memstore/get (10k keys, 256 B)", |b| {
         let mut i = 0u64;
         b.iter(|| {
             i = (i + 7919) % 10_000;
-            runtime.block_on(store.get("bench", &format!("key-{i}"))).unwrap()
+            runtime
+                .block_on(store.get("bench", &format!("key-{i}")))
+                .unwrap()
         })
     });
     c.bench_function("memstore/set (10k keys, 256 B)", |b| {

@@ -23,6 +23,19 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
+/// Accepted connections with Nagle's algorithm off: `Server::tcp_nodelay` only applies to listeners
+/// tonic binds itself, and without it small responses wait for the peer's delayed ACK (~40 ms).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// Why the proxy could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -137,7 +150,7 @@ impl Proxy {
             .add_service(reflection)
             .add_service(admin)
             .add_service(kv)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await;
         self.router.close().await;
         tracing::info!("proxy stopped");

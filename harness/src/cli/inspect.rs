@@ -165,6 +165,35 @@ pub fn backends(_args: BackendsArgs) -> u8 {
 
 /// `prism-conform check`.
 pub fn check(args: CheckArgs) -> u8 {
+    let mut profiles_ok = 0usize;
+    for dir in args
+        .paths
+        .iter()
+        .map(|p| p.join("load"))
+        .filter(|d| d.is_dir())
+    {
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = files.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+        {
+            match prism_conform::load::profile::LoadProfile::load(&file.display().to_string(), &dir)
+            {
+                Ok(_) => profiles_ok += 1,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return EXIT_BAD_INPUT;
+                }
+            }
+        }
+    }
+    if profiles_ok > 0 {
+        eprintln!("prism-conform: {profiles_ok} load profile(s) ok");
+    }
     match load(&args.paths) {
         Ok(scenarios) => {
             if args.print {

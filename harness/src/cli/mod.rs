@@ -3,6 +3,7 @@
 
 mod corpus;
 mod inspect;
+mod load;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +31,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 ///   prism-conform run --backend sqlite --scenario 'ttl-*'
 ///   prism-conform run --backend redis --backend-url redis=redis://cache:6379
 ///   prism-conform run --target http://127.0.0.1:8980 --namespace keyvalue=orders
+///   prism-conform load --profile kv-read-heavy --backend redis --baseline direct
 ///   prism-conform backends                         what each backend needs and how it would run here
 ///   prism-conform check scenarios/                 validate YAML without running
 ///   prism-conform list                             scenarios, backends and capabilities
@@ -48,6 +50,9 @@ pub struct Cli {
 enum Command {
     /// Run scenarios against backends (default: every scenario on memstore and sqlite).
     Run(Box<run::RunArgs>),
+    /// Run a load profile through a prism-proxy process (goose), with HDR µs percentiles, the
+    /// proxy's CPU and memory, and optionally the direct baseline and added latency.
+    Load(Box<load::LoadArgs>),
     /// List scenarios, and the embedded backends with their capabilities.
     List(inspect::ListArgs),
     /// What each backend needs, and how it would be provisioned on this machine.
@@ -82,6 +87,7 @@ pub struct Selection {
 pub async fn main(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::run(*args).await,
+        Command::Load(args) => load::load(*args).await,
         Command::List(args) => inspect::list(args).await,
         Command::Backends(args) => inspect::backends(args),
         Command::Check(args) => inspect::check(args),

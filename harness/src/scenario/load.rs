@@ -5,7 +5,8 @@ use super::parse::{ParseError, parse_scenario};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Every `.yaml`/`.yml` file under `root` (or `root` itself if it is a file), sorted.
+/// Every `.yaml`/`.yml` scenario file under `root` (or `root` itself if it is a file), sorted;
+/// `load/` directories (load profiles) are left out.
 pub fn find_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     if root.is_file() {
         return Ok(vec![root.to_owned()]);
@@ -16,6 +17,10 @@ pub fn find_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.is_dir() {
+                // `load/` holds load profiles, a different format (see crate::load::profile).
+                if path.file_name().is_some_and(|n| n == "load") {
+                    continue;
+                }
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 out.push(path);
