@@ -192,9 +192,9 @@ impl KvScan for MemStore {
         let space = self.space(ns)?;
         let map = space.read().map_err(poisoned)?;
         let now = Instant::now();
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
-            _ => Bound::Included(prefix.to_string()),
+        let start = match crate::keyvalue::keys::scan_start(prefix, after) {
+            (bound, true) => Bound::Excluded(bound.to_string()),
+            (bound, false) => Bound::Included(bound.to_string()),
         };
         let mut budget = ByteBudget::new(max_bytes);
         let mut page = Vec::new();
@@ -204,12 +204,12 @@ impl KvScan for MemStore {
             .filter(|(_, e)| e.live(now))
             .take(limit)
         {
-            let value = (!keys_only).then(|| e.value.clone());
-            let size = k.len() + value.as_ref().map_or(0, |v| v.len());
-            page.push(ScanItem {
+            let item = ScanItem {
                 key: k.clone(),
-                value,
-            });
+                value: (!keys_only).then(|| e.value.clone()),
+            };
+            let size = item.size();
+            page.push(item);
             if budget.spend(size) {
                 break;
             }

@@ -10,7 +10,7 @@
 use crate::keyvalue::keys::prefix_end;
 use crate::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
-    StoreError, StoreResult,
+    StoreError, StoreResult, collect_page,
 };
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
@@ -316,7 +316,7 @@ impl KvScan for PostgresStore {
     ) -> StoreResult<Vec<ScanItem>> {
         // Range [start, end) on the "C"-collated key walks the primary-key index in byte order.
         let (start, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
-        let mut rows = sqlx::query(
+        let rows = sqlx::query(
             "SELECT key, CASE WHEN $6 THEN NULL ELSE value END AS value FROM prism_kv
              WHERE ns = $1 AND (key > $2 OR (key = $2 AND NOT $3))
                AND ($4::TEXT IS NULL OR key < $4) AND starts_with(key, $5)
@@ -330,22 +330,13 @@ impl KvScan for PostgresStore {
         .bind(prefix)
         .bind(keys_only)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch(&self.pool);
+        .fetch(&self.pool)
+        .map_ok(|r| ScanItem {
+            key: r.get("key"),
+            value: r.get::<Option<Vec<u8>>, _>("value").map(Bytes::from),
+        });
         // Rows stream in, so a page of large values stops at the byte budget without loading more.
-        let mut budget = ByteBudget::new(max_bytes);
-        let mut page = Vec::new();
-        while let Some(r) = rows.try_next().await.map_err(classify)? {
-            let item = ScanItem {
-                key: r.get("key"),
-                value: r.get::<Option<Vec<u8>>, _>("value").map(Bytes::from),
-            };
-            let size = item.key.len() + item.value.as_ref().map_or(0, |v| v.len());
-            page.push(item);
-            if budget.spend(size) {
-                break;
-            }
-        }
-        Ok(page)
+        collect_page(rows, max_bytes).await.map_err(classify)
     }
 }
 
@@ -376,19 +367,21 @@ impl KvBatch for PostgresStore {
         .bind(ns)
         .bind(keys)
         .fetch(&self.pool);
+        // A key asked for several times is answered several times, and counts that often.
+        let mut asked: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for k in keys {
+            *asked.entry(k.as_str()).or_default() += 1;
+        }
         let mut budget = ByteBudget::new(max_bytes);
         let mut found = std::collections::HashMap::new();
         while let Some(r) = rows.try_next().await.map_err(classify)? {
+            let key: String = r.get("key");
             let e = entry(&r);
-            // A key asked for twice is answered twice.
-            let copies = keys
-                .iter()
-                .filter(|k| **k == r.get::<String, _>("key"))
-                .count();
+            let copies = asked.get(key.as_str()).copied().unwrap_or(1);
             if budget.spend(e.value.len() * copies) {
                 return Err(StoreError::TooLarge { limit: max_bytes });
             }
-            found.insert(r.get::<String, _>("key"), e);
+            found.insert(key, e);
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }

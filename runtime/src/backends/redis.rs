@@ -25,7 +25,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 /// Config of a `redis` backend.
@@ -210,7 +210,7 @@ const SWEEP_CHUNK: usize = 500;
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
-    namespaces: Arc<Mutex<BTreeSet<String>>>,
+    namespaces: Arc<RwLock<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -332,7 +332,7 @@ impl RedisStore {
                     break;
                 };
                 let list: Vec<String> = namespaces
-                    .lock()
+                    .read()
                     .map(|n| n.iter().cloned().collect())
                     .unwrap_or_default();
                 drop(namespaces);
@@ -366,11 +366,13 @@ impl RedisStore {
         }
     }
 
+    /// Notes a namespace for the sweeper; after its first write this is a shared read lock.
     fn remember(&self, ns: &str) {
-        if let Ok(mut seen) = self.namespaces.lock() {
-            if !seen.contains(ns) {
-                seen.insert(ns.to_string());
-            }
+        if self.namespaces.read().is_ok_and(|seen| seen.contains(ns)) {
+            return;
+        }
+        if let Ok(mut seen) = self.namespaces.write() {
+            seen.insert(ns.to_string());
         }
     }
 

@@ -8,7 +8,7 @@
 
 use crate::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
-    StoreError, StoreResult,
+    StoreError, StoreResult, collect_page,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -322,7 +322,7 @@ impl KvScan for SqliteStore {
         // Keys compare with BINARY collation (memcmp), i.e. UTF-8 byte order, like the other backends.
         // `substr(key, 1, length(prefix)) = prefix` is an exact prefix test (no LIKE wildcards to escape).
         let (bound, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
-        let mut rows = sqlx::query(
+        let rows = sqlx::query(
             "SELECT key, CASE WHEN ? THEN NULL ELSE value END FROM prism_kv
              WHERE ns = ? AND (key > ? OR (key = ? AND NOT ?)) AND substr(key, 1, length(?)) = ?
                AND (expires_at IS NULL OR expires_at > ?)
@@ -337,22 +337,13 @@ impl KvScan for SqliteStore {
         .bind(prefix)
         .bind(now_ms())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch(&self.read);
+        .fetch(&self.read)
+        .map_ok(|r| ScanItem {
+            key: r.get(0),
+            value: r.get::<Option<Vec<u8>>, _>(1).map(Bytes::from),
+        });
         // Rows stream in, so a page of large values stops at the byte budget without loading more.
-        let mut budget = ByteBudget::new(max_bytes);
-        let mut page = Vec::new();
-        while let Some(r) = rows.try_next().await.map_err(classify)? {
-            let item = ScanItem {
-                key: r.get(0),
-                value: r.get::<Option<Vec<u8>>, _>(1).map(Bytes::from),
-            };
-            let size = item.key.len() + item.value.as_ref().map_or(0, |v| v.len());
-            page.push(item);
-            if budget.spend(size) {
-                break;
-            }
-        }
-        Ok(page)
+        collect_page(rows, max_bytes).await.map_err(classify)
     }
 }
 

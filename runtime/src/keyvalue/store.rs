@@ -46,6 +46,32 @@ pub struct ScanItem {
     pub value: Option<Bytes>,
 }
 
+impl ScanItem {
+    /// Bytes of key and value, as counted against a page's byte budget.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, |v| v.len())
+    }
+}
+
+/// Collects a scan page from rows as they stream in, stopping after the item that takes the page
+/// over `max_bytes` (so the caller sees more follow) without reading further rows.
+pub async fn collect_page<S, E>(mut rows: S, max_bytes: usize) -> Result<Vec<ScanItem>, E>
+where
+    S: futures_util::Stream<Item = Result<ScanItem, E>> + Unpin,
+{
+    use futures_util::TryStreamExt;
+    let mut budget = ByteBudget::new(max_bytes);
+    let mut page = Vec::new();
+    while let Some(item) = rows.try_next().await? {
+        let size = item.size();
+        page.push(item);
+        if budget.spend(size) {
+            break;
+        }
+    }
+    Ok(page)
+}
+
 /// Errors an adapter returns; the service maps each to a gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
