@@ -58,6 +58,7 @@ async fn a_short_run_writes_every_report() {
         users: Some(2),
         duration: Some(Duration::from_secs(1)),
         rate: None,
+        connections: 2,
         baseline_direct: true,
         report_dir: dir.path().to_path_buf(),
         goose: Default::default(),
@@ -83,6 +84,10 @@ async fn a_short_run_writes_every_report() {
     assert!(direct.calls > 0);
     assert_eq!(summary.added.len(), 5, "overall plus one row per operation");
     assert!(summary.proxy_peak_rss_mib > 0.0, "peak RSS read from /proc");
+    assert!(
+        summary.driver_cpu_seconds_per_1000 > 0.0,
+        "the load generator's CPU read from /proc"
+    );
     for file in [
         "load-summary.json",
         "load-summary.md",

@@ -22,10 +22,10 @@ impl AdminService {
     }
 }
 
-fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
     request
         .extensions()
-        .get::<Principal>()
+        .get::<Arc<Principal>>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("the call was not authenticated"))
 }

@@ -367,7 +367,14 @@ async fn a_rotated_key_is_fetched_when_a_token_names_it() {
     ));
     let p = start(&jwks_server(doc.clone()).await).await;
     let grants = json!({ "shop-orders": ["read"] });
-    let token = es(&new, "new", &claims(grants));
+    let token = es(&new, "new", &claims(grants.clone()));
+    // A token of the old key is verified (and cached by the proxy) before any rotation.
+    let old_token = es(&old, "old", &claims(grants.clone()));
+    let mut old_kv = kv(&p.url, Some(&old_token), "shop-orders").await;
+    old_kv
+        .get(GetRequest { key: "k".into() })
+        .await
+        .expect("the old key verifies");
     let first = status_of(Some(&token), &p).await;
     assert!(
         first
@@ -388,6 +395,25 @@ async fn a_rotated_key_is_fetched_when_a_token_names_it() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(s) => panic!("the new key was never fetched: {s:?}"),
+        }
+    }
+
+    // The old key is withdrawn: once the proxy refetches (asked for by a token naming an unknown
+    // kid, at most once per 10 s), the old token is checked again and refused, cache or not.
+    *doc.lock().unwrap() = json!({ "keys": [jwk(&new, "new")] }).to_string();
+    let unknown = es(&new, "unknown", &claims(grants));
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let _ = status_of(Some(&unknown), &p).await;
+        match old_kv.get(GetRequest { key: "k".into() }).await {
+            Err(s) if s.code() == Code::Unauthenticated => {
+                assert!(s.message().contains("kid \"old\""), "{s:?}");
+                break;
+            }
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => panic!("the withdrawn key still verifies: {other:?}"),
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct LoadArgs {
     /// Target total calls per second (overrides the profile).
     #[arg(long)]
     rate: Option<f64>,
+    /// HTTP/2 connections the load users share, round robin (1 = one client channel, as most
+    /// applications have; more spread the proxy's connection handling over its worker threads).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    connections: u16,
     /// `direct`: also run the profile on the adapter in-process and report the added latency.
     #[arg(long, value_parser = ["direct"])]
     baseline: Option<String>,
@@ -90,6 +94,7 @@ pub async fn load(args: LoadArgs) -> u8 {
         urls,
         duration,
         rate: args.rate,
+        connections: usize::from(args.connections),
         baseline_direct: args.baseline.is_some(),
         report_dir: args.report_dir.clone(),
         goose: args.goose.clone(),

@@ -42,18 +42,37 @@ fn code(s: tonic::Status) -> String {
         .to_string()
 }
 
-/// Calls through the proxy.
+/// Calls through the proxy, over one or more HTTP/2 connections taken in turn.
 pub struct GrpcDriver {
-    /// A client on the load namespace (with its token).
-    pub kv: KeyValue,
+    clients: Vec<KeyValue>,
+    next: AtomicU64,
+}
+
+impl GrpcDriver {
+    /// A driver over `clients` (each on the load namespace, with its token; one per connection).
+    ///
+    /// # Panics
+    /// When `clients` is empty.
+    pub fn new(clients: Vec<KeyValue>) -> Self {
+        assert!(!clients.is_empty(), "a GrpcDriver needs a client");
+        Self {
+            clients,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next connection's client (a cheap handle clone).
+    fn kv(&self) -> KeyValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        self.clients[n % self.clients.len()].clone()
+    }
 }
 
 impl Driver for GrpcDriver {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>> {
         Box::pin(async move {
             let r = self
-                .kv
-                .clone()
+                .kv()
                 .get(pb::GetRequest { key: key.into() })
                 .await
                 .map_err(code)?
@@ -74,13 +93,12 @@ impl Driver for GrpcDriver {
                 if_version,
                 ..Default::default()
             };
-            self.kv.clone().set(req).await.map(|_| ()).map_err(code)
+            self.kv().set(req).await.map(|_| ()).map_err(code)
         })
     }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
-            self.kv
-                .clone()
+            self.kv()
                 .delete(pb::DeleteRequest { key: key.into() })
                 .await
                 .map(|_| ())
@@ -89,8 +107,7 @@ impl Driver for GrpcDriver {
     }
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
-            self.kv
-                .clone()
+            self.kv()
                 .exists(pb::ExistsRequest { key: key.into() })
                 .await
                 .map(|_| ())
@@ -106,7 +123,7 @@ impl Driver for GrpcDriver {
                 limit: page,
                 keys_only: false,
             };
-            self.kv.clone().scan(req).await.map(|_| ()).map_err(code)
+            self.kv().scan(req).await.map(|_| ()).map_err(code)
         })
     }
 }

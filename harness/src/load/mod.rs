@@ -17,7 +17,7 @@ use goose::prelude::*;
 use prism_proto::client::PrismClient;
 use prism_runtime::backends::BackendConfig;
 use profile::{LoadProfile, Thresholds};
-use proxy_process::{ProxyProcess, proxy_binary};
+use proxy_process::{ProxyProcess, proxy_binary, usage_of};
 use serde::{Deserialize, Serialize};
 use stats::RunStats;
 use std::collections::BTreeMap;
@@ -41,6 +41,8 @@ pub struct LoadOptions {
     pub duration: Option<Duration>,
     /// Override of the profile's target rate.
     pub rate: Option<f64>,
+    /// HTTP/2 connections to the proxy, shared round robin by the users.
+    pub connections: usize,
     /// Also run the direct baseline.
     pub baseline_direct: bool,
     /// Where reports go.
@@ -98,6 +100,9 @@ pub struct LoadSummary {
     pub proxy_cpu_seconds_per_1000: f64,
     /// Proxy peak resident memory.
     pub proxy_peak_rss_mib: f64,
+    /// CPU seconds per 1,000 calls of the load generator itself (goose, the gRPC client and the
+    /// users), in the proxy run: on a small machine it competes with the proxy for the same cores.
+    pub driver_cpu_seconds_per_1000: f64,
     /// The profile's thresholds.
     pub thresholds: Thresholds,
     /// Thresholds the run violated, each named.
@@ -230,14 +235,16 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         .remove("default")
         .flatten()
         .unwrap_or_default();
-    let client = PrismClient::connect(proxy.url.clone())
-        .await
-        .map_err(|e| LoadError::Environment(e.to_string()))?
-        .with_token(&token)
-        .map_err(|e| LoadError::Environment(e.to_string()))?;
-    let grpc: Arc<dyn Driver> = Arc::new(GrpcDriver {
-        kv: client.namespace("load").keyvalue(),
-    });
+    let mut clients = Vec::with_capacity(opts.connections.max(1));
+    for _ in 0..opts.connections.max(1) {
+        let client = PrismClient::connect(proxy.url.clone())
+            .await
+            .map_err(|e| LoadError::Environment(e.to_string()))?
+            .with_token(&token)
+            .map_err(|e| LoadError::Environment(e.to_string()))?;
+        clients.push(client.namespace("load").keyvalue());
+    }
+    let grpc: Arc<dyn Driver> = Arc::new(GrpcDriver::new(clients));
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -289,6 +296,7 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
     }))
     .set_name("keyvalue");
     let before = proxy.usage();
+    let driver_before = usage_of(std::process::id());
     let started = Instant::now();
     let (bar, ticker) = progress_line("proxy", &workload, opts.progress);
     let attack = GooseAttack::initialize_with_config(goose)
@@ -301,6 +309,7 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
     attack.map_err(|e| LoadError::Environment(format!("goose: {e}")))?;
     let elapsed = started.elapsed();
     let after = proxy.usage();
+    let driver_after = usage_of(std::process::id());
     proxy.stop();
     let proxy_stats = workload.recorder.summary("proxy", elapsed);
 
@@ -353,6 +362,8 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         direct,
         proxy_cpu_seconds_per_1000: (after.cpu_seconds - before.cpu_seconds) / calls * 1000.0,
         proxy_peak_rss_mib: after.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        driver_cpu_seconds_per_1000: (driver_after.cpu_seconds - driver_before.cpu_seconds) / calls
+            * 1000.0,
         thresholds: profile.thresholds,
         violations: Vec::new(),
     };

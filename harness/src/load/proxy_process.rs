@@ -43,6 +43,34 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// CPU time and peak RSS so far of process `pid` (this process: `std::process::id()`), from
+/// `/proc/<pid>`; zeros where `/proc` is not readable.
+pub fn usage_of(pid: u32) -> Usage {
+    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / clock_ticks())
+        })
+        .unwrap_or(0.0);
+    let peak_rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0);
+    Usage {
+        cpu_seconds,
+        peak_rss_bytes,
+    }
+}
+
 impl ProxyProcess {
     /// Starts `binary --config config --listen 127.0.0.1:port` and waits until it accepts calls.
     pub async fn start(
@@ -87,30 +115,7 @@ impl ProxyProcess {
 
     /// CPU time and peak RSS so far, from `/proc/<pid>`.
     pub fn usage(&self) -> Usage {
-        let pid = self.child.id();
-        let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-                let rest = &stat[stat.rfind(')')? + 2..];
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let utime: f64 = fields.get(11)?.parse().ok()?;
-                let stime: f64 = fields.get(12)?.parse().ok()?;
-                Some((utime + stime) / clock_ticks())
-            })
-            .unwrap_or(0.0);
-        let peak_rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-                let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kb * 1024)
-            })
-            .unwrap_or(0);
-        Usage {
-            cpu_seconds,
-            peak_rss_bytes,
-        }
+        usage_of(self.child.id())
     }
 
     /// Sends SIGTERM and waits (then kills after 10 s).

@@ -96,8 +96,8 @@ pub fn markdown(s: &LoadSummary) -> String {
     }
     let _ = writeln!(
         out,
-        "\nProxy process: {:.4} CPU seconds per 1,000 calls, peak RSS {:.1} MiB.",
-        s.proxy_cpu_seconds_per_1000, s.proxy_peak_rss_mib
+        "\nProxy process: {:.4} CPU seconds per 1,000 calls, peak RSS {:.1} MiB. Load generator: {:.4} CPU seconds per 1,000 calls.",
+        s.proxy_cpu_seconds_per_1000, s.proxy_peak_rss_mib, s.driver_cpu_seconds_per_1000
     );
     if !s.proxy.errors.is_empty() {
         out.push_str("\nErrors by status: ");

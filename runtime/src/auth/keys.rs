@@ -5,6 +5,7 @@
 use super::config::AuthConfig;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{AlgorithmFamily, DecodingKey};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ pub struct KeyStore {
     public: RwLock<Vec<PublicKey>>,
     url: Option<String>,
     last_fetch: Mutex<Option<Instant>>,
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -165,6 +167,7 @@ impl KeyStore {
             public: RwLock::new(public),
             url: config.jwks_url.clone(),
             last_fetch: Mutex::new(None),
+            generation: AtomicU64::new(0),
         });
         if let Some(url) = &config.jwks_url {
             store.refresh().await;
@@ -192,6 +195,7 @@ impl KeyStore {
             public: RwLock::new(Vec::new()),
             url: None,
             last_fetch: Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -206,6 +210,7 @@ impl KeyStore {
                 tracing::info!(url = %url, keys = keys.len(), "JWKS loaded");
                 if let Ok(mut public) = self.public.write() {
                     *public = keys;
+                    self.generation.fetch_add(1, Ordering::Release);
                 }
             }
             Err(e) => tracing::error!(error = %e, "JWKS fetch failed; keeping the previous keys"),
@@ -226,6 +231,12 @@ impl KeyStore {
             let store = self.clone();
             tokio::spawn(async move { store.refresh().await });
         }
+    }
+
+    /// Bumped each time the public keys are replaced; tokens verified under an older generation
+    /// are verified again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The HS256 key, if configured.

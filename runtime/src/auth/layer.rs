@@ -47,6 +47,7 @@ pub fn requirement(path: &str) -> Requirement {
 #[derive(Debug)]
 pub struct Guard {
     mode: AuthMode,
+    anonymous: Arc<Principal>,
     verifier: Option<Verifier>,
     max_headers: usize,
 }
@@ -56,6 +57,7 @@ impl Guard {
     pub fn new(mode: AuthMode, verifier: Option<Verifier>, max_headers: usize) -> Self {
         Self {
             mode,
+            anonymous: Arc::new(Principal::unauthenticated()),
             verifier,
             max_headers,
         }
@@ -67,7 +69,7 @@ impl Guard {
     }
 
     /// Checks one request; `Ok(None)` for open paths.
-    pub fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Principal>, Status> {
+    pub fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Arc<Principal>>, Status> {
         let headers = request.headers().len();
         if headers > self.max_headers {
             return Err(Status::resource_exhausted(format!(
@@ -80,7 +82,7 @@ impl Guard {
             return Ok(None);
         }
         let principal = match (&self.mode, &self.verifier) {
-            (AuthMode::None, _) => Principal::unauthenticated(),
+            (AuthMode::None, _) => self.anonymous.clone(),
             (AuthMode::Jwt, Some(verifier)) => {
                 let token = bearer(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
                 verifier

@@ -3,6 +3,7 @@
 //! health and reflection stay open. Who may do what comes from [`Principal`] grants: the token's
 //! `prism` claim and the config's rules.
 
+pub mod cache;
 pub mod config;
 pub mod keys;
 pub mod layer;

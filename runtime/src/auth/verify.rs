@@ -2,6 +2,7 @@
 //! `exp` / `nbf` with leeway, `iss`, `aud`; then the caller's grants from the token's claim and the
 //! config's rules. Every failure says which check failed and never echoes the token.
 
+use super::cache;
 use super::config::{AuthConfig, RuleConfig};
 use super::keys::KeyStore;
 use super::{Grant, Permission, Principal};
@@ -12,6 +13,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a token was refused (each maps to UNAUTHENTICATED).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +52,7 @@ pub enum AuthError {
 
 /// Verifies bearer tokens for the proxy.
 pub struct Verifier {
+    id: u64,
     keys: Arc<KeyStore>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -117,7 +120,9 @@ fn grants_from(value: &Value, what: &str) -> Result<Vec<Grant>, AuthError> {
 impl Verifier {
     /// A verifier with `keys`, checking what `config` asks for.
     pub fn new(config: &AuthConfig, keys: Arc<KeyStore>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -138,8 +143,30 @@ impl Verifier {
         out
     }
 
-    /// Verifies `token` and returns the caller.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    /// Verifies `token` and returns the caller; a token this thread already verified under the
+    /// current keys, and not yet expired, is answered from [`cache`](super::cache).
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let generation = self.keys.generation();
+        if let Some(principal) = cache::lookup(self.id, token, generation, now) {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.verify_fully(token)?;
+        let principal = Arc::new(principal);
+        cache::remember(
+            self.id,
+            token,
+            cache::Verified {
+                principal: principal.clone(),
+                valid_until: exp.saturating_add(self.leeway),
+                generation,
+            },
+        );
+        Ok(principal)
+    }
+
+    /// Every check, without the cache; returns the caller and the token's `exp`.
+    fn verify_fully(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let alg_name = header_alg(token)?;
         if alg_name.eq_ignore_ascii_case("none") {
             return Err(AuthError::Algorithm(
@@ -204,7 +231,13 @@ impl Verifier {
             }
             other => AuthError::Malformed(format!("{other:?}")),
         })?;
-        self.principal(&data.claims)
+        // `exp` is a required claim, so the validation above has seen a number.
+        let exp = data
+            .claims
+            .get("exp")
+            .and_then(|e| e.as_u64().or_else(|| e.as_f64().map(|f| f as u64)))
+            .ok_or_else(|| AuthError::Claims("`exp` must be a number of seconds".into()))?;
+        Ok((self.principal(&data.claims)?, exp))
     }
 
     fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {

@@ -98,6 +98,13 @@ impl MemStore {
         Ok(spaces.entry(ns.to_string()).or_default().clone())
     }
 
+    /// A stored value owns exactly its bytes: a value decoded from a request is a slice of the
+    /// connection's read buffer, and keeping that slice would pin the whole buffer (kilobytes per
+    /// 256-byte value). Called before the namespace lock is taken, so the copy is outside it.
+    fn owned(value: Bytes) -> Bytes {
+        Bytes::copy_from_slice(&value)
+    }
+
     fn next_version(&self) -> u64 {
         self.last_version.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -142,6 +149,7 @@ impl KvBasic for MemStore {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> StoreResult<u64> {
+        let value = Self::owned(value);
         let space = self.space(ns)?;
         let mut map = space.write().map_err(poisoned)?;
         Ok(self.write(&mut map, key, value, ttl))
@@ -221,6 +229,13 @@ impl KvScan for MemStore {
 #[async_trait]
 impl KvBatch for MemStore {
     async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
+        let items: Vec<BatchItem> = items
+            .into_iter()
+            .map(|item| BatchItem {
+                value: Self::owned(item.value),
+                ..item
+            })
+            .collect();
         let space = self.space(ns)?;
         let mut map = space.write().map_err(poisoned)?;
         Ok(items
@@ -272,6 +287,7 @@ impl KvCas for MemStore {
         ttl: Option<Duration>,
         condition: Condition,
     ) -> StoreResult<u64> {
+        let value = Self::owned(value);
         let space = self.space(ns)?;
         let mut map = space.write().map_err(poisoned)?;
         let now = Instant::now();
@@ -318,6 +334,21 @@ mod tests {
         assert!(!store.exists("a", "k").await.unwrap());
         store.sweep();
         assert!(store.space("a").unwrap().read().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stored_values_do_not_pin_the_request_buffer() {
+        let store = MemStore::new();
+        let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let value = buffer.slice(100..104);
+        store.set("a", "k", value, None).await.unwrap();
+        let kept = store.get("a", "k").await.unwrap().unwrap().value;
+        assert_eq!(kept.as_ref(), &[7, 7, 7, 7]);
+        let range = buffer.as_ptr_range();
+        assert!(
+            !range.contains(&kept.as_ptr()),
+            "the stored value is a view of the 64 KiB buffer it arrived in"
+        );
     }
 
     #[tokio::test]
