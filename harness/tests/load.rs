@@ -59,6 +59,7 @@ async fn a_short_run_writes_every_report() {
         duration: Some(Duration::from_secs(1)),
         rate: None,
         connections: 2,
+        proxy_threads: 1,
         baseline_direct: true,
         report_dir: dir.path().to_path_buf(),
         goose: Default::default(),

@@ -41,10 +41,9 @@ pub struct PrismClient {
 impl PrismClient {
     /// Connects to `url` (e.g. `http://127.0.0.1:8980`).
     pub async fn connect(url: impl Into<String>) -> Result<Self, ClientError> {
-        // Static flow-control windows (hyper's 2 MiB per stream, 5 MiB per connection): an
-        // adaptive window would send a BDP ping with every response, doubling the frames a
-        // small unary call costs on both ends.
-        let endpoint = Endpoint::from_shared(url.into())?.tcp_nodelay(true);
+        let endpoint = Endpoint::from_shared(url.into())?
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
         Ok(Self::from_channel(endpoint.connect().await?))
     }
 

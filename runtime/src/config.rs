@@ -58,6 +58,11 @@ pub struct ServerLimits {
     /// Most calls served at once per connection; more wait their turn (default 256).
     #[serde(default = "default_max_streams_usize")]
     pub max_in_flight_per_connection: usize,
+    /// Threads serving calls: 0 (default) is one per core; 1 runs everything on one thread, which
+    /// spends no CPU waking idle workers and suits small hosts and sidecars (see the README's
+    /// Performance section for the measured difference).
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 fn default_max_headers() -> usize {
@@ -80,6 +85,7 @@ impl Default for ServerLimits {
             max_header_bytes: default_max_header_bytes(),
             max_streams_per_connection: default_max_streams(),
             max_in_flight_per_connection: default_max_streams_usize(),
+            worker_threads: 0,
         }
     }
 }

@@ -34,8 +34,7 @@ struct Cli {
     check: bool,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -44,7 +43,21 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    match run(cli).await {
+    let outcome = ProxyConfig::load(&cli.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| {
+            if cli.check {
+                println!(
+                    "{}: ok ({} backends, {} namespaces)",
+                    cli.config.display(),
+                    config.backends.len(),
+                    config.namespaces.len()
+                );
+                return Ok(());
+            }
+            runtime(config.server.worker_threads)?.block_on(serve(config, cli.listen))
+        });
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("prism-proxy: {e:#}");
@@ -53,19 +66,26 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = ProxyConfig::load(&cli.config)?;
-    if cli.check {
-        println!(
-            "{}: ok ({} backends, {} namespaces)",
-            cli.config.display(),
-            config.backends.len(),
-            config.namespaces.len()
-        );
-        return Ok(());
-    }
+/// The async runtime `server.worker_threads` asks for: one thread, or a pool (0: one per core).
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 1 {
+            b.worker_threads(worker_threads);
+        }
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve(config: ProxyConfig, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let proxy = Proxy::open(&config).await?;
-    let (listener, addr) = Proxy::bind(cli.listen.unwrap_or(config.listen)).await?;
+    let (listener, addr) = Proxy::bind(listen.unwrap_or(config.listen)).await?;
     for route in proxy.router().routes() {
         tracing::info!(
             namespace = %route.name,
@@ -75,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "namespace ready"
         );
     }
-    tracing::info!(%addr, "prism-proxy listening");
+    tracing::info!(%addr, worker_threads = config.server.worker_threads, "prism-proxy listening");
     proxy
         .serve(listener, prism_runtime::shutdown::signal())
         .await

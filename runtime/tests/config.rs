@@ -186,3 +186,21 @@ fn unknown_permission_is_located() {
     assert!(err.starts_with("t.yaml:3:"), "{err}");
     assert!(err.contains("unknown variant `delete`"), "{err}");
 }
+
+#[test]
+fn worker_threads_default_to_one_per_core_and_can_be_set() {
+    let base = "auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces: { n: { pattern: keyvalue, backend: m } }\n";
+    let config = ProxyConfig::parse(base, Path::new("t.yaml")).unwrap();
+    assert_eq!(config.server.worker_threads, 0);
+    let text = format!("server: {{ worker_threads: 1 }}\n{base}");
+    let config = ProxyConfig::parse(&text, Path::new("t.yaml")).unwrap();
+    assert_eq!(config.server.worker_threads, 1);
+    let text = format!("server: {{ worker_thread: 1 }}\n{base}");
+    let err = ProxyConfig::parse(&text, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("t.yaml:1:") && err.contains("worker_thread"),
+        "{err}"
+    );
+}

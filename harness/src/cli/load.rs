@@ -33,6 +33,9 @@ pub struct LoadArgs {
     /// applications have; more spread the proxy's connection handling over its worker threads).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     connections: u16,
+    /// The proxy's `server.worker_threads`: 0 = one per core, 1 = a single thread.
+    #[arg(long, default_value_t = 0)]
+    proxy_threads: usize,
     /// `direct`: also run the profile on the adapter in-process and report the added latency.
     #[arg(long, value_parser = ["direct"])]
     baseline: Option<String>,
@@ -95,6 +98,7 @@ pub async fn load(args: LoadArgs) -> u8 {
         duration,
         rate: args.rate,
         connections: usize::from(args.connections),
+        proxy_threads: args.proxy_threads,
         baseline_direct: args.baseline.is_some(),
         report_dir: args.report_dir.clone(),
         goose: args.goose.clone(),

@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub rate: Option<f64>,
     /// HTTP/2 connections to the proxy, shared round robin by the users.
     pub connections: usize,
+    /// The proxy's `server.worker_threads` (0: one per core).
+    pub proxy_threads: usize,
     /// Also run the direct baseline.
     pub baseline_direct: bool,
     /// Where reports go.
@@ -204,7 +206,8 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         .map_err(|e| LoadError::Environment(format!("cannot write keys: {e}")))?;
     let config_path = dir.path().join("proxy.yaml");
     let yaml = format!(
-        "auth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n  b: {}\nnamespaces:\n  load: {{ pattern: keyvalue, backend: b }}\n",
+        "server: {{ worker_threads: {} }}\nauth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n  b: {}\nnamespaces:\n  load: {{ pattern: keyvalue, backend: b }}\n",
+        opts.proxy_threads,
         auth.hs256
             .as_ref()
             .and_then(|h| h.secret_file.as_ref())
