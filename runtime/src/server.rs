@@ -36,6 +36,23 @@ fn incoming(
     })
 }
 
+/// Largest HTTP/2 DATA frame a client may send: 256 KiB instead of HTTP/2's 16 KiB, so a large value
+/// arrives in a few frames rather than dozens.
+pub const MAX_FRAME_BYTES: u32 = 256 * 1024;
+
+/// The connection's flow-control window, in stream windows: several large calls can be in flight on
+/// one connection without waiting for WINDOW_UPDATEs.
+pub const CONNECTION_WINDOWS: u32 = 4;
+
+/// The per-stream flow-control window: one whole message of the largest size the proxy accepts, so
+/// a client can send a maximal value without waiting for a WINDOW_UPDATE (hyper's default is 1 MiB,
+/// for the stream and for the whole connection).
+fn flow_window(max_message: usize) -> u32 {
+    u32::try_from(max_message)
+        .unwrap_or(u32::MAX)
+        .clamp(1024 * 1024, i32::MAX as u32 / CONNECTION_WINDOWS)
+}
+
 /// Why the proxy could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -140,8 +157,12 @@ impl Proxy {
 
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
         // call: the guard bounds metadata, authenticates and authorizes; metrics go here next.
+        let window = flow_window(max_message);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window.saturating_mul(CONNECTION_WINDOWS))
+            .max_frame_size(MAX_FRAME_BYTES)
             .http2_max_header_list_size(self.limits.max_header_bytes)
             .max_concurrent_streams(self.limits.max_streams_per_connection)
             .concurrency_limit_per_connection(self.limits.max_in_flight_per_connection)
@@ -155,5 +176,24 @@ impl Proxy {
         self.router.close().await;
         tracing::info!("proxy stopped");
         Ok(result?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_window_holds_one_largest_message_within_bounds() {
+        let default_max = 4 * 1024 * 1024 + crate::limits::MESSAGE_OVERHEAD;
+        assert_eq!(flow_window(default_max), default_max as u32);
+        assert_eq!(flow_window(10), 1024 * 1024, "never below hyper's 1 MiB");
+        let top = flow_window(usize::MAX);
+        assert_eq!(top, i32::MAX as u32 / CONNECTION_WINDOWS);
+        assert!(
+            top.checked_mul(CONNECTION_WINDOWS)
+                .is_some_and(|c| c <= i32::MAX as u32),
+            "the connection window stays a valid HTTP/2 window"
+        );
     }
 }
