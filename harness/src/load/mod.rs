@@ -238,8 +238,9 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         .remove("default")
         .flatten()
         .unwrap_or_default();
-    let mut clients = Vec::with_capacity(opts.connections.max(1));
-    for _ in 0..opts.connections.max(1) {
+    let connections = opts.connections.max(1);
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
         let client = PrismClient::connect(proxy.url.clone())
             .await
             .map_err(|e| LoadError::Environment(e.to_string()))?

@@ -228,14 +228,10 @@ impl KvScan for MemStore {
 
 #[async_trait]
 impl KvBatch for MemStore {
-    async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
-        let items: Vec<BatchItem> = items
-            .into_iter()
-            .map(|item| BatchItem {
-                value: Self::owned(item.value),
-                ..item
-            })
-            .collect();
+    async fn batch_set(&self, ns: &str, mut items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
+        for item in &mut items {
+            item.value = Self::owned(std::mem::take(&mut item.value));
+        }
         let space = self.space(ns)?;
         let mut map = space.write().map_err(poisoned)?;
         Ok(items
@@ -348,6 +344,17 @@ mod tests {
         assert!(
             !range.contains(&kept.as_ptr()),
             "the stored value is a view of the 64 KiB buffer it arrived in"
+        );
+        let item = BatchItem {
+            key: "b".into(),
+            value: buffer.slice(200..204),
+            ttl: None,
+        };
+        store.batch_set("a", vec![item]).await.unwrap();
+        let kept = store.get("a", "b").await.unwrap().unwrap().value;
+        assert!(
+            !range.contains(&kept.as_ptr()),
+            "a batch-set value is a view of its request buffer"
         );
     }
 
