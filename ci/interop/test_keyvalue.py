@@ -367,6 +367,75 @@ class Proxy(RpcAssertions, unittest.TestCase):
             timeout=TIMEOUT,
         )
 
+    def test_unknown_namespace_names_no_other_tenant(self):
+        unknown = f"interop-unknown-{uuid.uuid4().hex[:8]}"
+        err = self.assertRpcError(
+            grpc.StatusCode.NOT_FOUND,
+            self.kv.Get,
+            keyvalue_pb2.GetRequest(key=self.key),
+            metadata=ns_md(unknown, mint({"*": ALL_PERMISSIONS})),
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, f"'{unknown}'")
+        for ns, _ in NAMESPACES:
+            self.assertNotIn(ns, err.details(), "the answer lists another tenant")
+
+    def test_reflection_v1alpha_lists_the_services(self):
+        # grpcio-reflection's client speaks grpc.reflection.v1alpha, as do Postman and evans.
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        answers = list(stub.ServerReflectionInfo(iter([request]), timeout=TIMEOUT))
+        names = {s.name for s in answers[0].list_services_response.service}
+        kv_service = keyvalue_pb2.DESCRIPTOR.services_by_name["KeyValue"].full_name
+        self.assertIn(kv_service, names)
+
+    def test_oversize_metadata_fails_its_own_call_only(self):
+        ns = NAMESPACES[0][0]
+        big = (("x-big", "x" * 100_000),)
+        err = self.assertRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            self.kv.Get,
+            keyvalue_pb2.GetRequest(key=self.key),
+            metadata=ns_md(ns) + big,
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, "max_header_bytes")
+        # The same channel (and connection) still serves.
+        self.kv.Get(keyvalue_pb2.GetRequest(key=self.key), metadata=ns_md(ns), timeout=TIMEOUT)
+
+    def test_a_second_message_in_a_unary_call_is_invalid_argument(self):
+        # A stream-unary call on a unary method: the client sends two request messages.
+        call = channel.stream_unary(
+            "/prism.keyvalue.v1.KeyValue/Get",
+            request_serializer=keyvalue_pb2.GetRequest.SerializeToString,
+            response_deserializer=keyvalue_pb2.GetResponse.FromString,
+        )
+        two = iter([keyvalue_pb2.GetRequest(key=self.key), keyvalue_pb2.GetRequest(key=self.key)])
+        err = self.assertRpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            call,
+            two,
+            metadata=ns_md(NAMESPACES[0][0]),
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, "exactly one request message")
+
+    def test_unknown_method_is_permission_denied(self):
+        call = channel.unary_unary(
+            "/prism.keyvalue.v1.KeyValue/Truncate",
+            request_serializer=keyvalue_pb2.GetRequest.SerializeToString,
+            response_deserializer=keyvalue_pb2.GetResponse.FromString,
+        )
+        self.assertRpcError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            call,
+            keyvalue_pb2.GetRequest(key=self.key),
+            metadata=ns_md(NAMESPACES[0][0]),
+            timeout=TIMEOUT,
+        )
+
     def test_unknown_namespace_outside_the_grants_is_permission_denied(self):
         # The default token names the test namespaces exactly: an unknown name is refused before
         # routing, so the caller learns nothing about which namespaces exist.
@@ -443,6 +512,15 @@ class Auth(RpcAssertions, unittest.TestCase):
         if not ISSUER:
             self.fail("PRISM_INTEROP_ISSUER is not set; run.sh configures an issuer")
         self.assertUnauthenticated(auth_md(mint(issuer=ISSUER + "-other")), "issuer")
+
+    def test_token_without_issuer_or_audience_is_unauthenticated(self):
+        now = int(time.time())
+        grants = {"namespaces": {ns: ALL_PERMISSIONS for ns, _ in NAMESPACES}}
+        base = {"sub": "prism-interop-test", "exp": now + 300, "prism": grants}
+        for claim, other in (("iss", {"aud": AUDIENCE}), ("aud", {"iss": ISSUER})):
+            for claims in ({**base, **other}, {**base, **other, claim: None}):
+                token = jwt.encode(claims, SECRET, algorithm="HS256")
+                self.assertUnauthenticated(auth_md(token), f"missing required claim `{claim}`")
 
     def test_wrong_audience_is_unauthenticated(self):
         if not AUDIENCE:

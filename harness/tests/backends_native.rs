@@ -302,7 +302,9 @@ async fn postgres_recreates_a_lost_schema() {
         pool: PoolConfig::default(),
         purge_interval_secs: 1,
     };
-    let store = PostgresStore::open(&config).await.unwrap();
+    let store = PostgresStore::open(&config, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     store.spawn_purger();
     store.set("ns", "k", "v".into(), None).await.unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -336,5 +338,104 @@ async fn postgres_recreates_a_lost_schema() {
     );
     store.close().await;
     pool.close().await;
+    env.stop().await;
+}
+
+/// A proxy of its own on `url` (PostgreSQL or Redis) with a 1 s backend call timeout, auth off.
+async fn proxy_on(
+    kind: &str,
+    url: &str,
+) -> (prism_proto::client::KeyValue, tokio::task::JoinHandle<()>) {
+    use prism_runtime::config::ProxyConfig;
+    use prism_runtime::server::Proxy;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nauth: {{ mode: none }}\nbackend_calls: {{ timeout_ms: 1000, retry_interval_ms: 100 }}\nbackends:\n  db: {{ type: {kind}, url: \"{url}\" }}\nnamespaces:\n  stall: {{ pattern: keyvalue, backend: db }}\n"
+    );
+    let config = ProxyConfig::parse(&yaml, std::path::Path::new("stall.yaml")).unwrap();
+    let proxy = Proxy::open(&config).await.unwrap();
+    let (listener, addr) = Proxy::bind(config.listen).await.unwrap();
+    let task = tokio::spawn(async move {
+        proxy.serve(listener, std::future::pending()).await.unwrap();
+    });
+    let kv = PrismClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .namespace("stall")
+        .keyvalue();
+    (kv, task)
+}
+
+fn get_within(key: &str, deadline: Option<Duration>) -> tonic::Request<GetRequest> {
+    let mut request = tonic::Request::new(GetRequest { key: key.into() });
+    if let Some(d) = deadline {
+        request.set_timeout(d);
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_or_dead_postgres_is_unavailable_within_the_call_timeout_and_fails_fast() {
+    let Some(env) = environment("postgres").await else {
+        return;
+    };
+    let (mut kv, proxy) = proxy_on("postgres", &server_url(&env)).await;
+    kv.set(set("stall/k", b"v", 0)).await.unwrap();
+
+    // Frozen: the in-flight call is cut at the 1 s call timeout instead of hanging.
+    with_server(&env, ServerHandle::pause);
+    let started = Instant::now();
+    let err = kv.get(get_within("stall/k", None)).await.unwrap_err();
+    let frozen_ms = started.elapsed().as_millis();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("did not answer within 1000 ms"),
+        "{}",
+        err.message()
+    );
+    // Known down: a caller with a 300 ms deadline gets UNAVAILABLE, not DEADLINE_EXCEEDED.
+    let err = kv
+        .get(get_within("stall/k", Some(Duration::from_millis(300))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    with_server(&env, ServerHandle::resume);
+    let started = Instant::now();
+    assert_eq!(
+        &recovers(&mut kv, "stall/k", Duration::from_secs(20))
+            .await
+            .value[..],
+        b"v"
+    );
+    let thawed_ms = started.elapsed().as_millis();
+
+    // Dead: calls with deadlines shorter than the pool's 5 s acquire timeout soon see UNAVAILABLE.
+    with_server(&env, ServerHandle::kill);
+    let started = Instant::now();
+    let first_unavailable = loop {
+        let err = kv
+            .get(get_within("stall/k", Some(Duration::from_millis(500))))
+            .await
+            .unwrap_err();
+        match err.code() {
+            Code::Unavailable => break started.elapsed().as_millis(),
+            // The client's own timer may fire before the proxy's DEADLINE_EXCEEDED arrives.
+            Code::DeadlineExceeded | Code::Cancelled
+                if started.elapsed() < Duration::from_secs(20) => {}
+            _ => panic!("a dead backend must become UNAVAILABLE: {err:?}"),
+        }
+    };
+    with_server(&env, ServerHandle::start);
+    let started = Instant::now();
+    assert_eq!(
+        &recovers(&mut kv, "stall/k", Duration::from_secs(30))
+            .await
+            .value[..],
+        b"v"
+    );
+    eprintln!(
+        "postgres: frozen → UNAVAILABLE after {frozen_ms} ms; thawed → served after {thawed_ms} ms; killed → UNAVAILABLE after {first_unavailable} ms; restarted → served after {} ms",
+        started.elapsed().as_millis()
+    );
+    proxy.abort();
     env.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use crate::auth::config::AuthConfig;
 use crate::backends::BackendConfig;
+use crate::backends::health::BackendCallConfig;
 use crate::capability::Capability;
 use crate::limits::{Limits, LimitsConfig};
 use serde::Deserialize;
@@ -29,6 +30,9 @@ pub struct ProxyConfig {
     /// Default limits for every namespace.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Deadlines and outage handling of every backend call.
+    #[serde(default)]
+    pub backend_calls: BackendCallConfig,
     /// Named backend instances.
     pub backends: BTreeMap<String, BackendConfig>,
     /// Named namespaces, each a pattern served by one backend.
@@ -63,6 +67,36 @@ pub struct ServerLimits {
     /// Performance section for the measured difference).
     #[serde(default)]
     pub worker_threads: usize,
+    /// Most client connections open at once; a connection over it is closed at accept, with a log
+    /// line and a count (default 4096; keep it under the process's file-descriptor limit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that has not sent the HTTP/2 preface within this many milliseconds is closed
+    /// (default 10,000).
+    #[serde(default = "default_handshake_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A connection with no call in progress for this many milliseconds is closed with GOAWAY
+    /// (default 300,000; 0 keeps idle connections open).
+    #[serde(default = "default_idle_ms")]
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 PING interval on each connection, in milliseconds (default 60,000; 0 turns it off).
+    #[serde(default = "default_keepalive_ms")]
+    pub keepalive_interval_ms: u64,
+    /// A PING not answered within this many milliseconds closes the connection (default 20,000).
+    #[serde(default = "default_keepalive_timeout_ms")]
+    pub keepalive_timeout_ms: u64,
+    /// The bound on a drain (SIGTERM), in milliseconds: connections still open then are cut and the
+    /// proxy exits (default 10,000).
+    #[serde(default = "default_drain_ms")]
+    pub drain_timeout_ms: u64,
+    /// Most bytes that request bodies still arriving may hold across the whole process; a call that
+    /// would exceed it is refused with RESOURCE_EXHAUSTED (default 128 MiB).
+    #[serde(default = "default_buffered_bytes")]
+    pub max_buffered_request_bytes: usize,
+    /// A request body not complete within this many milliseconds is refused with DEADLINE_EXCEEDED
+    /// (default 30,000).
+    #[serde(default = "default_body_ms")]
+    pub request_body_timeout_ms: u64,
 }
 
 fn default_max_headers() -> usize {
@@ -77,6 +111,30 @@ fn default_max_streams() -> u32 {
 fn default_max_streams_usize() -> usize {
     256
 }
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_handshake_ms() -> u64 {
+    10_000
+}
+fn default_idle_ms() -> u64 {
+    300_000
+}
+fn default_keepalive_ms() -> u64 {
+    60_000
+}
+fn default_keepalive_timeout_ms() -> u64 {
+    20_000
+}
+fn default_drain_ms() -> u64 {
+    10_000
+}
+fn default_buffered_bytes() -> usize {
+    128 * 1024 * 1024
+}
+fn default_body_ms() -> u64 {
+    30_000
+}
 
 impl Default for ServerLimits {
     fn default() -> Self {
@@ -86,6 +144,14 @@ impl Default for ServerLimits {
             max_streams_per_connection: default_max_streams(),
             max_in_flight_per_connection: default_max_streams_usize(),
             worker_threads: 0,
+            max_connections: default_max_connections(),
+            handshake_timeout_ms: default_handshake_ms(),
+            idle_timeout_ms: default_idle_ms(),
+            keepalive_interval_ms: default_keepalive_ms(),
+            keepalive_timeout_ms: default_keepalive_timeout_ms(),
+            drain_timeout_ms: default_drain_ms(),
+            max_buffered_request_bytes: default_buffered_bytes(),
+            request_body_timeout_ms: default_body_ms(),
         }
     }
 }

@@ -7,6 +7,12 @@ use prism_runtime::server::Proxy;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc with its background purge thread hands freed memory back to the system; glibc's malloc
+/// kept what a burst of connections or request bodies had used (`ci/slow-body-rss.sh`, README).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Prism's data access proxy: one gRPC endpoint mapping namespaces to patterns and backends.
 ///
 /// Example config (see runtime/examples/prism.yaml):

@@ -62,7 +62,10 @@ impl Router {
     pub async fn from_config(config: &ProxyConfig) -> Result<Self, OpenError> {
         let mut opened: BTreeMap<&str, Backend> = BTreeMap::new();
         for (name, backend) in &config.backends {
-            opened.insert(name, backends::open(backend).await?);
+            opened.insert(
+                name,
+                backends::open(name, backend, config.backend_calls).await?,
+            );
         }
         let mut routes = BTreeMap::new();
         for (name, ns) in &config.namespaces {
@@ -125,10 +128,11 @@ impl Router {
                 "'{NAMESPACE_HEADER}' metadata is not printable ASCII"
             ))
         })?;
+        // The answer names only what the caller asked for: listing the configured namespaces would
+        // tell any caller with a matching grant which other tenants this proxy serves.
         self.routes.get(name).cloned().ok_or_else(|| {
             Status::not_found(format!(
-                "namespace '{name}' is not configured on this proxy (configured: {})",
-                self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                "namespace '{name}' is not configured on this proxy"
             ))
         })
     }

@@ -10,10 +10,7 @@ use p256::pkcs8::EncodePrivateKey;
 use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
 use prism_proto::keyvalue::v1::{GetRequest, SetRequest};
-use prism_runtime::config::ProxyConfig;
-use prism_runtime::server::Proxy;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,6 +75,8 @@ async fn jwks_server(doc: Arc<Mutex<String>>) -> String {
     format!("http://{addr}/jwks.json")
 }
 
+mod support;
+
 struct Running {
     url: String,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -92,21 +91,10 @@ async fn start(jwks_url: &str) -> Running {
         "listen: 127.0.0.1:0\nauth:\n  hs256: {{ secret_file: {} }}\n  jwks_url: {jwks_url}\n  issuer: test-issuer\n  audience: prism\n  leeway_secs: 2\n  rules:\n    - {{ group: auditors, namespaces: {{ 'shop-*': [read] }} }}\nbackends: {{ m: {{ type: memstore }} }}\nnamespaces:\n  shop-orders: {{ pattern: keyvalue, backend: m }}\n  shop-carts: {{ pattern: keyvalue, backend: m }}\n",
         secret.display()
     );
-    let config = ProxyConfig::parse(&yaml, Path::new("auth.yaml")).unwrap();
-    let proxy = Proxy::open(&config).await.unwrap();
-    let (listener, addr) = Proxy::bind(config.listen).await.unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = support::serve(&yaml).await;
     Running {
-        url: format!("http://{addr}"),
-        _stop: stop,
+        url: format!("http://{}", served.addr),
+        _stop: served.stop,
         _dir: dir,
     }
 }
@@ -170,7 +158,30 @@ async fn every_failed_check_is_unauthenticated_and_named_without_the_token() {
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
+    let without = |claim: &str| {
+        let mut c = claims(grants.clone());
+        c.as_object_mut().unwrap().remove(claim);
+        hs(&c)
+    };
+    let null = |claim: &str| {
+        let mut c = claims(grants.clone());
+        c[claim] = Value::Null;
+        hs(&c)
+    };
+    let mut crit_header = Header::new(Algorithm::HS256);
+    crit_header.crit = Some(vec!["urn:example:unknown".into()]);
+    let crit = jsonwebtoken::encode(
+        &crit_header,
+        &claims(grants.clone()),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
     let cases: Vec<(Option<String>, &str)> = vec![
+        (Some(without("iss")), "missing required claim `iss`"),
+        (Some(null("iss")), "missing required claim `iss`"),
+        (Some(without("aud")), "missing required claim `aud`"),
+        (Some(null("aud")), "missing required claim `aud`"),
+        (Some(crit), "`crit`"),
         (None, "missing bearer token"),
         (Some("not-a-jwt".into()), "malformed token"),
         (Some(other_secret), "invalid signature"),

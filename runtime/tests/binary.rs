@@ -1,9 +1,10 @@
-//! The `prism-proxy` binary: serves its config, exits 0 on SIGTERM after draining, and rejects a bad
-//! config with exit 2 and a located message.
+//! The `prism-proxy` binary: serves its config, exits 0 on SIGTERM after draining (within the bound,
+//! whatever idle clients do), survives running out of file descriptors, and rejects a bad config with
+//! exit 2 and a located message.
 
 use prism_proto::client::PrismClient;
 use prism_proto::keyvalue::v1::{GetRequest, SetRequest};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -14,37 +15,116 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A `prism-proxy` process on a free port, its stderr in a file.
+struct ProxyProcess {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    /// Starts the binary on `config` (`{port}` and `{dir}` are filled in), through `sh -c
+    /// "<prefix> exec proxy …"` when `prefix` is given (e.g. `ulimit -n 64;`).
+    fn start(config: &str, prefix: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let path = dir.path().join("prism.yaml");
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&path, text).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let bin = env!("CARGO_BIN_EXE_prism-proxy");
+        let mut command = match prefix {
+            Some(prefix) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("{prefix} exec \"$0\" --config \"$1\""))
+                    .arg(bin)
+                    .arg(&path);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.arg("--config").arg(&path);
+                c
+            }
+        };
+        let child = command
+            .env("PRISM_LOG", "info")
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap();
+        Self { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// A client, once the proxy listens (within 30 s).
+    async fn client(&mut self) -> PrismClient {
+        let started = Instant::now();
+        loop {
+            match PrismClient::connect(self.url()).await {
+                Ok(c) => return c,
+                Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "prism-proxy did not start listening: {e}\n{}",
+                        self.stderr()
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// CPU seconds the process has used (user + system, from /proc at 100 ticks a second).
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
+    /// Sends SIGTERM and returns the exit code (panics after `limit`).
+    async fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return exit.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "prism-proxy did not exit within {limit:?} of SIGTERM\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn serves_then_exits_zero_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("prism.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\nauth: {{ mode: none }}\nbackends:\n  lite: {{ type: sqlite, path: {} }}\nnamespaces:\n  orders: {{ pattern: keyvalue, backend: lite }}\n",
-            dir.path().join("data/prism.db").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prism-proxy"))
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    let client = loop {
-        match PrismClient::connect(url.clone()).await {
-            Ok(c) => break c,
-            Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                let _ = child.kill();
-                panic!("prism-proxy did not start listening: {e}");
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let mut proxy = ProxyProcess::start(
+        "listen: 127.0.0.1:{port}\nauth: { mode: none }\nbackends:\n  lite: { type: sqlite, path: {dir}/data/prism.db }\nnamespaces:\n  orders: { pattern: keyvalue, backend: lite }\n",
+        None,
+    );
+    let client = proxy.client().await;
     let mut kv = client.namespace("orders").keyvalue();
     kv.set(SetRequest {
         key: "k".into(),
@@ -61,29 +141,76 @@ async fn serves_then_exits_zero_on_sigterm() {
     assert_eq!(&got.value[..], b"v");
     drop(kv);
     drop(client);
-
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("prism-proxy did not exit within 15 s of SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(proxy.terminate(Duration::from_secs(15)).await, Some(0));
     assert!(
-        dir.path().join("data/prism.db").exists(),
+        proxy.dir.path().join("data/prism.db").exists(),
         "the sqlite file is created with its directory"
     );
+}
+
+const MEMSTORE: &str = "listen: 127.0.0.1:{port}\nauth: { mode: none }\nserver: { SERVER }\nbackends:\n  m: { type: memstore }\nnamespaces:\n  m: { pattern: keyvalue, backend: m }\n";
+
+#[tokio::test]
+async fn sigterm_exits_within_the_drain_bound_while_clients_hold_idle_connections() {
+    let mut proxy =
+        ProxyProcess::start(&MEMSTORE.replace("SERVER", "drain_timeout_ms: 2000"), None);
+    let client = proxy.client().await;
+    let _idle_http2 = client.namespace("m").keyvalue();
+    let raw: Vec<_> = (0..5)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(proxy.terminate(Duration::from_secs(20)).await, Some(0));
+    drop(raw);
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_proxy_backs_off_logs_and_recovers() {
+    let mut proxy = ProxyProcess::start(
+        &MEMSTORE.replace("SERVER", "handshake_timeout_ms: 60000"),
+        Some("ulimit -n 64;"),
+    );
+    let client = proxy.client().await;
+    drop(client);
+    let held: Vec<_> = (0..120)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = proxy.cpu_secs();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = proxy.cpu_secs() - before;
+    assert!(
+        used < 1.0,
+        "the accept loop spins while descriptors are exhausted: {used:.2} CPU-s in 2 s"
+    );
+    assert!(
+        proxy.stderr().contains("out of file descriptors"),
+        "the exhaustion is logged:\n{}",
+        proxy.stderr()
+    );
+    drop(held);
+    let started = Instant::now();
+    loop {
+        let served = async {
+            let client = PrismClient::connect(proxy.url()).await.ok()?;
+            let mut kv = client.namespace("m").keyvalue();
+            kv.get(GetRequest { key: "k".into() }).await.ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(2), served)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the proxy did not recover once descriptors were free\n{}",
+            proxy.stderr()
+        );
+    }
+    assert_eq!(proxy.terminate(Duration::from_secs(20)).await, Some(0));
 }
 
 #[test]

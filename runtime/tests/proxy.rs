@@ -5,11 +5,10 @@ use prism_proto::admin::v1::{GetCapabilitiesRequest, ListNamespacesRequest};
 use prism_proto::client::PrismClient;
 use prism_proto::keyvalue::v1::key_value_client::KeyValueClient;
 use prism_proto::keyvalue::v1::{GetRequest, ScanRequest, SetRequest};
-use prism_runtime::config::ProxyConfig;
-use prism_runtime::server::Proxy;
-use std::path::Path;
 use tokio::sync::oneshot;
 use tonic::Code;
+
+mod support;
 
 struct Running {
     url: String,
@@ -24,22 +23,11 @@ async fn start(extra_namespaces: &str) -> Running {
         "listen: 127.0.0.1:0\nauth: {{ mode: none }}\nbackends:\n  mem: {{ type: memstore }}\n  lite: {{ type: sqlite, path: {db} }}\nnamespaces:\n  a: {{ pattern: keyvalue, backend: lite }}\n  b: {{ pattern: keyvalue, backend: lite }}\n  m: {{ pattern: keyvalue, backend: mem }}\n{extra_namespaces}",
         db = dir.path().join("t.db").display()
     );
-    let config = ProxyConfig::parse(&yaml, Path::new("test.yaml")).unwrap();
-    let proxy = Proxy::open(&config).await.unwrap();
-    let (listener, addr) = Proxy::bind(config.listen).await.unwrap();
-    let (stop, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        proxy
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = support::serve(&yaml).await;
     Running {
-        url: format!("http://{addr}"),
-        stop,
-        task,
+        url: format!("http://{}", served.addr),
+        stop: served.stop,
+        task: served.task,
         _dir: dir,
     }
 }
@@ -64,7 +52,7 @@ fn set(key: &str, value: &'static str) -> SetRequest {
 }
 
 #[tokio::test]
-async fn missing_and_unknown_namespaces_are_named() {
+async fn missing_and_unknown_namespaces_are_named_without_listing_the_others() {
     let p = start("").await;
     let channel = p.channel().await;
     let err = KeyValueClient::new(channel)
@@ -87,7 +75,13 @@ async fn missing_and_unknown_namespaces_are_named() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("'nope'"), "{}", err.message());
-    assert!(err.message().contains("a, b, m"), "{}", err.message());
+    for other in ["a, b", "'a'", "'m'", "configured:"] {
+        assert!(
+            !err.message().contains(other),
+            "the answer must not reveal which other tenants exist: {}",
+            err.message()
+        );
+    }
 }
 
 #[tokio::test]
@@ -228,6 +222,34 @@ async fn health_and_reflection_are_served() {
     ] {
         assert!(names.contains(&wanted), "{names:?} lacks {wanted}");
     }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_is_served_for_older_clients() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let p = start("").await;
+    let mut reflection = ServerReflectionClient::new(p.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "prism.keyvalue.v1.KeyValue".into(),
+        )),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("grpc.reflection.v1alpha is served")
+        .into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
 }
 
 #[tokio::test]

@@ -319,7 +319,7 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
 
     // The same profile straight on the adapter, in this process.
     let direct = if opts.baseline_direct {
-        let opened = prism_runtime::backends::open(&backend.config)
+        let opened = prism_runtime::backends::open("direct", &backend.config, Default::default())
             .await
             .map_err(|e| LoadError::Environment(e.to_string()))?;
         let direct_driver: Arc<dyn Driver> = Arc::new(DirectDriver {

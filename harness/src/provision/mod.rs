@@ -148,6 +148,28 @@ impl ServerHandle {
         }
     }
 
+    /// Freezes the server (SIGSTOP to its process group): connections hang instead of failing.
+    pub fn pause(&mut self) -> Result<(), String> {
+        match self {
+            ServerHandle::Process(p) => {
+                p.pause();
+                Ok(())
+            }
+            ServerHandle::Container(_) => Err("pausing a container is not supported yet".into()),
+        }
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&mut self) -> Result<(), String> {
+        match self {
+            ServerHandle::Process(p) => {
+                p.resume();
+                Ok(())
+            }
+            ServerHandle::Container(_) => Err("resuming a container is not supported yet".into()),
+        }
+    }
+
     /// Starts the server again on the same port and data dir, and waits until it answers.
     pub fn start(&mut self) -> Result<(), String> {
         match self {
@@ -373,6 +395,7 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
         auth: AuthConfig::none(),
         server: ServerLimits::default(),
         limits: LimitsConfig::default(),
+        backend_calls: Default::default(),
         backends: bcfg,
         namespaces: ns,
     }

@@ -95,6 +95,26 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
+/// The processes whose parent is `pid` (from `/proc`; empty where there is none).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|candidate| {
+            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The fields after the parenthesised command name: state, then the parent pid.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 fn signal(pid: u32, sig: &str, group: bool) {
     let target = if group {
         format!("-{pid}")
@@ -364,6 +384,27 @@ impl ServerProcess {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), "KILL", true);
             let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP to it and its children; PostgreSQL's backends each lead a
+    /// session of their own): its sockets stay open and accept, but nothing answers.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "STOP", true);
+            for pid in children(child.id()) {
+                signal(pid, "STOP", false);
+            }
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            for pid in children(child.id()) {
+                signal(pid, "CONT", false);
+            }
+            signal(child.id(), "CONT", true);
         }
     }
 

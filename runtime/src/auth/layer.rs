@@ -26,7 +26,13 @@ pub enum Requirement {
     Authenticated,
     /// A valid token with this permission on the namespace in `x-prism-namespace`.
     Namespace(Permission),
+    /// Nothing allows it: a method the proxy's permission map does not know (fail-closed).
+    Refused,
 }
+
+/// The Admin service and its methods (each needs a valid token; the service checks `admin`).
+const ADMIN_SERVICE: &str = "prism.admin.v1.Admin";
+const ADMIN_METHODS: [&str; 2] = ["GetCapabilities", "ListNamespaces"];
 
 /// The requirement of a gRPC path `/package.Service/Method`.
 pub fn requirement(path: &str) -> Requirement {
@@ -40,7 +46,10 @@ pub fn requirement(path: &str) -> Requirement {
             return Requirement::Namespace(p);
         }
     }
-    Requirement::Authenticated
+    if service == ADMIN_SERVICE && ADMIN_METHODS.contains(&method) {
+        return Requirement::Authenticated;
+    }
+    Requirement::Refused
 }
 
 /// The checks, shared by every connection.
@@ -50,16 +59,24 @@ pub struct Guard {
     anonymous: Arc<Principal>,
     verifier: Option<Verifier>,
     max_headers: usize,
+    max_header_bytes: usize,
 }
 
 impl Guard {
-    /// A guard for `mode`; `verifier` is required with `AuthMode::Jwt`.
-    pub fn new(mode: AuthMode, verifier: Option<Verifier>, max_headers: usize) -> Self {
+    /// A guard for `mode`; `verifier` is required with `AuthMode::Jwt`. A call may carry at most
+    /// `max_headers` metadata entries of at most `max_header_bytes` in all (HTTP/2's measure).
+    pub fn new(
+        mode: AuthMode,
+        verifier: Option<Verifier>,
+        max_headers: usize,
+        max_header_bytes: u32,
+    ) -> Self {
         Self {
             mode,
             anonymous: Arc::new(Principal::unauthenticated()),
             verifier,
             max_headers,
+            max_header_bytes: max_header_bytes as usize,
         }
     }
 
@@ -77,9 +94,23 @@ impl Guard {
                 self.max_headers
             )));
         }
+        let bytes = header_list_bytes(request);
+        if bytes > self.max_header_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the call's metadata is {bytes} bytes, over the limit server.max_header_bytes = {}",
+                self.max_header_bytes
+            )));
+        }
         let needs = requirement(request.uri().path());
-        if needs == Requirement::Open {
-            return Ok(None);
+        match needs {
+            Requirement::Open => return Ok(None),
+            Requirement::Refused => {
+                return Err(Status::permission_denied(format!(
+                    "{} is not a method this proxy authorizes",
+                    request.uri().path()
+                )));
+            }
+            Requirement::Authenticated | Requirement::Namespace(_) => {}
         }
         let principal = match (&self.mode, &self.verifier) {
             (AuthMode::None, _) => self.anonymous.clone(),
@@ -108,6 +139,31 @@ impl Guard {
         }
         Ok(Some(principal))
     }
+}
+
+/// A request's header list size as HTTP/2 counts it (RFC 9113 §6.5.2: name, value and 32 bytes per
+/// field), pseudo-headers included.
+fn header_list_bytes<B>(request: &http::Request<B>) -> usize {
+    let uri = request.uri();
+    let pseudo = [
+        (":method", request.method().as_str().len()),
+        (
+            ":path",
+            uri.path_and_query().map_or(0, |p| p.as_str().len()),
+        ),
+        (":scheme", uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority",
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+    ];
+    let pseudo: usize = pseudo.iter().map(|(n, v)| n.len() + v + 32).sum();
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum::<usize>()
+        + pseudo
 }
 
 /// PERMISSION_DENIED naming the namespace and the missing permission.
@@ -242,6 +298,14 @@ mod tests {
             requirement("/prism.admin.v1.Admin/ListNamespaces"),
             Requirement::Authenticated
         );
-        assert_eq!(requirement("/nope/Nope"), Requirement::Authenticated);
+        assert_eq!(requirement("/nope/Nope"), Requirement::Refused);
+        assert_eq!(
+            requirement("/prism.keyvalue.v1.KeyValue/Truncate"),
+            Requirement::Refused
+        );
+        assert_eq!(
+            requirement("/prism.admin.v1.Admin/DropEverything"),
+            Requirement::Refused
+        );
     }
 }

@@ -82,11 +82,54 @@ fn header_alg(token: &str) -> Result<String, AuthError> {
         .map_err(|_| AuthError::Malformed("the header is not base64url".into()))?;
     let header: Value = serde_json::from_slice(&header)
         .map_err(|_| AuthError::Malformed("the header is not JSON".into()))?;
+    // RFC 7515 §4.1.11: a recipient that does not understand every extension listed in `crit`
+    // must reject the token. Prism understands none, so any `crit` is refused.
+    if let Some(crit) = header.get("crit") {
+        return Err(AuthError::Malformed(format!(
+            "the header's `crit` lists extensions this proxy does not understand ({crit})"
+        )));
+    }
     header
         .get("alg")
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| AuthError::Malformed("the header has no `alg`".into()))
+}
+
+/// `Ok` when the configured `iss` and `aud` are present, non-null and accepted: a token without them
+/// is refused when the config names them (jsonwebtoken only compares claims that are present).
+fn check_iss_aud(
+    claims: &Value,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<(), AuthError> {
+    if let Some(expected) = issuer {
+        match claims.get("iss") {
+            None | Some(Value::Null) => {
+                return Err(AuthError::Claims(
+                    "missing required claim `iss` (the proxy requires an issuer)".into(),
+                ));
+            }
+            Some(Value::String(iss)) if iss == expected => {}
+            Some(_) => return Err(AuthError::Issuer(expected.to_string())),
+        }
+    }
+    if let Some(expected) = audience {
+        let accepted = match claims.get("aud") {
+            None | Some(Value::Null) => {
+                return Err(AuthError::Claims(
+                    "missing required claim `aud` (the proxy requires an audience)".into(),
+                ));
+            }
+            Some(Value::String(aud)) => aud == expected,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(expected)),
+            Some(_) => false,
+        };
+        if !accepted {
+            return Err(AuthError::Audience(expected.to_string()));
+        }
+    }
+    Ok(())
 }
 
 fn grants_from(value: &Value, what: &str) -> Result<Vec<Grant>, AuthError> {
@@ -205,7 +248,14 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -231,6 +281,11 @@ impl Verifier {
             }
             other => AuthError::Malformed(format!("{other:?}")),
         })?;
+        check_iss_aud(
+            &data.claims,
+            self.issuer.as_deref(),
+            self.audience.as_deref(),
+        )?;
         // `exp` is a required claim, so the validation above has seen a number.
         let exp = data
             .claims

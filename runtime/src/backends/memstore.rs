@@ -131,6 +131,13 @@ impl MemStore {
 }
 
 #[async_trait]
+impl crate::backends::health::Ping for MemStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl KvBasic for MemStore {
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
         let space = self.space(ns)?;

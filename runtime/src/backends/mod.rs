@@ -1,12 +1,14 @@
 //! Backend adapters, one module per backend, each with its own config struct. [`BackendConfig`] is the
 //! `type:`-tagged union the proxy config holds; [`open`] turns one into a running adapter.
 
+pub mod health;
 pub mod memstore;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
 use crate::keyvalue::store::KvStore;
+use health::{BackendCallConfig, Health, Ping};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -71,15 +73,18 @@ pub enum OpenError {
 #[derive(Clone, Debug)]
 enum Closer {
     Nothing,
-    Sqlite(sqlite::SqliteStore),
-    Postgres(postgres::PostgresStore),
+    Sqlite(Arc<sqlite::SqliteStore>),
+    Postgres(Arc<postgres::PostgresStore>),
 }
 
-/// A running backend: its KeyValue adapter and how to close it.
+/// A running backend: its KeyValue adapter, its health (every call goes through it) and how to
+/// close it.
 #[derive(Clone)]
 pub struct Backend {
     /// The KeyValue adapter.
     pub keyvalue: Arc<dyn KvStore>,
+    /// Call deadlines and the up/down state.
+    pub health: Arc<Health>,
     closer: Closer,
 }
 
@@ -102,16 +107,22 @@ impl Backend {
     }
 }
 
-/// Opens a backend and starts its housekeeping tasks (expiry sweeps).
-pub async fn open(config: &BackendConfig) -> Result<Backend, OpenError> {
+/// Opens backend `name` and starts its housekeeping tasks (expiry sweeps).
+pub async fn open(
+    name: &str,
+    config: &BackendConfig,
+    calls: BackendCallConfig,
+) -> Result<Backend, OpenError> {
+    let backend = |keyvalue: Arc<dyn KvStore>, ping: Arc<dyn Ping>, closer| Backend {
+        keyvalue,
+        health: Health::new(name, calls, ping),
+        closer,
+    };
     match config {
         BackendConfig::Memstore(_) => {
             let store = Arc::new(memstore::MemStore::new());
             store.spawn_sweeper();
-            Ok(Backend {
-                keyvalue: store,
-                closer: Closer::Nothing,
-            })
+            Ok(backend(store.clone(), store, Closer::Nothing))
         }
         BackendConfig::Sqlite(cfg) => {
             let store =
@@ -122,10 +133,12 @@ pub async fn open(config: &BackendConfig) -> Result<Backend, OpenError> {
                         source,
                     })?;
             store.spawn_purger();
-            Ok(Backend {
-                keyvalue: Arc::new(store.clone()),
-                closer: Closer::Sqlite(store),
-            })
+            let shared = Arc::new(store);
+            Ok(backend(
+                shared.clone(),
+                shared.clone(),
+                Closer::Sqlite(shared),
+            ))
         }
         BackendConfig::Redis(cfg) => {
             let store = redis::RedisStore::open(cfg)
@@ -135,24 +148,23 @@ pub async fn open(config: &BackendConfig) -> Result<Backend, OpenError> {
                     source,
                 })?;
             store.spawn_sweeper();
-            Ok(Backend {
-                keyvalue: Arc::new(store),
-                closer: Closer::Nothing,
-            })
+            let shared = Arc::new(store);
+            Ok(backend(shared.clone(), shared, Closer::Nothing))
         }
         BackendConfig::Postgres(cfg) => {
-            let store =
-                postgres::PostgresStore::open(cfg)
-                    .await
-                    .map_err(|source| OpenError::Postgres {
-                        url: cfg.url.redacted(),
-                        source,
-                    })?;
+            let store = postgres::PostgresStore::open(cfg, calls.timeout())
+                .await
+                .map_err(|source| OpenError::Postgres {
+                    url: cfg.url.redacted(),
+                    source,
+                })?;
             store.spawn_purger();
-            Ok(Backend {
-                keyvalue: Arc::new(store.clone()),
-                closer: Closer::Postgres(store),
-            })
+            let shared = Arc::new(store);
+            Ok(backend(
+                shared.clone(),
+                shared.clone(),
+                Closer::Postgres(shared),
+            ))
         }
     }
 }

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -95,6 +95,7 @@ const PURGE_BATCH: i64 = 1000;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    options: PgConnectOptions,
     purge_every: Duration,
 }
 
@@ -150,17 +151,26 @@ const UPSERT: &str = "INSERT INTO prism_kv (ns, key, value, version, expires_at)
     RETURNING version";
 
 impl PostgresStore {
-    /// Connects, creates the schema if needed, and returns the store.
-    pub async fn open(config: &PostgresConfig) -> Result<Self, sqlx::Error> {
-        let options = sqlx::postgres::PgConnectOptions::from_str(config.url.expose())?;
+    /// Connects, creates the schema if needed, and returns the store. Every statement gets
+    /// `statement_timeout` (the proxy's backend call timeout), so the server too abandons a call the
+    /// proxy has given up on.
+    pub async fn open(
+        config: &PostgresConfig,
+        statement_timeout: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        let options = PgConnectOptions::from_str(config.url.expose())?.options([(
+            "statement_timeout",
+            statement_timeout.as_millis().to_string(),
+        )]);
         let pool = PgPoolOptions::new()
             .max_connections(config.pool.max.max(1))
             .min_connections(config.pool.min)
             .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         let store = Self {
             pool,
+            options,
             purge_every: Duration::from_secs(config.purge_interval_secs.max(1)),
         };
         store.migrate().await?;
@@ -234,6 +244,23 @@ async fn upsert(
         .await
         .map_err(classify)?;
     Ok(u64::try_from(version).unwrap_or(0))
+}
+
+#[async_trait]
+impl crate::backends::health::Ping for PostgresStore {
+    /// A fresh connection and `SELECT 1`: the pool would retry a refused connect until its
+    /// acquire timeout, and its idle connections may be stale after a restart.
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(classify)?;
+        sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(classify)?;
+        let _ = conn.close().await;
+        Ok(())
+    }
 }
 
 #[async_trait]

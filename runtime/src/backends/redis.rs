@@ -437,6 +437,17 @@ impl RedisStore {
 }
 
 #[async_trait]
+impl crate::backends::health::Ping for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
 impl KvBasic for RedisStore {
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
         let reply: Value = GET

@@ -252,6 +252,17 @@ async fn get_live(pool: &SqlitePool, ns: &str, key: &str, now: i64) -> StoreResu
 }
 
 #[async_trait]
+impl crate::backends::health::Ping for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl KvBasic for SqliteStore {
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
         get_live(&self.read, ns, key, now_ms()).await

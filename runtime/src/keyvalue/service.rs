@@ -1,14 +1,18 @@
 //! The `prism.keyvalue.v1.KeyValue` gRPC service: validates requests, checks capabilities, and calls the
 //! namespace's adapter. Namespace resolution happens before this, in the router's interceptor.
 
-use super::store::{BatchItem, Condition, Entry, StoreError};
+use super::store::{BatchItem, Condition, Entry, StoreError, StoreResult};
 use super::validate;
+use crate::backends::health::CallError;
 use crate::capability::Capability;
 use crate::router::{NamespaceRoute, route_of};
+use crate::server::protocol::CallDeadline;
 use pb::key_value_server::KeyValue;
 use prism_proto::keyvalue::v1 as pb;
 use prost::Message;
+use std::future::Future;
 use std::sync::Arc;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 /// The KeyValue service; stateless, all state is in the routes.
@@ -59,12 +63,49 @@ fn require_ttl(route: &NamespaceRoute, ttl_ms: u64) -> Result<(), Status> {
     Ok(())
 }
 
-type Routed<T> = (Arc<NamespaceRoute>, T);
+/// One call's route and its caller's deadline; backend calls go through [`Call::backend`].
+struct Call {
+    route: Arc<NamespaceRoute>,
+    deadline: Option<Instant>,
+}
+
+impl Call {
+    /// Runs a backend call under the backend's [`Health`](crate::backends::health::Health): its
+    /// deadline, fail-fast while down, and the status mapping.
+    async fn backend<T>(&self, call: impl Future<Output = StoreResult<T>>) -> Result<T, Status> {
+        let route = &self.route;
+        let backend = &route.backend_name;
+        route
+            .backend
+            .health
+            .call(self.deadline, call)
+            .await
+            .map_err(|e| match e {
+                CallError::Store(e) => status(route, e),
+                CallError::Down { for_ms, reason } => Status::unavailable(format!(
+                    "backend '{backend}' is unavailable (down for {for_ms} ms: {reason}); the proxy retries it in the background"
+                )),
+                CallError::TimedOut(after) => {
+                    tracing::warn!(namespace = %route.name, backend = %backend, timeout_ms = after.as_millis() as u64, "backend call timed out");
+                    Status::unavailable(format!(
+                        "backend '{backend}' did not answer within {} ms (backend_calls.timeout_ms); the operation may or may not have been applied",
+                        after.as_millis()
+                    ))
+                }
+                CallError::CallerDeadline => Status::deadline_exceeded(format!(
+                    "the call's deadline passed while waiting for backend '{backend}'"
+                )),
+            })
+    }
+}
+
+type Routed<T> = (Call, T);
 
 fn routed<T>(request: Request<T>, capability: Capability) -> Result<Routed<T>, Status> {
     let route = route_of(&request)?;
     route.require(capability)?;
-    Ok((route, request.into_inner()))
+    let deadline = request.extensions().get::<CallDeadline>().map(|d| d.0);
+    Ok((Call { route, deadline }, request.into_inner()))
 }
 
 #[tonic::async_trait]
@@ -73,7 +114,8 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::SetRequest>,
     ) -> Result<Response<pb::SetResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBasic)?;
+        let (call, r) = routed(request, Capability::KvBasic)?;
+        let route = call.route.clone();
         // Capabilities first: a namespace without them refuses the call whatever its arguments.
         require_ttl(&route, r.ttl_ms)?;
         if r.if_absent || r.if_version.is_some() {
@@ -98,12 +140,14 @@ impl KeyValue for KeyValueService {
                 let cas = store
                     .cas()
                     .ok_or_else(|| unimplemented(&route, Capability::KvCas))?;
-                cas.set_if(&route.name, &r.key, r.value, ttl, condition)
-                    .await
+                call.backend(cas.set_if(&route.name, &r.key, r.value, ttl, condition))
+                    .await?
             }
-            None => store.set(&route.name, &r.key, r.value, ttl).await,
-        }
-        .map_err(|e| status(&route, e))?;
+            None => {
+                call.backend(store.set(&route.name, &r.key, r.value, ttl))
+                    .await?
+            }
+        };
         Ok(Response::new(pb::SetResponse { version }))
     }
 
@@ -111,14 +155,12 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBasic)?;
+        let (call, r) = routed(request, Capability::KvBasic)?;
+        let route = call.route.clone();
         validate::key("key", &r.key, &route.limits)?;
-        let entry = route
-            .backend
-            .keyvalue
-            .get(&route.name, &r.key)
-            .await
-            .map_err(|e| status(&route, e))?;
+        let entry = call
+            .backend(route.backend.keyvalue.get(&route.name, &r.key))
+            .await?;
         Ok(Response::new(get_response(entry)))
     }
 
@@ -126,14 +168,12 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBasic)?;
+        let (call, r) = routed(request, Capability::KvBasic)?;
+        let route = call.route.clone();
         validate::key("key", &r.key, &route.limits)?;
-        let deleted = route
-            .backend
-            .keyvalue
-            .delete(&route.name, &r.key)
-            .await
-            .map_err(|e| status(&route, e))?;
+        let deleted = call
+            .backend(route.backend.keyvalue.delete(&route.name, &r.key))
+            .await?;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
@@ -141,14 +181,12 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::ExistsRequest>,
     ) -> Result<Response<pb::ExistsResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBasic)?;
+        let (call, r) = routed(request, Capability::KvBasic)?;
+        let route = call.route.clone();
         validate::key("key", &r.key, &route.limits)?;
-        let exists = route
-            .backend
-            .keyvalue
-            .exists(&route.name, &r.key)
-            .await
-            .map_err(|e| status(&route, e))?;
+        let exists = call
+            .backend(route.backend.keyvalue.exists(&route.name, &r.key))
+            .await?;
         Ok(Response::new(pb::ExistsResponse { exists }))
     }
 
@@ -156,7 +194,8 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvScan)?;
+        let (call, r) = routed(request, Capability::KvScan)?;
+        let route = call.route.clone();
         let scan = route
             .backend
             .keyvalue
@@ -171,17 +210,16 @@ impl KeyValue for KeyValueService {
         }
         let limit = validate::scan_limit(r.limit, &route.limits)?;
         let after = validate::decode_cursor(&r.cursor, &r.prefix)?;
-        let mut items = scan
-            .scan(
+        let mut items = call
+            .backend(scan.scan(
                 &route.name,
                 &r.prefix,
                 after.as_deref(),
                 limit + 1,
                 route.limits.max_message_bytes(),
                 r.keys_only,
-            )
-            .await
-            .map_err(|e| status(&route, e))?;
+            ))
+            .await?;
         // A page ends at `limit` items, or earlier when the next item would push the response over
         // the message size limit (but it always holds at least one item, which fits by construction).
         let more = items.len() > limit;
@@ -216,7 +254,8 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::BatchSetRequest>,
     ) -> Result<Response<pb::BatchSetResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBatch)?;
+        let (call, r) = routed(request, Capability::KvBatch)?;
+        let route = call.route.clone();
         let batch = route
             .backend
             .keyvalue
@@ -236,10 +275,7 @@ impl KeyValue for KeyValueService {
                 ttl: validate::ttl(&format!("entries[{i}].ttl_ms"), e.ttl_ms)?,
             });
         }
-        let versions = batch
-            .batch_set(&route.name, items)
-            .await
-            .map_err(|e| status(&route, e))?;
+        let versions = call.backend(batch.batch_set(&route.name, items)).await?;
         Ok(Response::new(pb::BatchSetResponse { versions }))
     }
 
@@ -247,7 +283,8 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::BatchGetRequest>,
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBatch)?;
+        let (call, r) = routed(request, Capability::KvBatch)?;
+        let route = call.route.clone();
         let batch = route
             .backend
             .keyvalue
@@ -257,10 +294,9 @@ impl KeyValue for KeyValueService {
         for (i, k) in r.keys.iter().enumerate() {
             validate::key(&format!("keys[{i}]"), k, &route.limits)?;
         }
-        let entries = batch
-            .batch_get(&route.name, &r.keys, route.limits.max_message_bytes())
-            .await
-            .map_err(|e| status(&route, e))?;
+        let entries = call
+            .backend(batch.batch_get(&route.name, &r.keys, route.limits.max_message_bytes()))
+            .await?;
         let response = pb::BatchGetResponse {
             results: entries.into_iter().map(get_response).collect(),
         };
@@ -278,7 +314,8 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::BatchDeleteRequest>,
     ) -> Result<Response<pb::BatchDeleteResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvBatch)?;
+        let (call, r) = routed(request, Capability::KvBatch)?;
+        let route = call.route.clone();
         let batch = route
             .backend
             .keyvalue
@@ -288,10 +325,9 @@ impl KeyValue for KeyValueService {
         for (i, k) in r.keys.iter().enumerate() {
             validate::key(&format!("keys[{i}]"), k, &route.limits)?;
         }
-        let deleted = batch
-            .batch_delete(&route.name, &r.keys)
-            .await
-            .map_err(|e| status(&route, e))?;
+        let deleted = call
+            .backend(batch.batch_delete(&route.name, &r.keys))
+            .await?;
         Ok(Response::new(pb::BatchDeleteResponse { deleted }))
     }
 
@@ -299,17 +335,17 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        let (route, r) = routed(request, Capability::KvTtl)?;
+        let (call, r) = routed(request, Capability::KvTtl)?;
+        let route = call.route.clone();
         let ttl = route
             .backend
             .keyvalue
             .ttl()
             .ok_or_else(|| unimplemented(&route, Capability::KvTtl))?;
         validate::key("key", &r.key, &route.limits)?;
-        let updated = ttl
-            .expire(&route.name, &r.key, validate::ttl("ttl_ms", r.ttl_ms)?)
-            .await
-            .map_err(|e| status(&route, e))?;
+        let updated = call
+            .backend(ttl.expire(&route.name, &r.key, validate::ttl("ttl_ms", r.ttl_ms)?))
+            .await?;
         Ok(Response::new(pb::ExpireResponse { updated }))
     }
 }

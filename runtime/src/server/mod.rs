@@ -1,8 +1,16 @@
 //! The proxy server: builds the router from config and serves the pattern services, Admin, health and
-//! reflection on one listener, until a shutdown future resolves; then it drains.
+//! reflection on one listener, until a shutdown future resolves; then it drains within a bound.
 //!
-//! Request path: `tonic transport → server layers (the place for auth, limits, metrics: see
-//! [`Proxy::serve`]) → NamespaceResolver interceptor → pattern service → adapter`.
+//! Request path: `accept loop (listener.rs) → connection (connection.rs: HTTP/2, handshake and idle
+//! timeouts, drain) → protocol checks (protocol.rs: content-type, request bodies, deadlines) → guard
+//! (auth: metadata bounds, authentication, authorization) → tonic routes → NamespaceResolver
+//! interceptor → pattern service → adapter`.
+
+mod body;
+mod connection;
+pub mod counters;
+mod listener;
+pub mod protocol;
 
 use crate::admin::AdminService;
 use crate::auth::config::AuthMode;
@@ -14,26 +22,28 @@ use crate::config::ServerLimits;
 use crate::config::{Pattern, ProxyConfig};
 use crate::keyvalue::KeyValueService;
 use crate::router::{NamespaceResolver, Router};
+use body::Budget;
+use connection::ConnectionSettings;
+use counters::TransportCounters;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prism_proto::admin::v1::admin_server::AdminServer;
 use prism_proto::keyvalue::v1::key_value_server::KeyValueServer;
+use protocol::ProtocolLayer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tower::ServiceBuilder;
 
-/// Accepted connections with Nagle's algorithm off: `Server::tcp_nodelay` only applies to listeners
-/// tonic binds itself, and without it small responses wait for the peer's delayed ACK (~40 ms).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
+/// The HTTP/2 header list size the transport accepts, far above `server.max_header_bytes`: a call
+/// over the configured limit but under this one is answered per stream with RESOURCE_EXHAUSTED by
+/// the guard, and the connection's other calls go on. Above it hyper answers 431 (one frame) or
+/// closes the connection (a header block spread over many frames).
+fn transport_header_bytes(max_header_bytes: u32) -> u32 {
+    max_header_bytes.saturating_mul(4).max(4 * 1024 * 1024)
 }
 
 /// Largest HTTP/2 DATA frame a client may send: 256 KiB instead of HTTP/2's 16 KiB, so a large value
@@ -68,9 +78,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server error: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// Authentication keys could not be loaded.
     #[error("auth: {0}")]
     Auth(#[from] KeyError),
@@ -85,6 +92,7 @@ pub struct Proxy {
     router: Arc<Router>,
     guard: Arc<Guard>,
     limits: ServerLimits,
+    counters: Arc<TransportCounters>,
 }
 
 impl Proxy {
@@ -106,12 +114,19 @@ impl Proxy {
             config.auth.mode,
             verifier,
             config.server.max_headers,
+            config.server.max_header_bytes,
         ));
         Ok(Self {
             router: Arc::new(Router::from_config(config).await?),
             guard,
             limits: config.server,
+            counters: Arc::new(TransportCounters::default()),
         })
+    }
+
+    /// The transport's counters (limits that bit), shared with the running server.
+    pub fn counters(&self) -> Arc<TransportCounters> {
+        self.counters.clone()
     }
 
     /// The router (namespaces, capabilities).
@@ -130,8 +145,9 @@ impl Proxy {
         Ok((listener, local))
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish and closes
-    /// the backends.
+    /// Serves until `shutdown` resolves, then drains: closes the listener, sends GOAWAY, lets
+    /// in-flight calls finish within `server.drain_timeout_ms`, cuts what is left, and closes the
+    /// backends.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -150,32 +166,68 @@ impl Proxy {
         health_reporter
             .set_serving::<KeyValueServer<KeyValueService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection in both versions: grpcurl and current clients speak v1; grpcio-reflection,
+        // Postman, evans and older grpcurl speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
+        let routes = Routes::new(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(admin)
+            .add_service(kv)
+            .prepare();
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
-        // call: the guard bounds metadata, authenticates and authorizes; metrics go here next.
+        // call: the protocol checks bound request bodies and carry the caller's deadline, the guard
+        // bounds metadata, authenticates and authorizes; metrics go here next.
+        let limits = self.limits;
+        let service = ServiceBuilder::new()
+            .layer(ProtocolLayer::new(
+                Arc::new(Budget::new(limits.max_buffered_request_bytes)),
+                Duration::from_millis(limits.request_body_timeout_ms),
+                self.counters.clone(),
+            ))
+            .layer(AuthLayer::new(self.guard.clone()))
+            .service(routes);
         let window = flow_window(max_message);
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
             .initial_stream_window_size(window)
             .initial_connection_window_size(window.saturating_mul(CONNECTION_WINDOWS))
             .max_frame_size(MAX_FRAME_BYTES)
-            .http2_max_header_list_size(self.limits.max_header_bytes)
-            .max_concurrent_streams(self.limits.max_streams_per_connection)
-            .concurrency_limit_per_connection(self.limits.max_in_flight_per_connection)
-            .layer(AuthLayer::new(self.guard.clone()))
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(admin)
-            .add_service(kv)
-            .serve_with_incoming_shutdown(incoming(listener), shutdown)
-            .await;
+            .max_header_list_size(transport_header_bytes(limits.max_header_bytes))
+            .max_concurrent_streams(limits.max_streams_per_connection);
+        if limits.keepalive_interval_ms > 0 {
+            http2
+                .keep_alive_interval(Duration::from_millis(limits.keepalive_interval_ms))
+                .keep_alive_timeout(Duration::from_millis(limits.keepalive_timeout_ms.max(1)));
+        }
+        let settings = Arc::new(ConnectionSettings {
+            http2,
+            handshake_timeout: Duration::from_millis(limits.handshake_timeout_ms.max(1)),
+            idle_timeout: (limits.idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(limits.idle_timeout_ms)),
+            max_in_flight: limits.max_in_flight_per_connection,
+            counters: self.counters.clone(),
+        });
+        listener::run(
+            listener,
+            service,
+            settings,
+            limits.max_connections.max(1),
+            Duration::from_millis(limits.drain_timeout_ms),
+            shutdown,
+        )
+        .await;
         self.router.close().await;
         tracing::info!("proxy stopped");
-        Ok(result?)
+        Ok(())
     }
 }
 

@@ -1,0 +1,333 @@
+//! One client connection: HTTP/2 served by hyper, closed when it sends no preface within the
+//! handshake timeout or carries no call for the idle timeout, and drained (GOAWAY, in-flight calls
+//! finish) when the proxy drains. The accept loop cuts whatever is still open when the drain bound passes.
+
+use super::counters::TransportCounters;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tower::Service;
+use tower::limit::ConcurrencyLimit;
+
+/// Bytes of the HTTP/2 client preface (24) and the header of the SETTINGS frame that must follow (9).
+const PREFACE_BYTES: usize = 24 + 9;
+
+/// How long an idle connection told to close (GOAWAY) may take to do so before it is cut: a live
+/// client answers the GOAWAY's PING within a round trip.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What a connection task needs beyond its socket.
+#[derive(Debug)]
+pub struct ConnectionSettings {
+    /// The HTTP/2 server settings.
+    pub http2: http2::Builder<TokioExecutor>,
+    /// Close a connection that has not sent the preface by then.
+    pub handshake_timeout: Duration,
+    /// Close a connection without a call for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Most calls served at once on one connection.
+    pub max_in_flight: usize,
+    /// Where limits that bite are counted.
+    pub counters: Arc<TransportCounters>,
+}
+
+/// A socket that notes when the client has sent the HTTP/2 preface.
+struct Watched {
+    stream: TcpStream,
+    read: usize,
+    preface: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if self.read < PREFACE_BYTES {
+            self.read += buf.filled().len() - before;
+            if self.read >= PREFACE_BYTES {
+                self.preface.store(true, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Calls in progress on one connection, and since when it has had none.
+#[derive(Debug)]
+struct Activity {
+    state: Mutex<(usize, Option<Instant>)>,
+    idle: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new((0, Some(Instant::now()))),
+            idle: Notify::new(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> ActiveCall {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.1 = None;
+        ActiveCall(self.clone())
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+}
+
+/// One call in progress: from the request until its response body is finished or dropped.
+struct ActiveCall(Arc<Activity>);
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 {
+            state.1 = Some(Instant::now());
+            self.0.idle.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its call counted as active until it ends.
+pub struct TrackedBody<B> {
+    inner: B,
+    _call: ActiveCall,
+}
+
+impl<B> http_body::Body for TrackedBody<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts each call on the connection's [`Activity`].
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> Service<http::Request<Incoming>> for Tracked<S>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        let call = self.activity.begin();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|inner| TrackedBody { inner, _call: call }))
+        })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a connection serves: hyper's requests in, responses with a [`ResponseBody`] out.
+pub trait ConnectionService<B>:
+    Service<
+        http::Request<Incoming>,
+        Response = http::Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body hyper can send.
+pub trait ResponseBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Unpin + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Unpin + Send + 'static
+{
+}
+
+/// Serves one connection until it closes, times out, or drains.
+pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
+    stream: TcpStream,
+    service: S,
+    settings: Arc<ConnectionSettings>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let preface = Arc::new(AtomicBool::new(false));
+    let io = Watched {
+        stream,
+        read: 0,
+        preface: preface.clone(),
+    };
+    let activity = Arc::new(Activity::new());
+    let service = ConcurrencyLimit::new(
+        Tracked {
+            inner: service,
+            activity: activity.clone(),
+        },
+        settings.max_in_flight.max(1),
+    );
+    let mut conn = pin!(
+        settings
+            .http2
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+    );
+    let opened = Instant::now();
+    let mut draining = *drain.borrow();
+    let mut closing: Option<Instant> = None;
+    if draining {
+        return;
+    }
+    let far = || Instant::now() + Duration::from_secs(86_400);
+    loop {
+        let has_preface = preface.load(Ordering::Relaxed);
+        let wake = match closing {
+            Some(since) => since + CLOSE_GRACE,
+            None if !has_preface => opened + settings.handshake_timeout,
+            None => match (settings.idle_timeout, activity.idle_since()) {
+                (Some(idle), Some(since)) if !draining => since + idle,
+                _ => far(),
+            },
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                if !preface.load(Ordering::Relaxed) {
+                    return; // Not yet HTTP/2: nothing to finish, nothing to say.
+                }
+                conn.as_mut().graceful_shutdown();
+                if activity.idle_since().is_some() {
+                    closing = Some(Instant::now());
+                }
+            }
+            () = activity.idle.notified() => {}
+            () = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    if activity.idle_since().is_some() {
+                        tracing::debug!("connection cut: it did not close after GOAWAY");
+                        return;
+                    }
+                    // A call arrived before the client saw the GOAWAY: let it finish.
+                    closing = None;
+                    continue;
+                }
+                if !preface.load(Ordering::Relaxed) {
+                    if let Some(total) = settings.counters.handshake_timeouts.bump(1) {
+                        tracing::info!(total, timeout_ms = settings.handshake_timeout.as_millis() as u64,
+                            "closed a connection that sent no HTTP/2 preface in time");
+                    }
+                    return;
+                }
+                let idle_for = activity.idle_since().map(|since| since.elapsed());
+                if let (Some(idle), Some(idle_for)) = (settings.idle_timeout, idle_for) {
+                    if idle_for >= idle && !draining {
+                        if let Some(total) = settings.counters.idle_closed.bump(1) {
+                            tracing::debug!(total, "closing an idle connection");
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}
