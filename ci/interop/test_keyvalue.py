@@ -18,6 +18,7 @@ Plain unittest; the last line of output is `interop: N passed, M failed`, exit s
 case passed.
 """
 
+import json
 import os
 import random
 import secrets
@@ -519,7 +520,9 @@ class Auth(RpcAssertions, unittest.TestCase):
         base = {"sub": "prism-interop-test", "exp": now + 300, "prism": grants}
         for claim, other in (("iss", {"aud": AUDIENCE}), ("aud", {"iss": ISSUER})):
             for claims in ({**base, **other}, {**base, **other, claim: None}):
-                token = jwt.encode(claims, SECRET, algorithm="HS256")
+                # PyJWS signs the payload as given (PyJWT's encode refuses a null `iss`).
+                payload = json.dumps(claims).encode()
+                token = jwt.PyJWS().encode(payload, SECRET, algorithm="HS256")
                 self.assertUnauthenticated(auth_md(token), f"missing required claim `{claim}`")
 
     def test_wrong_audience_is_unauthenticated(self):

@@ -117,7 +117,7 @@ impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health")
             .field("name", &self.name)
-            .field("down", &self.down.load(Ordering::Relaxed))
+            .field("down", &self.down.load(Ordering::SeqCst))
             .finish_non_exhaustive()
     }
 }
@@ -137,7 +137,7 @@ impl Health {
 
     /// Whether the backend is known to be down.
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        self.down.load(Ordering::SeqCst)
     }
 
     /// Runs one backend call under the policy; `caller` is the caller's deadline, if any.
@@ -147,12 +147,18 @@ impl Health {
         call: impl Future<Output = StoreResult<T>>,
     ) -> Result<T, CallError> {
         if self.is_down() {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(down) = state.as_ref() {
-                return Err(CallError::Down {
+            let refused = {
+                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.as_ref().map(|down| CallError::Down {
                     for_ms: down.since.elapsed().as_millis() as u64,
                     reason: down.reason.clone(),
-                });
+                })
+            };
+            if let Some(refused) = refused {
+                // Costs one swap while the reconnect loop runs, and restarts it should it have
+                // ended: the down flag never outlives its loop.
+                self.check_soon();
+                return Err(refused);
             }
         }
         let own = Instant::now() + self.config.timeout();
@@ -201,7 +207,7 @@ impl Health {
                 reason,
             });
         }
-        self.down.store(true, Ordering::Relaxed);
+        self.down.store(true, Ordering::SeqCst);
     }
 
     fn mark_up(&self) {
@@ -209,13 +215,13 @@ impl Health {
         if let Some(down) = state.take() {
             tracing::info!(backend = %self.name, down_ms = down.since.elapsed().as_millis() as u64, "backend recovered");
         }
-        self.down.store(false, Ordering::Relaxed);
+        self.down.store(false, Ordering::SeqCst);
     }
 
     /// Starts the reconnect loop unless it runs: ping now, and every retry interval until the
     /// backend answers.
     fn check_soon(self: &Arc<Self>) {
-        if self.checking.swap(true, Ordering::AcqRel) {
+        if self.checking.swap(true, Ordering::SeqCst) {
             return;
         }
         let health = self.clone();
@@ -233,10 +239,10 @@ impl Health {
                     )),
                 }
                 if !health.is_down() {
-                    health.checking.store(false, Ordering::Release);
+                    health.checking.store(false, Ordering::SeqCst);
                     // A call may have marked the backend down between the ping and now: then
                     // this loop goes on, unless another one has started.
-                    if !health.is_down() || health.checking.swap(true, Ordering::AcqRel) {
+                    if !health.is_down() || health.checking.swap(true, Ordering::SeqCst) {
                         break;
                     }
                     continue;

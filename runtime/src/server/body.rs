@@ -35,12 +35,11 @@ impl Budget {
 
     /// Takes `n` bytes, or nothing when that would exceed the budget.
     fn try_take(&self, n: usize) -> bool {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > self.max {
-            self.used.fetch_sub(n, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
     }
 
     fn give_back(&self, n: usize) {

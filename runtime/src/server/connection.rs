@@ -168,30 +168,27 @@ where
     }
 }
 
-/// Counts each call on the connection's [`Activity`].
+/// Counts each call on the connection's [`Activity`] from the moment hyper accepts its stream
+/// (hyper calls the service synchronously there), before the call waits for a concurrency slot.
 #[derive(Clone)]
-struct Tracked<S> {
-    inner: S,
+struct Tracked<H> {
+    inner: H,
     activity: Arc<Activity>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<S, B> Service<http::Request<Incoming>> for Tracked<S>
+impl<H, B> hyper::service::Service<http::Request<Incoming>> for Tracked<H>
 where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>>,
-    S::Future: Send + 'static,
+    H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    H::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = http::Response<TrackedBody<B>>;
-    type Error = S::Error;
+    type Error = H::Error;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let call = self.activity.begin();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -253,18 +250,14 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
         preface: preface.clone(),
     };
     let activity = Arc::new(Activity::new());
-    let service = ConcurrencyLimit::new(
-        Tracked {
-            inner: service,
-            activity: activity.clone(),
-        },
-        settings.max_in_flight.max(1),
-    );
-    let mut conn = pin!(
-        settings
-            .http2
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
-    );
+    let service = Tracked {
+        inner: TowerToHyperService::new(ConcurrencyLimit::new(
+            service,
+            settings.max_in_flight.max(1),
+        )),
+        activity: activity.clone(),
+    };
+    let mut conn = pin!(settings.http2.serve_connection(TokioIo::new(io), service));
     let opened = Instant::now();
     let mut draining = *drain.borrow();
     let mut closing: Option<Instant> = None;
@@ -276,7 +269,15 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
         let has_preface = preface.load(Ordering::Relaxed);
         let wake = match closing {
             Some(since) => since + CLOSE_GRACE,
-            None if !has_preface => opened + settings.handshake_timeout,
+            // Until the preface: the handshake deadline, or the idle one if that comes first
+            // (and has not passed yet).
+            None if !has_preface => {
+                let handshake = opened + settings.handshake_timeout;
+                match settings.idle_timeout.map(|idle| opened + idle) {
+                    Some(idle) if idle < handshake && idle > Instant::now() => idle,
+                    _ => handshake,
+                }
+            }
             None => match (settings.idle_timeout, activity.idle_since()) {
                 (Some(idle), Some(since)) if !draining => since + idle,
                 _ => far(),
@@ -299,7 +300,12 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
                     closing = Some(Instant::now());
                 }
             }
-            () = activity.idle.notified() => {}
+            () = activity.idle.notified() => {
+                // The last call of a draining connection ended: it gets the same grace to close.
+                if draining && closing.is_none() && activity.idle_since().is_some() {
+                    closing = Some(Instant::now());
+                }
+            }
             () = tokio::time::sleep_until(wake) => {
                 if closing.is_some() {
                     if activity.idle_since().is_some() {
@@ -311,6 +317,9 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
                     continue;
                 }
                 if !preface.load(Ordering::Relaxed) {
+                    if opened.elapsed() < settings.handshake_timeout {
+                        continue;
+                    }
                     if let Some(total) = settings.counters.handshake_timeouts.bump(1) {
                         tracing::info!(total, timeout_ms = settings.handshake_timeout.as_millis() as u64,
                             "closed a connection that sent no HTTP/2 preface in time");

@@ -60,6 +60,7 @@ pub async fn run<S: ConnectionService<B>, B: ResponseBody>(
                 match accepted {
                     Ok((stream, peer)) => {
                         backoff = FIRST_BACKOFF;
+                        while connections.try_join_next().is_some() {}
                         if connections.len() >= max_connections {
                             if let Some(total) = counters.connections_refused.bump(1) {
                                 tracing::warn!(%peer, max_connections, total,

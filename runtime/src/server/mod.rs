@@ -38,12 +38,16 @@ use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tower::ServiceBuilder;
 
+/// How long closing the backends may take after the drain.
+const BACKEND_CLOSE_BOUND: Duration = Duration::from_secs(5);
+
 /// The HTTP/2 header list size the transport accepts, far above `server.max_header_bytes`: a call
 /// over the configured limit but under this one is answered per stream with RESOURCE_EXHAUSTED by
 /// the guard, and the connection's other calls go on. Above it hyper answers 431 (one frame) or
-/// closes the connection (a header block spread over many frames).
+/// closes the connection (a header block spread over many frames). Decoded headers are held only
+/// until the guard refuses them, so the price is transient.
 fn transport_header_bytes(max_header_bytes: u32) -> u32 {
-    max_header_bytes.saturating_mul(4).max(4 * 1024 * 1024)
+    max_header_bytes.saturating_mul(4).max(2 * 1024 * 1024)
 }
 
 /// Largest HTTP/2 DATA frame a client may send: 256 KiB instead of HTTP/2's 16 KiB, so a large value
@@ -225,7 +229,17 @@ impl Proxy {
             shutdown,
         )
         .await;
-        self.router.close().await;
+        // A pool waits for connections still checked out, which a frozen backend may never
+        // return: the close is bounded like the drain.
+        if tokio::time::timeout(BACKEND_CLOSE_BOUND, self.router.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                bound_ms = BACKEND_CLOSE_BOUND.as_millis() as u64,
+                "backends did not close in time; exiting anyway"
+            );
+        }
         tracing::info!("proxy stopped");
         Ok(())
     }

@@ -24,6 +24,9 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
@@ -129,7 +132,7 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map(|d| Instant::now() + d);
+            .and_then(|d| Instant::now().checked_add(d));
         let settings = &self.settings;
         let single = single_request_message(request.uri().path());
         let mut request = request.map(|body| {
@@ -188,6 +191,7 @@ mod tests {
     #[case("123456789S", None)]
     #[case("S", None)]
     #[case("10x", None)]
+    #[case("+5S", None)]
     fn grpc_timeouts(#[case] value: &str, #[case] expected: Option<Duration>) {
         assert_eq!(parse_grpc_timeout(value), expected);
     }
