@@ -37,6 +37,16 @@ fn networked_example_config_loads() {
     assert_eq!(config.backends["cache"].kind(), "redis");
     assert_eq!(config.backends["db"].kind(), "postgres");
     assert_eq!(config.namespaces.len(), 3);
+    assert_eq!(
+        config.server,
+        prism_runtime::config::ServerLimits::default(),
+        "the example's server block shows the defaults"
+    );
+    assert_eq!(
+        config.backend_calls,
+        prism_runtime::backends::health::BackendCallConfig::default(),
+        "the example's backend_calls block shows the defaults"
+    );
 }
 
 #[test]
@@ -53,6 +63,14 @@ fn listen_defaults_to_8980() {
 #[case::unknown_top_level_key(
     "listen: 127.0.0.1:1\nbackendz: {}\n",
     "t.yaml:2:1: unknown field `backendz`"
+)]
+#[case::unknown_server_key(
+    "server:\n  drain_timeout: 5\n",
+    "t.yaml:2:3: unknown field `drain_timeout`"
+)]
+#[case::unknown_backend_calls_key(
+    "backend_calls: { timeout: 5 }\n",
+    "t.yaml:1:18: unknown field `timeout`"
 )]
 #[case::unknown_namespace_key(
     "backends: { m: { type: memstore } }\nnamespaces:\n  a: { pattern: keyvalue, backend: m, color: red }\n",
