@@ -108,6 +108,7 @@ pub struct Health {
     name: String,
     config: BackendCallConfig,
     ping: Arc<dyn Ping>,
+    /// `state.is_some()`, readable without the lock: every backend call reads it.
     down: AtomicBool,
     state: Mutex<Option<Down>>,
     checking: AtomicBool,
@@ -231,24 +232,21 @@ impl Health {
             loop {
                 let answer = tokio::time::timeout(ping_timeout, health.ping.ping()).await;
                 match answer {
-                    Ok(Ok(())) => health.mark_up(),
+                    Ok(Ok(())) => {
+                        health.mark_up();
+                        break;
+                    }
                     Ok(Err(e)) => health.note_down(e.to_string()),
                     Err(_) => health.note_down(format!(
                         "no answer to a ping within {} ms",
                         ping_timeout.as_millis()
                     )),
                 }
-                if !health.is_down() {
-                    health.checking.store(false, Ordering::SeqCst);
-                    // A call may have marked the backend down between the ping and now: then
-                    // this loop goes on, unless another one has started.
-                    if !health.is_down() || health.checking.swap(true, Ordering::SeqCst) {
-                        break;
-                    }
-                    continue;
-                }
                 tokio::time::sleep(every).await;
             }
+            // A call that marks the backend down after this point, or finds it down, starts the
+            // loop again (`call` checks on its fast-fail path too).
+            health.checking.store(false, Ordering::SeqCst);
         });
     }
 }

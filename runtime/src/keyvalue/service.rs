@@ -115,9 +115,9 @@ impl KeyValue for KeyValueService {
         request: Request<pb::SetRequest>,
     ) -> Result<Response<pb::SetResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBasic)?;
-        let route = call.route.clone();
+        let route = &call.route;
         // Capabilities first: a namespace without them refuses the call whatever its arguments.
-        require_ttl(&route, r.ttl_ms)?;
+        require_ttl(route, r.ttl_ms)?;
         if r.if_absent || r.if_version.is_some() {
             route.require(Capability::KvCas)?;
         }
@@ -139,7 +139,7 @@ impl KeyValue for KeyValueService {
             Some(condition) => {
                 let cas = store
                     .cas()
-                    .ok_or_else(|| unimplemented(&route, Capability::KvCas))?;
+                    .ok_or_else(|| unimplemented(route, Capability::KvCas))?;
                 call.backend(cas.set_if(&route.name, &r.key, r.value, ttl, condition))
                     .await?
             }
@@ -156,7 +156,7 @@ impl KeyValue for KeyValueService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBasic)?;
-        let route = call.route.clone();
+        let route = &call.route;
         validate::key("key", &r.key, &route.limits)?;
         let entry = call
             .backend(route.backend.keyvalue.get(&route.name, &r.key))
@@ -169,7 +169,7 @@ impl KeyValue for KeyValueService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBasic)?;
-        let route = call.route.clone();
+        let route = &call.route;
         validate::key("key", &r.key, &route.limits)?;
         let deleted = call
             .backend(route.backend.keyvalue.delete(&route.name, &r.key))
@@ -182,7 +182,7 @@ impl KeyValue for KeyValueService {
         request: Request<pb::ExistsRequest>,
     ) -> Result<Response<pb::ExistsResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBasic)?;
-        let route = call.route.clone();
+        let route = &call.route;
         validate::key("key", &r.key, &route.limits)?;
         let exists = call
             .backend(route.backend.keyvalue.exists(&route.name, &r.key))
@@ -195,12 +195,12 @@ impl KeyValue for KeyValueService {
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
         let (call, r) = routed(request, Capability::KvScan)?;
-        let route = call.route.clone();
+        let route = &call.route;
         let scan = route
             .backend
             .keyvalue
             .scan()
-            .ok_or_else(|| unimplemented(&route, Capability::KvScan))?;
+            .ok_or_else(|| unimplemented(route, Capability::KvScan))?;
         if r.prefix.len() > route.limits.max_key_bytes {
             return Err(Status::invalid_argument(format!(
                 "prefix is {} bytes, over the limit max_key_bytes = {}",
@@ -255,12 +255,12 @@ impl KeyValue for KeyValueService {
         request: Request<pb::BatchSetRequest>,
     ) -> Result<Response<pb::BatchSetResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBatch)?;
-        let route = call.route.clone();
+        let route = &call.route;
         let batch = route
             .backend
             .keyvalue
             .batch()
-            .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+            .ok_or_else(|| unimplemented(route, Capability::KvBatch))?;
         if r.entries.iter().any(|e| e.ttl_ms > 0) {
             route.require(Capability::KvTtl)?;
         }
@@ -284,12 +284,12 @@ impl KeyValue for KeyValueService {
         request: Request<pb::BatchGetRequest>,
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBatch)?;
-        let route = call.route.clone();
+        let route = &call.route;
         let batch = route
             .backend
             .keyvalue
             .batch()
-            .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+            .ok_or_else(|| unimplemented(route, Capability::KvBatch))?;
         validate::batch_len("keys", r.keys.len(), &route.limits)?;
         for (i, k) in r.keys.iter().enumerate() {
             validate::key(&format!("keys[{i}]"), k, &route.limits)?;
@@ -315,12 +315,12 @@ impl KeyValue for KeyValueService {
         request: Request<pb::BatchDeleteRequest>,
     ) -> Result<Response<pb::BatchDeleteResponse>, Status> {
         let (call, r) = routed(request, Capability::KvBatch)?;
-        let route = call.route.clone();
+        let route = &call.route;
         let batch = route
             .backend
             .keyvalue
             .batch()
-            .ok_or_else(|| unimplemented(&route, Capability::KvBatch))?;
+            .ok_or_else(|| unimplemented(route, Capability::KvBatch))?;
         validate::batch_len("keys", r.keys.len(), &route.limits)?;
         for (i, k) in r.keys.iter().enumerate() {
             validate::key(&format!("keys[{i}]"), k, &route.limits)?;
@@ -336,12 +336,12 @@ impl KeyValue for KeyValueService {
         request: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
         let (call, r) = routed(request, Capability::KvTtl)?;
-        let route = call.route.clone();
+        let route = &call.route;
         let ttl = route
             .backend
             .keyvalue
             .ttl()
-            .ok_or_else(|| unimplemented(&route, Capability::KvTtl))?;
+            .ok_or_else(|| unimplemented(route, Capability::KvTtl))?;
         validate::key("key", &r.key, &route.limits)?;
         let updated = call
             .backend(ttl.expire(&route.name, &r.key, validate::ttl("ttl_ms", r.ttl_ms)?))

@@ -54,12 +54,12 @@ pub async fn run<S: ConnectionService<B>, B: ResponseBody>(
         };
         tokio::select! {
             () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = accept => {
                 paused_until = None;
                 match accepted {
                     Ok((stream, peer)) => {
                         backoff = FIRST_BACKOFF;
+                        // Finished connections are reaped here, where their count matters.
                         while connections.try_join_next().is_some() {}
                         if connections.len() >= max_connections {
                             if let Some(total) = counters.connections_refused.bump(1) {

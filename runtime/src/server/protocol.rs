@@ -46,14 +46,13 @@ fn single_request_message(path: &str) -> bool {
 }
 
 fn is_grpc(content_type: Option<&http::HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(value) = content_type.map(http::HeaderValue::as_bytes) else {
         return false;
     };
-    let value = value.to_ascii_lowercase();
-    match value.strip_prefix("application/grpc") {
-        Some(rest) => rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'),
-        None => false,
-    }
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
 /// Settings the protocol layer applies to each call.
