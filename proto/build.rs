@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(
             &[
                 "prism/keyvalue/v1/keyvalue.proto",
+                "prism/pubsub/v1/pubsub.proto",
+                "prism/queue/v1/queue.proto",
                 "prism/admin/v1/admin.proto",
             ],
             &["."],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop check: a Python gRPC client generated only from proto/prism/**/*.proto talks to the real
-# prism-proxy binary (memstore and sqlite namespaces) with authentication on (auth.mode jwt, HS256),
+# prism-proxy binary (KeyValue on memstore and sqlite, PubSub and Queue on memstore) with authentication on (auth.mode jwt, HS256),
 # then the proxy must stop gracefully on SIGTERM. The client mints its own tokens with PyJWT from the
 # same random secret the proxy reads from its secret_file.
 #
@@ -103,8 +103,10 @@ backends:
   mem:  { type: memstore }
   lite: { type: sqlite, path: "$WORK/interop.db" }
 namespaces:
-  interop-mem:  { pattern: keyvalue, backend: mem }
-  interop-lite: { pattern: keyvalue, backend: lite }
+  interop-mem:    { pattern: keyvalue, backend: mem }
+  interop-lite:   { pattern: keyvalue, backend: lite }
+  interop-events: { pattern: pubsub, backend: mem }
+  interop-jobs:   { pattern: queue, backend: mem }
 EOF
 
 # 6. Start the proxy and wait until the port answers.
@@ -129,16 +131,17 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
 done
 
 # 7. The Python client, minting its tokens from the same secret.
-log "running ci/interop/test_keyvalue.py"
+log "running ci/interop/test_interop.py"
 test_rc=0
 PRISM_INTEROP_TARGET="127.0.0.1:$PORT" \
     PRISM_INTEROP_STUBS="$WORK/stubs" \
     PRISM_INTEROP_NAMESPACES="interop-mem=memstore,interop-lite=sqlite" \
+    PRISM_INTEROP_PUBSUB=interop-events PRISM_INTEROP_QUEUE=interop-jobs \
     PRISM_INTEROP_SECRET_FILE="$SECRET_FILE" \
     PRISM_INTEROP_ISSUER="$AUTH_ISSUER" \
     PRISM_INTEROP_AUDIENCE="$AUTH_AUDIENCE" \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    "$VENV/bin/python" ci/interop/test_keyvalue.py &
+    "$VENV/bin/python" ci/interop/test_interop.py &
 TEST_PID=$! # in the background so that a signal to this script is handled at once by the traps
 wait "$TEST_PID" || test_rc=$?
 TEST_PID=""

@@ -36,6 +36,15 @@ pub enum EventKind {
         /// Its result.
         case: Box<CaseReport>,
     },
+    /// A long step of a running case reports how far it is.
+    Progress {
+        /// Its suite.
+        suite: SuiteKey,
+        /// The scenario.
+        scenario: String,
+        /// How far, e.g. `receive from c1: 4200/10000 after 5s`.
+        message: String,
+    },
     /// The run is over.
     RunFinished(Box<RunReport>),
 }

@@ -3,7 +3,7 @@
 use prism_conform::scenario::model::{NamespaceRef, Op, Rel, StepKind, ValueSpec};
 use prism_conform::scenario::parse_scenario;
 use prism_conform::scenario::print::print_scenario;
-use prism_runtime::capability::Capability;
+use prism_runtime::patterns::capability::Capability;
 use rstest::rstest;
 use std::path::Path;
 use std::time::Duration;
@@ -93,7 +93,7 @@ const HEAD: &str =
 #[rstest]
 #[case::unknown_step(
     "  - expire_in: { key: \"${prefix}a\" }\n",
-    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, sleep, eventually, repeat, parallel)"
+    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel)"
 )]
 #[case::unknown_arg(
     "  - get: { key: \"${prefix}a\", keyy: 1 }\n",
@@ -148,10 +148,10 @@ fn every_error_in_a_file_is_reported_at_once() {
     assert_eq!(
         all,
         [
-            "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue)",
+            "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue, pubsub, queue)",
             "s.yaml:4:28: `requires` lists keyvalue.scan, but no step uses it (remove it)",
             "s.yaml:6:31: unknown key 'x' in get (expected one of: key)",
-            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, sleep, eventually, repeat, parallel)",
+            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel)",
         ]
     );
 }
@@ -189,4 +189,55 @@ fn the_whole_corpus_parses_and_round_trips() {
             .unwrap_or_else(|e| panic!("{}: {e:?}\n{printed}", s.file.display()));
         assert_eq!(print_scenario(&again), printed, "{}", s.file.display());
     }
+}
+
+const QUEUE_HEAD: &str = "name: n\ndescription: d\npattern: queue\nrequires: [queue.basic]\nsteps:\n  - consume: { queue: \"${prefix}q\", as: c }\n";
+
+#[rstest]
+#[case::unknown_handle(
+    "  - receive: { from: d, count: 1, within: 1s }\n",
+    "s.yaml:7:22: unknown handle 'd' (open it first with `subscribe` or `consume` and `as: d`; known: c)"
+)]
+#[case::payload_count_mismatch(
+    "  - receive: { from: c, count: 2, within: 1s }\n    expect: { payloads: [a] }\n",
+    "s.yaml:8:25: payloads lists 1 values but count is 2"
+)]
+#[case::unknown_order(
+    "  - receive: { from: c, count: 1, within: 1s, order: sorted }\n",
+    "s.yaml:7:54: unknown order 'sorted' (expected one of: strict, any)"
+)]
+#[case::ack_of_an_unknown_handle("  - ack: { from: nope }\n", "s.yaml:7:18: unknown handle 'nope'")]
+#[case::undeclared_property(
+    "  - receive: { from: c, count: 1, within: 1s, order: strict }\n",
+    "s.yaml:7:5: this step uses queue.ordered, which is not in `requires` (add it)"
+)]
+#[case::unprefixed_queue(
+    "  - enqueue: { queue: jobs, payload: x }\n",
+    "s.yaml:7:23: queue \"jobs\" must start with ${prefix}"
+)]
+fn messaging_mistakes_are_located(#[case] steps: &str, #[case] expected: &str) {
+    let all = errors(&format!("{QUEUE_HEAD}{steps}"));
+    assert!(
+        all.iter().any(|e| e.starts_with(expected)),
+        "no error starts with {expected:?}; got {all:#?}"
+    );
+}
+
+#[test]
+fn a_step_of_another_pattern_is_located() {
+    let all = errors(&format!(
+        "{QUEUE_HEAD}  - publish: {{ topic: \"${{prefix}}t\" }}\n  - get: {{ key: \"${{prefix}}k\" }}\n"
+    ));
+    assert!(
+        all.contains(
+            &"s.yaml:7:5: publish is a pubsub step; this scenario's pattern is queue".to_string()
+        ),
+        "{all:#?}"
+    );
+    assert!(
+        all.contains(
+            &"s.yaml:8:5: get is a keyvalue step; this scenario's pattern is queue".to_string()
+        ),
+        "{all:#?}"
+    );
 }

@@ -4,7 +4,7 @@
 use prism_conform::scenario::model::*;
 use prism_conform::scenario::parse_scenario;
 use prism_conform::scenario::print::print_scenario;
-use prism_runtime::capability::Capability;
+use prism_runtime::patterns::capability::Capability;
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -181,6 +181,13 @@ fn used(steps: &[Step], out: &mut Vec<Capability>) {
         match &s.kind {
             StepKind::Op(o) => {
                 for c in o.op.needs() {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+            StepKind::Msg(m) => {
+                for c in m.needs() {
                     if !out.contains(&c) {
                         out.push(c);
                     }

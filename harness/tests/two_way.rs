@@ -9,7 +9,7 @@ use prism_conform::scenario::Scenario;
 use prism_conform::scenario::load::{find_files, load_corpus};
 use prism_proto::client::PrismClient;
 use prism_runtime::backends::BackendConfig;
-use prism_runtime::capability::Capability;
+use prism_runtime::patterns::capability::Capability;
 use std::path::Path;
 use std::sync::Arc;
 

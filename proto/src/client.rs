@@ -14,6 +14,8 @@
 
 use crate::admin::v1::admin_client::AdminClient;
 use crate::keyvalue::v1::key_value_client::KeyValueClient;
+use crate::pubsub::v1::pub_sub_client::PubSubClient;
+use crate::queue::v1::queue_client::QueueClient;
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, NAMESPACE_HEADER};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -108,10 +110,30 @@ pub struct NamespaceClient {
 /// The KeyValue client type a [`NamespaceClient`] hands out.
 pub type KeyValue = KeyValueClient<InterceptedService<Channel, CallMetadata>>;
 
+/// The PubSub client type a [`NamespaceClient`] hands out.
+pub type PubSub = PubSubClient<InterceptedService<Channel, CallMetadata>>;
+
+/// The Queue client type a [`NamespaceClient`] hands out.
+pub type Queue = QueueClient<InterceptedService<Channel, CallMetadata>>;
+
 impl NamespaceClient {
     /// The KeyValue pattern API for this namespace.
     pub fn keyvalue(&self) -> KeyValue {
         KeyValueClient::with_interceptor(self.channel.clone(), self.metadata.clone())
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// The PubSub pattern API for this namespace.
+    pub fn pubsub(&self) -> PubSub {
+        PubSubClient::with_interceptor(self.channel.clone(), self.metadata.clone())
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// The Queue pattern API for this namespace.
+    pub fn queue(&self) -> Queue {
+        QueueClient::with_interceptor(self.channel.clone(), self.metadata.clone())
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
     }

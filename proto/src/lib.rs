@@ -12,6 +12,22 @@ pub mod keyvalue {
     }
 }
 
+/// The PubSub pattern API.
+pub mod pubsub {
+    /// Version 1 of the PubSub API.
+    pub mod v1 {
+        tonic::include_proto!("prism.pubsub.v1");
+    }
+}
+
+/// The Queue pattern API.
+pub mod queue {
+    /// Version 1 of the Queue API.
+    pub mod v1 {
+        tonic::include_proto!("prism.queue.v1");
+    }
+}
+
 /// The Admin API: capabilities and namespaces.
 pub mod admin {
     /// Version 1 of the Admin API.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use prism_runtime::backends::memstore::MemStore;
 use prism_runtime::config::ProxyConfig;
-use prism_runtime::keyvalue::store::KvBasic;
+use prism_runtime::patterns::keyvalue::store::KvBasic;
 use prism_runtime::router::Router;
 use std::hint::black_box;
 use std::path::Path;

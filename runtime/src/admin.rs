@@ -35,7 +35,7 @@ fn info(route: &NamespaceRoute) -> pb::NamespaceInfo {
         name: route.name.clone(),
         pattern: route.pattern.name().into(),
         backend: route.backend_name.clone(),
-        backend_kind: route.backend.keyvalue.kind().into(),
+        backend_kind: route.backend.kind.into(),
     }
 }
 
@@ -67,7 +67,7 @@ impl Admin for AdminService {
             namespace: route.name.clone(),
             pattern: route.pattern.name().into(),
             backend: route.backend_name.clone(),
-            backend_kind: route.backend.keyvalue.kind().into(),
+            backend_kind: route.backend.kind.into(),
             capabilities: route
                 .capabilities
                 .iter()

@@ -4,8 +4,9 @@
 use crate::auth::config::AuthConfig;
 use crate::backends::BackendConfig;
 use crate::backends::health::BackendCallConfig;
-use crate::capability::Capability;
 use crate::limits::{Limits, LimitsConfig};
+use crate::patterns::Pattern;
+use crate::patterns::capability::Capability;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,9 +57,14 @@ pub struct ServerLimits {
     /// Largest HTTP/2 header list, in bytes (default 16 KiB).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: u32,
-    /// Most concurrent streams (calls) one connection may open (default 256).
+    /// Most concurrent unary calls one connection may open as HTTP/2 streams (default 256).
     #[serde(default = "default_max_streams")]
     pub max_streams_per_connection: u32,
+    /// Most Subscribe and Consume streams open at once on one connection (default 256); they have
+    /// this budget beside `max_streams_per_connection`, so streams never starve unary calls. One
+    /// more is refused with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_streams")]
+    pub max_stream_calls_per_connection: u32,
     /// Most calls served at once per connection; more wait their turn (default 256).
     #[serde(default = "default_max_streams_usize")]
     pub max_in_flight_per_connection: usize,
@@ -142,6 +148,7 @@ impl Default for ServerLimits {
             max_headers: default_max_headers(),
             max_header_bytes: default_max_header_bytes(),
             max_streams_per_connection: default_max_streams(),
+            max_stream_calls_per_connection: default_max_streams(),
             max_in_flight_per_connection: default_max_streams_usize(),
             worker_threads: 0,
             max_connections: default_max_connections(),
@@ -152,23 +159,6 @@ impl Default for ServerLimits {
             drain_timeout_ms: default_drain_ms(),
             max_buffered_request_bytes: default_buffered_bytes(),
             request_body_timeout_ms: default_body_ms(),
-        }
-    }
-}
-
-/// Which pattern API a namespace serves.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Pattern {
-    /// `prism.keyvalue.v1.KeyValue`.
-    Keyvalue,
-}
-
-impl Pattern {
-    /// The pattern's name as used in configs, scenarios and the Admin API.
-    pub fn name(self) -> &'static str {
-        match self {
-            Pattern::Keyvalue => "keyvalue",
         }
     }
 }
@@ -213,14 +203,59 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// The config parses but is inconsistent (e.g. a namespace names a missing backend).
-    #[error("{path}: {message}")]
+    /// The config parses but is inconsistent (e.g. a namespace names a missing backend); one line
+    /// per problem, located where the config says where.
+    #[error("{}", problems.iter().map(|p| p.render(path)).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The config path.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// What is wrong, all of it.
+        problems: Vec<Problem>,
     },
+}
+
+/// One inconsistency in a config, with its place when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column of the offending value, when known.
+    pub at: Option<(u64, u64)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            at: None,
+            message: message.into(),
+        }
+    }
+
+    /// `path:line:column: message`, or `path: message` without a place.
+    pub fn render(&self, path: &Path) -> String {
+        match self.at {
+            Some((line, column)) => format!("{}:{line}:{column}: {}", path.display(), self.message),
+            None => format!("{}: {}", path.display(), self.message),
+        }
+    }
+}
+
+/// Where the values of each namespace are written, read again only to place a problem.
+#[derive(Deserialize)]
+struct Places {
+    #[serde(default)]
+    namespaces: BTreeMap<String, NamespacePlaces>,
+}
+
+#[derive(Deserialize)]
+struct NamespacePlaces {
+    pattern: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    disable: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+}
+
+fn place(location: serde_saphyr::Location) -> Option<(u64, u64)> {
+    (location.line() > 0).then(|| (location.line(), location.column()))
 }
 
 impl ProxyConfig {
@@ -245,52 +280,87 @@ impl ProxyConfig {
                     message: yaml_message(&e),
                 }
             })?;
-        config.validate(path)?;
-        Ok(config)
+        let problems = config.problems(text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let mut problems = self.auth.problems();
+    /// Every inconsistency; `text` is the YAML it came from, read again to place them.
+    fn problems(&self, text: &str) -> Vec<Problem> {
+        let places: Option<Places> = serde_saphyr::from_str_with_options(text, yaml_options()).ok();
+        let ns_places = |name: &str| places.as_ref().and_then(|p| p.namespaces.get(name));
+        let mut problems: Vec<Problem> =
+            self.auth.problems().into_iter().map(Problem::new).collect();
         if self.namespaces.is_empty() {
-            problems.push("no namespaces configured (add at least one under `namespaces:`)".into());
+            problems.push(Problem::new(
+                "no namespaces configured (add at least one under `namespaces:`)",
+            ));
         }
         for (name, ns) in &self.namespaces {
-            if !self.backends.contains_key(&ns.backend) {
-                let known: Vec<_> = self.backends.keys().map(String::as_str).collect();
-                problems.push(format!(
-                    "namespace '{name}' uses backend '{}', which is not defined (defined: {})",
-                    ns.backend,
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ));
+            let places = ns_places(name);
+            match self.backends.get(&ns.backend) {
+                None => {
+                    let known: Vec<_> = self.backends.keys().map(String::as_str).collect();
+                    problems.push(Problem::new(format!(
+                        "namespace '{name}' uses backend '{}', which is not defined (defined: {})",
+                        ns.backend,
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+                Some(backend) if !backend.patterns().contains(&ns.pattern) => {
+                    problems.push(Problem {
+                        at: places.and_then(|p| p.pattern.as_ref()).and_then(|s| place(s.referenced)),
+                        message: format!(
+                            "namespace '{name}' serves the {} pattern, which backend '{}' (type {}) does not offer (it offers: {})",
+                            ns.pattern.name(),
+                            ns.backend,
+                            backend.kind(),
+                            backend.patterns().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+            for (i, capability) in ns.disable.iter().enumerate() {
+                if capability.pattern() != ns.pattern {
+                    problems.push(Problem {
+                        at: places.and_then(|p| p.disable.get(i)).and_then(|s| place(s.referenced)),
+                        message: format!(
+                            "namespace '{name}' disables {capability}, a capability of the {} pattern; this namespace serves {} (its capabilities: {})",
+                            capability.pattern().name(),
+                            ns.pattern.name(),
+                            ns.pattern.capabilities().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
             }
             if !is_identifier(name) {
-                problems.push(format!(
+                problems.push(Problem::new(format!(
                     "namespace name {name:?} must be letters, digits, '.', '_' or '-', starting with a letter or digit (it travels as gRPC metadata and prefixes backend keys)"
-                ));
+                )));
             }
         }
         for (name, backend) in &self.backends {
             if let BackendConfig::Redis(r) = backend {
                 if !is_identifier(&r.key_prefix) {
-                    problems.push(format!(
+                    problems.push(Problem::new(format!(
                         "backend '{name}': key_prefix {:?} must be letters, digits, '.', '_' or '-'",
                         r.key_prefix
-                    ));
+                    )));
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                message: problems.join("; "),
-            })
-        }
+        problems
     }
 
     /// Resolved limits of a namespace.

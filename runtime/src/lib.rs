@@ -1,16 +1,17 @@
 //! The Prism runtime: proxy configuration, namespace router, pattern services and backend adapters.
 //!
-//! A call flows `tonic server → layers (namespace resolution; later auth, limits, metrics) →
-//! pattern service → capability check → backend adapter`. [`server::Proxy`] wires it together.
+//! A call flows `server (transport, protocol checks) → guard (auth) → namespace resolution →
+//! pattern service → capability check → backend adapter`. [`patterns`] holds the registry of
+//! patterns and each pattern's adapter traits and service; [`backends`] holds each backend's bundle
+//! of adapters; [`server::Proxy`] wires it together.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod auth;
 pub mod backends;
-pub mod capability;
 pub mod config;
-pub mod keyvalue;
 pub mod limits;
+pub mod patterns;
 pub mod router;
 pub mod secret;
 pub mod server;

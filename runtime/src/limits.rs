@@ -1,4 +1,4 @@
-//! Per-namespace request limits and their defaults.
+//! Per-namespace request limits and their defaults, for every pattern.
 
 use serde::Deserialize;
 
@@ -13,6 +13,18 @@ pub struct Limits {
     pub max_batch_size: usize,
     /// Largest Scan page (a larger `limit` is RESOURCE_EXHAUSTED).
     pub max_scan_page: usize,
+    /// Longest topic, queue or group name, in bytes (longer is INVALID_ARGUMENT).
+    pub max_name_bytes: usize,
+    /// Most headers on one message (more is RESOURCE_EXHAUSTED).
+    pub max_message_headers: usize,
+    /// Most bytes of header keys and values on one message (more is RESOURCE_EXHAUSTED).
+    pub max_message_header_bytes: usize,
+    /// Most live Subscribe and Consume streams in the namespace (more is RESOURCE_EXHAUSTED).
+    pub max_streams: usize,
+    /// Messages a subscriber's buffer holds; when it is full, later messages are dropped and counted.
+    pub subscriber_buffer: usize,
+    /// Deliveries of one message to one group before it moves to `<queue>.dlq`.
+    pub max_attempts: u32,
 }
 
 impl Default for Limits {
@@ -22,6 +34,12 @@ impl Default for Limits {
             max_value_bytes: 4 * 1024 * 1024,
             max_batch_size: 1000,
             max_scan_page: 1000,
+            max_name_bytes: 255,
+            max_message_headers: 64,
+            max_message_header_bytes: 16 * 1024,
+            max_streams: 1024,
+            subscriber_buffer: 1024,
+            max_attempts: 5,
         }
     }
 }
@@ -51,6 +69,18 @@ pub struct LimitsConfig {
     pub max_batch_size: Option<usize>,
     /// See [`Limits::max_scan_page`].
     pub max_scan_page: Option<usize>,
+    /// See [`Limits::max_name_bytes`].
+    pub max_name_bytes: Option<usize>,
+    /// See [`Limits::max_message_headers`].
+    pub max_message_headers: Option<usize>,
+    /// See [`Limits::max_message_header_bytes`].
+    pub max_message_header_bytes: Option<usize>,
+    /// See [`Limits::max_streams`].
+    pub max_streams: Option<usize>,
+    /// See [`Limits::subscriber_buffer`].
+    pub subscriber_buffer: Option<usize>,
+    /// See [`Limits::max_attempts`].
+    pub max_attempts: Option<u32>,
 }
 
 impl LimitsConfig {
@@ -61,6 +91,17 @@ impl LimitsConfig {
             max_value_bytes: self.max_value_bytes.unwrap_or(base.max_value_bytes),
             max_batch_size: self.max_batch_size.unwrap_or(base.max_batch_size),
             max_scan_page: self.max_scan_page.unwrap_or(base.max_scan_page),
+            max_name_bytes: self.max_name_bytes.unwrap_or(base.max_name_bytes),
+            max_message_headers: self.max_message_headers.unwrap_or(base.max_message_headers),
+            max_message_header_bytes: self
+                .max_message_header_bytes
+                .unwrap_or(base.max_message_header_bytes),
+            max_streams: self.max_streams.unwrap_or(base.max_streams),
+            subscriber_buffer: self
+                .subscriber_buffer
+                .unwrap_or(base.subscriber_buffer)
+                .max(1),
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts).max(1),
         }
     }
 }

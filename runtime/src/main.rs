@@ -97,7 +97,7 @@ async fn serve(config: ProxyConfig, listen: Option<std::net::SocketAddr>) -> any
             namespace = %route.name,
             pattern = route.pattern.name(),
             backend = %route.backend_name,
-            kind = route.backend.keyvalue.kind(),
+            kind = route.backend.kind,
             "namespace ready"
         );
     }

@@ -3,9 +3,12 @@
 //! [`NamespaceRoute`] to the request, so services never parse metadata themselves.
 
 use crate::backends::{self, Backend, OpenError};
-use crate::capability::Capability;
-use crate::config::{Pattern, ProxyConfig};
+use crate::config::ProxyConfig;
 use crate::limits::Limits;
+use crate::patterns::Pattern;
+use crate::patterns::capability::Capability;
+use crate::patterns::keyvalue::store::KvStore;
+use crate::patterns::stream::StreamCount;
 use prism_proto::NAMESPACE_HEADER;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +30,8 @@ pub struct NamespaceRoute {
     pub capabilities: Vec<Capability>,
     /// Resolved limits.
     pub limits: Limits,
+    /// Live Subscribe and Consume streams, against `limits.max_streams`.
+    pub streams: StreamCount,
 }
 
 impl NamespaceRoute {
@@ -39,7 +44,7 @@ impl NamespaceRoute {
                 "capability {capability} is not offered by namespace '{}' (backend '{}', kind {}); offered: {}",
                 self.name,
                 self.backend_name,
-                self.backend.keyvalue.kind(),
+                self.backend.kind,
                 self.capabilities
                     .iter()
                     .map(|c| c.name())
@@ -47,6 +52,18 @@ impl NamespaceRoute {
                     .join(", ")
             )))
         }
+    }
+}
+
+impl NamespaceRoute {
+    /// The KeyValue adapter (every KeyValue namespace has one: the config checks its backend).
+    pub fn keyvalue(&self) -> Result<&dyn KvStore, Status> {
+        self.backend.keyvalue.as_deref().ok_or_else(|| {
+            Status::unimplemented(format!(
+                "backend '{}' (kind {}) offers no KeyValue",
+                self.backend_name, self.backend.kind
+            ))
+        })
     }
 }
 
@@ -73,8 +90,7 @@ impl Router {
                 continue; // ProxyConfig::validate has already rejected unknown backends.
             };
             let capabilities = backend
-                .keyvalue
-                .capabilities()
+                .capabilities(ns.pattern)
                 .into_iter()
                 .filter(|c| !ns.disable.contains(c))
                 .collect();
@@ -85,6 +101,7 @@ impl Router {
                 backend: backend.clone(),
                 capabilities,
                 limits: config.limits_for(ns),
+                streams: StreamCount::default(),
             };
             routes.insert(name.clone(), Arc::new(route));
         }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use prism_runtime::backends::memstore::MemStore;
 use prism_runtime::backends::sqlite::{SqliteConfig, SqliteStore};
-use prism_runtime::keyvalue::store::{BatchItem, Condition, KvStore, StoreError};
+use prism_runtime::patterns::keyvalue::store::{BatchItem, Condition, KvStore, StoreError};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 

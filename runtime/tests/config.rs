@@ -1,8 +1,8 @@
 //! Config loading: the shipped example loads, and mistakes are reported with file:line:column.
 
 use prism_runtime::backends::BackendConfig;
-use prism_runtime::capability::Capability;
 use prism_runtime::config::{ConfigError, ProxyConfig};
+use prism_runtime::patterns::capability::Capability;
 use rstest::rstest;
 use std::path::Path;
 
@@ -77,8 +77,8 @@ fn listen_defaults_to_8980() {
     "t.yaml:3:"
 )]
 #[case::unknown_pattern(
-    "backends: { m: { type: memstore } }\nnamespaces:\n  a: { pattern: pubsub, backend: m }\n",
-    "unknown variant `pubsub`"
+    "backends: { m: { type: memstore } }\nnamespaces:\n  a: { pattern: mailbox, backend: m }\n",
+    "unknown variant `mailbox`"
 )]
 #[case::unknown_backend_type(
     "backends:\n  m: { type: oracle }\nnamespaces: { a: { pattern: keyvalue, backend: m } }\n",

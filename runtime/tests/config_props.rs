@@ -36,7 +36,7 @@ proptest! {
         match ProxyConfig::parse(&text, Path::new("p.yaml")) {
             Ok(config) => prop_assert!(!config.namespaces.is_empty()),
             Err(ConfigError::Syntax { message, .. }) => prop_assert!(!message.is_empty()),
-            Err(ConfigError::Invalid { message, .. }) => prop_assert!(!message.is_empty()),
+            Err(ConfigError::Invalid { problems, .. }) => prop_assert!(!problems.is_empty()),
             Err(other) => prop_assert!(false, "unexpected error kind: {other}"),
         }
     }

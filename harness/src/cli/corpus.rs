@@ -47,6 +47,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>, u8> {
 
 /// The scenarios a selection picks (exit code 2 when none).
 pub fn select(sel: &Selection) -> Result<Vec<Scenario>, u8> {
+    let known = prism_conform::scenario::parse::PATTERNS;
+    if let Some(bad) = sel.patterns.iter().find(|p| !known.contains(&p.as_str())) {
+        eprintln!(
+            "prism-conform: --pattern {bad:?}: unknown pattern (expected one of: {})",
+            known.join(", ")
+        );
+        return Err(EXIT_BAD_INPUT);
+    }
     let all = load(std::slice::from_ref(&sel.scenarios))?;
     let mut builder = GlobSetBuilder::new();
     for g in &sel.scenario_globs {
@@ -77,7 +85,7 @@ pub fn select(sel: &Selection) -> Result<Vec<Scenario>, u8> {
     };
     let picked: Vec<Scenario> = all
         .into_iter()
-        .filter(|s| sel.pattern.as_ref().is_none_or(|p| &s.pattern == p))
+        .filter(|s| sel.patterns.is_empty() || sel.patterns.contains(&s.pattern))
         .filter(|s| sel.tags.is_empty() || s.tags.iter().any(|t| sel.tags.contains(t)))
         .filter(matches_glob)
         .collect();

@@ -72,9 +72,9 @@ pub struct Selection {
     /// Scenario corpus directory (or one file).
     #[arg(long, default_value = "scenarios", env = "PRISM_SCENARIOS")]
     scenarios: PathBuf,
-    /// Only scenarios of this pattern (e.g. keyvalue).
-    #[arg(long)]
-    pattern: Option<String>,
+    /// Only scenarios of this pattern: keyvalue, pubsub or queue (repeatable; any of them).
+    #[arg(long = "pattern", value_name = "PATTERN")]
+    patterns: Vec<String>,
     /// Only scenarios whose name, file name or path matches this glob (repeatable).
     #[arg(long = "scenario", value_name = "GLOB")]
     scenario_globs: Vec<String>,

@@ -6,7 +6,7 @@ use super::stats::Recorder;
 use bytes::Bytes;
 use prism_proto::client::KeyValue;
 use prism_proto::keyvalue::v1 as pb;
-use prism_runtime::keyvalue::store::{Condition, KvStore};
+use prism_runtime::patterns::keyvalue::store::{Condition, KvStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -142,8 +142,8 @@ pub struct DirectDriver {
     pub ns: String,
 }
 
-fn store_code(e: prism_runtime::keyvalue::store::StoreError) -> String {
-    use prism_runtime::keyvalue::store::StoreError as E;
+fn store_code(e: prism_runtime::patterns::keyvalue::store::StoreError) -> String {
+    use prism_runtime::patterns::keyvalue::store::StoreError as E;
     match e {
         E::AlreadyExists { .. } => "ALREADY_EXISTS",
         E::VersionMismatch { .. } => "ABORTED",

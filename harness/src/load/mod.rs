@@ -323,7 +323,9 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
             .await
             .map_err(|e| LoadError::Environment(e.to_string()))?;
         let direct_driver: Arc<dyn Driver> = Arc::new(DirectDriver {
-            store: opened.keyvalue.clone(),
+            store: opened.keyvalue.clone().ok_or_else(|| {
+                LoadError::Environment(format!("backend type {} offers no KeyValue", opened.kind))
+            })?,
             ns: "load-direct".into(),
         });
         let wl = Arc::new(Workload::new(profile, format!("load/{run_id}/"), opts.rate));

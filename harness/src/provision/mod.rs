@@ -21,9 +21,10 @@ use prism_runtime::backends::memstore::MemStoreConfig;
 use prism_runtime::backends::postgres::{PoolConfig, PostgresConfig};
 use prism_runtime::backends::redis::RedisConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
-use prism_runtime::capability::Capability;
-use prism_runtime::config::{NamespaceConfig, Pattern, ProxyConfig, ServerLimits};
+use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits};
 use prism_runtime::limits::LimitsConfig;
+use prism_runtime::patterns::Pattern;
+use prism_runtime::patterns::capability::Capability;
 use prism_runtime::secret::SecretUrl;
 use prism_runtime::server::Proxy;
 use process::ServerProcess;
@@ -361,33 +362,46 @@ impl RunningProxy {
     }
 }
 
-/// Name of the scenario namespace for `backend`.
-pub fn namespace(backend: &str) -> String {
-    format!("conform-{backend}")
+/// Name of the scenario namespace for `pattern` on `backend` (`conform-redis` for KeyValue,
+/// `conform-redis-queue` for the others).
+pub fn namespace(backend: &str, pattern: Pattern) -> String {
+    match pattern {
+        Pattern::Keyvalue => format!("conform-{backend}"),
+        other => format!("conform-{backend}-{}", other.name()),
+    }
 }
 
-/// Name of the second namespace for `backend` (isolation scenarios).
-pub fn other_namespace(backend: &str) -> String {
-    format!("conform-{backend}-other")
+/// Name of the second namespace for `pattern` on `backend` (isolation scenarios).
+pub fn other_namespace(backend: &str, pattern: Pattern) -> String {
+    format!("{}-other", namespace(backend, pattern))
 }
 
-/// The proxy config for a run: each backend with its two keyvalue namespaces, authentication off (see
-/// [`launch`] for the authenticated setup the runs use).
+/// The `max_attempts` of the corpus's queue namespaces (its dead-letter scenarios count on it).
+pub const CORPUS_MAX_ATTEMPTS: u32 = 3;
+
+/// The proxy config for a run: each backend with two namespaces for every pattern it offers,
+/// authentication off (see [`launch`] for the authenticated setup the runs use).
 pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
     let mut bcfg = BTreeMap::new();
     let mut ns = BTreeMap::new();
     for (name, config) in backends {
         bcfg.insert(name.clone(), config.clone());
-        for n in [namespace(name), other_namespace(name)] {
-            ns.insert(
-                n,
-                NamespaceConfig {
-                    pattern: Pattern::Keyvalue,
-                    backend: name.clone(),
-                    disable: Vec::new(),
-                    limits: LimitsConfig::default(),
-                },
-            );
+        for &pattern in config.patterns() {
+            let limits = LimitsConfig {
+                max_attempts: (pattern == Pattern::Queue).then_some(CORPUS_MAX_ATTEMPTS),
+                ..LimitsConfig::default()
+            };
+            for n in [namespace(name, pattern), other_namespace(name, pattern)] {
+                ns.insert(
+                    n,
+                    NamespaceConfig {
+                        pattern,
+                        backend: name.clone(),
+                        disable: Vec::new(),
+                        limits,
+                    },
+                );
+            }
         }
     }
     ProxyConfig {
@@ -496,12 +510,17 @@ pub async fn launch(
         .map_err(|e| ProvisionError::Environment(e.to_string()))?;
     let mut targets = Vec::new();
     for b in &backends {
-        let (ns, other) = (namespace(&b.name), other_namespace(&b.name));
-        let tokens = mint.tokens(&[&ns, &other]);
-        let token = tokens.get("default").cloned().flatten();
-        let mut t = target(&client, &b.name, &ns, Some(other), token).await?;
-        t.tokens = Some(Arc::new(tokens));
-        targets.push(t);
+        for &pattern in b.config.patterns() {
+            let (ns, other) = (
+                namespace(&b.name, pattern),
+                other_namespace(&b.name, pattern),
+            );
+            let tokens = mint.tokens(&[&ns, &other]);
+            let token = tokens.get("default").cloned().flatten();
+            let mut t = target(&client, &b.name, &ns, Some(other), token).await?;
+            t.tokens = Some(Arc::new(tokens));
+            targets.push(t);
+        }
     }
     Ok(Environment {
         backends,

@@ -66,6 +66,19 @@ impl Console {
                 }
                 self.case(suite, case);
             }
+            EventKind::Progress {
+                suite,
+                scenario,
+                message,
+            } => match self.bars.get(suite) {
+                Some(bar) if !self.multi.is_hidden() => {
+                    bar.set_message(format!("{scenario}: {message}"))
+                }
+                _ => self.print(format!(
+                    "  … {}/{}: {scenario}: {message}",
+                    suite.pattern, suite.backend
+                )),
+            },
             EventKind::RunFinished(report) => {
                 for bar in self.bars.values() {
                     bar.finish();

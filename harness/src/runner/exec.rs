@@ -5,9 +5,10 @@ use super::Failure;
 use super::judge::judge;
 use super::output::{OpOutput, describe, execute};
 use crate::scenario::code::StatusCode;
+use crate::scenario::messaging::{CallExpect, MsgStep};
 use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
-use prism_proto::client::{KeyValue, PrismClient};
-use prism_runtime::capability::Capability;
+use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
+use prism_runtime::patterns::capability::Capability;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -30,16 +31,34 @@ pub struct Session {
     pub token: Option<String>,
     /// The minted token matrix (`token: NAME`), when the harness holds the keys.
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
+    /// The messaging steps' handles and delivery ledger.
+    pub messaging: Arc<super::messaging::Messaging>,
+    /// Reports progress of long steps (receives) to the event stream.
+    pub progress: super::messaging::Progress,
 }
 
 impl Session {
     fn client(&self, ns: NamespaceRef, token: Option<&str>) -> Result<KeyValue, Failure> {
-        let namespace = match ns {
-            NamespaceRef::Main => &self.namespace,
-            NamespaceRef::Other => self.other.as_ref().ok_or_else(|| {
-                Failure::message("this step uses `namespace: other`, but the target has no second namespace (pass --namespace keyvalue.other=NAME)")
-            })?,
-        };
+        Ok(self.namespace_client(ns, token)?.keyvalue())
+    }
+
+    /// The namespace a step addresses, by name.
+    pub fn namespace_name(&self, ns: NamespaceRef) -> Result<&str, Failure> {
+        match ns {
+            NamespaceRef::Main => Ok(&self.namespace),
+            NamespaceRef::Other => self.other.as_deref().ok_or_else(|| {
+                Failure::message("this step uses `namespace: other`, but the target has no second namespace (pass --namespace PATTERN.other=NAME)")
+            }),
+        }
+    }
+
+    /// A client for namespace `ns` carrying the token a step selects.
+    pub fn namespace_client(
+        &self,
+        ns: NamespaceRef,
+        token: Option<&str>,
+    ) -> Result<NamespaceClient, Failure> {
+        let namespace = self.namespace_name(ns)?;
         let token = match token {
             None | Some("default") => self.token.clone(),
             Some(name) => self
@@ -62,10 +81,9 @@ impl Session {
                 .map_err(|e| Failure::message(e.to_string()))?,
             None => self.base.clone(),
         };
-        let ns_client = client
+        client
             .try_namespace(namespace)
-            .map_err(|e| Failure::message(e.to_string()))?;
-        Ok(ns_client.keyvalue())
+            .map_err(|e| Failure::message(e.to_string()))
     }
 }
 
@@ -125,6 +143,9 @@ async fn run_step(
 ) -> Result<(), Failure> {
     match &step.kind {
         StepKind::Op(op) => run_op(session, step, op, vars, tally).await,
+        StepKind::Msg(m) => super::messaging::run(session, m, vars)
+            .await
+            .map_err(|f| locate(step, Some(m.name().to_string()), f)),
         StepKind::Sleep(d) => {
             tokio::time::sleep(*d).await;
             Ok(())
@@ -257,15 +278,22 @@ pub enum Refusal {
     NotExercised,
 }
 
+/// A call step of the refusal walk.
+enum Call<'a> {
+    Op(&'a OpStep),
+    Msg(&'a MsgStep),
+}
+
 fn flatten<'a>(
     steps: &'a [Step],
     vars: &Vars,
-    out: &mut Vec<(&'a Step, &'a OpStep, Vars, bool)>,
+    out: &mut Vec<(&'a Step, Call<'a>, Vars, bool)>,
     tallied: bool,
 ) {
     for step in steps {
         match &step.kind {
-            StepKind::Op(op) => out.push((step, op, vars.clone(), tallied)),
+            StepKind::Op(op) => out.push((step, Call::Op(op), vars.clone(), tallied)),
+            StepKind::Msg(m) => out.push((step, Call::Msg(m), vars.clone(), tallied)),
             StepKind::Sleep(_) => {}
             StepKind::Eventually { steps, .. } => flatten(steps, vars, out, tallied),
             StepKind::Repeat { steps, .. } => {
@@ -284,6 +312,46 @@ fn flatten<'a>(
     }
 }
 
+/// The refusal walk's probe of a messaging step needing `capability`: the same call, expected to
+/// fail with UNIMPLEMENTED naming it.
+async fn refuse_msg(
+    session: &Session,
+    step: &Step,
+    m: &MsgStep,
+    capability: Capability,
+    vars: &mut Vars,
+) -> Result<Refusal, Failure> {
+    let mut probe = m.clone();
+    let refused = CallExpect {
+        error: Some(StatusCode::from(tonic::Code::Unimplemented)),
+        message_contains: Some(capability.name().to_string()),
+    };
+    match &mut probe {
+        MsgStep::Subscribe { expect, caller, .. }
+        | MsgStep::Publish { expect, caller, .. }
+        | MsgStep::Consume { expect, caller, .. }
+        | MsgStep::Enqueue { expect, caller, .. } => {
+            *expect = refused;
+            caller.token = None;
+        }
+        MsgStep::Ack { expect, .. } | MsgStep::Nack { expect, .. } => *expect = refused,
+        _ => return Ok(Refusal::NotExercised),
+    }
+    super::messaging::run(session, &probe, vars)
+        .await
+        .map_err(|mut f| {
+            f.message = format!(
+                "the backend does not declare {capability}, so this call must be refused with UNIMPLEMENTED naming it (a backend must not do more than it declares): {}",
+                f.message
+            );
+            locate(step, Some(m.name().to_string()), f)
+        })?;
+    Ok(Refusal::Refused {
+        capability,
+        step: m.name().to_string(),
+    })
+}
+
 /// The two-way check's refusal walk: runs ops in order (once each, workers and iterations collapsed
 /// to 0) up to the first op needing a capability in `missing`, which must fail with UNIMPLEMENTED
 /// naming that capability.
@@ -295,10 +363,24 @@ pub async fn refusal_walk(
 ) -> Result<Refusal, Failure> {
     let mut ops = Vec::new();
     flatten(steps, vars, &mut ops, false);
-    for (step, op, mut local, tallied) in ops {
+    for (step, call, mut local, tallied) in ops {
         for (k, v) in vars.iter() {
             local.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        let op = match call {
+            Call::Op(op) => op,
+            Call::Msg(m) => {
+                match m.needs().into_iter().find(|c| missing.contains(c)) {
+                    Some(capability) => {
+                        return refuse_msg(session, step, m, capability, &mut local).await;
+                    }
+                    None => super::messaging::run(session, m, &mut local)
+                        .await
+                        .map_err(|f| locate(step, Some(m.name().to_string()), f))?,
+                }
+                continue;
+            }
+        };
         let label = describe(&op.op, &local);
         let needed: Vec<Capability> = op
             .op

@@ -11,7 +11,11 @@ use std::collections::HashMap;
 
 type Vars = HashMap<String, String>;
 
-fn mismatch(what: &str, expected: impl Into<String>, actual: impl Into<String>) -> Failure {
+pub(crate) fn mismatch(
+    what: &str,
+    expected: impl Into<String>,
+    actual: impl Into<String>,
+) -> Failure {
     Failure {
         message: format!("{what} differs"),
         expected: Some(expected.into()),
@@ -157,7 +161,7 @@ fn flag(what: &str, actual: bool, expected: Option<bool>) -> Result<(), Failure>
     }
 }
 
-fn num(
+pub(crate) fn num(
     what: &str,
     actual: u64,
     expected: Option<&NumExpect>,

@@ -3,6 +3,8 @@
 
 pub mod exec;
 pub mod judge;
+pub mod ledger;
+pub mod messaging;
 pub mod output;
 
 use crate::events::{Event, EventKind, SuiteKey};
@@ -12,7 +14,7 @@ use crate::report::model::{
 use crate::scenario::{Location, Scenario};
 use exec::{Refusal, Session, refusal_walk, run_steps};
 use prism_proto::client::PrismClient;
-use prism_runtime::capability::Capability;
+use prism_runtime::patterns::capability::Capability;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -162,8 +164,14 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
     None
 }
 
-/// Runs one scenario against one target, applying the two-way capability check.
-pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -> CaseReport {
+/// Runs one scenario against one target, applying the two-way capability check; long steps report
+/// through `progress`.
+pub async fn run_case(
+    target: &Target,
+    scenario: &Scenario,
+    timeout: Duration,
+    progress: messaging::Progress,
+) -> CaseReport {
     let started = Instant::now();
     if let Some(reason) = unrunnable(target, scenario) {
         return to_report(
@@ -180,6 +188,8 @@ pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -
         other: target.other_namespace.clone(),
         token: target.token.clone(),
         tokens: target.tokens.clone(),
+        messaging: Arc::default(),
+        progress,
     };
     let mut vars = HashMap::from([("prefix".to_string(), unique_prefix(scenario))]);
     let missing: Vec<Capability> = scenario
@@ -190,9 +200,9 @@ pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -
         .collect();
     let work = async {
         if missing.is_empty() {
-            run_steps(&session, &scenario.steps, &mut vars, None)
-                .await
-                .map(|()| (CaseStatus::Passed, None))
+            run_steps(&session, &scenario.steps, &mut vars, None).await?;
+            let verdict = session.messaging.finish()?;
+            Ok((CaseStatus::Passed, verdict.map(|v| v.summary())))
         } else {
             let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
             match refusal_walk(&session, &scenario.steps, &mut vars, &missing).await? {
@@ -206,7 +216,7 @@ pub async fn run_case(target: &Target, scenario: &Scenario, timeout: Duration) -
                 Refusal::NotExercised => Ok((
                     CaseStatus::Skipped,
                     Some(format!(
-                        "backend does not declare {}; no step needs it",
+                        "backend does not declare {}; no call needs it (a property such as ordering or durability: nothing to refuse)",
                         names.join(", ")
                     )),
                 )),
@@ -299,7 +309,22 @@ pub async fn run(
                         None,
                     )
                 } else {
-                    run_case(&target, &scenario, options.scenario_timeout).await
+                    let progress = {
+                        let events = events.clone();
+                        let suite = key(&target);
+                        let name = scenario.name.clone();
+                        messaging::Progress(Arc::new(move |message: String| {
+                            let _ = events.send(Event {
+                                elapsed: started.elapsed(),
+                                kind: EventKind::Progress {
+                                    suite: suite.clone(),
+                                    scenario: name.clone(),
+                                    message,
+                                },
+                            });
+                        }))
+                    };
+                    run_case(&target, &scenario, options.scenario_timeout, progress).await
                 };
                 if case.status == CaseStatus::Failed && options.fail_fast {
                     stop.store(true, Ordering::SeqCst);

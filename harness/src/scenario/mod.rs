@@ -2,6 +2,7 @@
 
 pub mod code;
 pub mod load;
+pub mod messaging;
 pub mod model;
 pub mod parse;
 pub mod print;

@@ -1,7 +1,7 @@
 //! The scenario model: what a YAML file means once parsed. Every step carries its source location.
 
 use crate::scenario::code::StatusCode;
-use prism_runtime::capability::Capability;
+use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +40,9 @@ impl Scenario {
         fn walk(steps: &[Step]) -> bool {
             steps.iter().any(|s| match &s.kind {
                 StepKind::Op(o) => o.token.as_deref().is_some_and(|t| t != "default"),
+                StepKind::Msg(m) => m
+                    .caller()
+                    .is_some_and(|c| c.token.as_deref().is_some_and(|t| t != "default")),
                 StepKind::Sleep(_) => false,
                 StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
                 StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
@@ -53,6 +56,9 @@ impl Scenario {
         fn walk(steps: &[Step]) -> bool {
             steps.iter().any(|s| match &s.kind {
                 StepKind::Op(o) => o.namespace == NamespaceRef::Other,
+                StepKind::Msg(m) => m
+                    .caller()
+                    .is_some_and(|c| c.namespace == NamespaceRef::Other),
                 StepKind::Sleep(_) => false,
                 StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
                 StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
@@ -74,8 +80,10 @@ pub struct Step {
 /// Operation and control steps.
 #[derive(Clone, Debug)]
 pub enum StepKind {
-    /// A pattern operation with its expectation.
+    /// A KeyValue operation with its expectation.
     Op(Box<OpStep>),
+    /// A PubSub or Queue step.
+    Msg(Box<crate::scenario::messaging::MsgStep>),
     /// Wait.
     Sleep(Duration),
     /// Retry `steps` until all pass, within a bound.

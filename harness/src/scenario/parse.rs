@@ -1,13 +1,16 @@
 //! Scenario YAML → [`Scenario`]. Walks the located YAML tree, collecting every error in the file with
 //! its `line:column` and what was expected, instead of stopping at the first.
 
+mod messaging;
+
 use super::code::StatusCode;
+use super::messaging::{HandleKind, MSG_STEPS};
 use super::model::*;
 use super::template;
 use super::yaml::{Located, Node, parse_tree};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use prism_runtime::capability::Capability;
+use prism_runtime::patterns::capability::Capability;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -54,8 +57,8 @@ pub const OPS: [&str; 10] = [
 ];
 /// Control step names.
 pub const CONTROLS: [&str; 4] = ["sleep", "eventually", "repeat", "parallel"];
-/// Supported patterns.
-pub const PATTERNS: [&str; 1] = ["keyvalue"];
+/// Supported patterns (every pattern of the proxy's registry).
+pub const PATTERNS: [&str; 3] = ["keyvalue", "pubsub", "queue"];
 
 /// Largest generated blob, a guard against runaway files.
 const MAX_BLOB: u64 = 64 * 1024 * 1024;
@@ -115,6 +118,8 @@ impl<'n> Fields<'n> {
 struct Ctx {
     errors: Vec<(Location, String)>,
     used: BTreeMap<Capability, Location>,
+    handles: BTreeMap<String, HandleKind>,
+    pattern: Option<String>,
 }
 
 /// Variables visible at a point of the walk.
@@ -350,6 +355,7 @@ impl Ctx {
                 None
             }
         });
+        self.pattern.clone_from(&pattern);
         let mut requires = Vec::new();
         let mut requires_at = Vec::new();
         if let Some(list) = f.get("requires") {
@@ -465,9 +471,14 @@ impl Ctx {
         };
         let heads: Vec<&(Located, Located)> = entries
             .iter()
-            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if OPS.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
+            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if OPS.contains(&s.as_str()) || MSG_STEPS.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
             .collect();
-        let all: Vec<&str> = OPS.iter().chain(CONTROLS.iter()).copied().collect();
+        let all: Vec<&str> = OPS
+            .iter()
+            .chain(MSG_STEPS.iter())
+            .chain(CONTROLS.iter())
+            .copied()
+            .collect();
         let head = match heads.as_slice() {
             [one] => *one,
             [] => {
@@ -495,6 +506,21 @@ impl Ctx {
         };
         let name = name.as_str();
         let loc = head.0.loc;
+        let step_pattern = match name {
+            "subscribe" | "publish" => Some("pubsub"),
+            "consume" | "enqueue" | "ack" | "nack" => Some("queue"),
+            n if OPS.contains(&n) => Some("keyvalue"),
+            _ => None,
+        };
+        if let (Some(step), Some(scenario)) = (step_pattern, self.pattern.as_deref()) {
+            if step != scenario {
+                self.err(
+                    loc,
+                    format!("{name} is a {step} step; this scenario's pattern is {scenario}"),
+                );
+                return None;
+            }
+        }
         let kind = if OPS.contains(&name) {
             let f = self.fields(
                 n,
@@ -506,6 +532,12 @@ impl Ctx {
                 self.used.entry(cap).or_insert(loc);
             }
             StepKind::Op(Box::new(op_step))
+        } else if MSG_STEPS.contains(&name) {
+            let step = self.msg_step(name, n, &head.1, loc, scope)?;
+            for cap in step.needs() {
+                self.used.entry(cap).or_insert(loc);
+            }
+            StepKind::Msg(Box::new(step))
         } else {
             match name {
                 "sleep" => {
@@ -637,39 +669,7 @@ impl Ctx {
         f: &Fields<'_>,
         scope: &mut Scope,
     ) -> Option<OpStep> {
-        let namespace = match f.get("namespace") {
-            None => NamespaceRef::Main,
-            Some(n) => match self.string(n, "namespace")?.as_str() {
-                "main" => NamespaceRef::Main,
-                "other" => NamespaceRef::Other,
-                other => {
-                    self.err(
-                        n.loc,
-                        format!("unknown namespace '{other}' (expected one of: main, other)"),
-                    );
-                    return None;
-                }
-            },
-        };
-        let token = match f.get("token") {
-            None => None,
-            Some(t) => {
-                let name = self.string(t, "token")?;
-                if !crate::tokens::TOKEN_NAMES.iter().any(|(n, _)| *n == name) {
-                    let names: Vec<&str> =
-                        crate::tokens::TOKEN_NAMES.iter().map(|(n, _)| *n).collect();
-                    self.err(
-                        t.loc,
-                        format!(
-                            "unknown token '{name}' (expected one of: {})",
-                            names.join(", ")
-                        ),
-                    );
-                    return None;
-                }
-                Some(name)
-            }
-        };
+        let caller = self.caller(f)?;
         let expects_error = f
             .get("expect")
             .is_some_and(|e| matches!(&e.node, Node::Map(m) if m.iter().any(|(k, _)| matches!(&k.node, Node::Str(s) if s == "error"))));
@@ -680,10 +680,26 @@ impl Ctx {
         };
         Some(OpStep {
             op: op?,
-            namespace,
-            token,
+            namespace: caller.namespace,
+            token: caller.token,
             expect,
         })
+    }
+
+    fn token_name(&mut self, t: &Located) -> Option<String> {
+        let name = self.string(t, "token")?;
+        if !crate::tokens::TOKEN_NAMES.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = crate::tokens::TOKEN_NAMES.iter().map(|(n, _)| *n).collect();
+            self.err(
+                t.loc,
+                format!(
+                    "unknown token '{name}' (expected one of: {})",
+                    names.join(", ")
+                ),
+            );
+            return None;
+        }
+        Some(name)
     }
 
     fn op(&mut self, name: &str, n: &Located, scope: &Scope, expects_error: bool) -> Option<Op> {

@@ -1,6 +1,8 @@
 //! [`Scenario`] → YAML text that parses back to the same scenario (used by round-trip tests and by
 //! `prism-conform check --print`).
 
+mod messaging;
+
 use super::model::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -48,6 +50,7 @@ fn step(s: &Step) -> Value {
                 m.insert("expect".into(), expect(e));
             }
         }
+        StepKind::Msg(step) => messaging::step(step, &mut m),
         StepKind::Sleep(d) => {
             m.insert("sleep".into(), ms(*d));
         }

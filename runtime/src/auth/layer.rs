@@ -41,10 +41,8 @@ pub fn requirement(path: &str) -> Requirement {
     if service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.") {
         return Requirement::Open;
     }
-    if service == crate::keyvalue::SERVICE {
-        if let Some(p) = crate::keyvalue::permission(method) {
-            return Requirement::Namespace(p);
-        }
+    if let Some((_, m)) = crate::patterns::method_of(path) {
+        return Requirement::Namespace(m.permission);
     }
     if service == ADMIN_SERVICE && ADMIN_METHODS.contains(&method) {
         return Requirement::Authenticated;
@@ -293,6 +291,18 @@ mod tests {
         assert_eq!(
             requirement("/prism.keyvalue.v1.KeyValue/BatchDelete"),
             Requirement::Namespace(Permission::Write)
+        );
+        assert_eq!(
+            requirement("/prism.pubsub.v1.PubSub/Subscribe"),
+            Requirement::Namespace(Permission::Read)
+        );
+        assert_eq!(
+            requirement("/prism.queue.v1.Queue/Nack"),
+            Requirement::Namespace(Permission::Write)
+        );
+        assert_eq!(
+            requirement("/prism.queue.v1.Queue/Purge"),
+            Requirement::Refused
         );
         assert_eq!(
             requirement("/prism.admin.v1.Admin/ListNamespaces"),

@@ -68,6 +68,9 @@ pub struct Principal {
     pub subject: String,
     /// Everything the caller may do.
     pub grants: Vec<Grant>,
+    /// Unix seconds after which the caller's token is no longer accepted (`exp` plus the leeway);
+    /// long-lived streams end then. `None` when authentication is off.
+    pub valid_until: Option<u64>,
 }
 
 impl Principal {
@@ -79,6 +82,7 @@ impl Principal {
                 pattern: "*".into(),
                 permissions: [Permission::Read, Permission::Write, Permission::Admin].into(),
             }],
+            valid_until: None,
         }
     }
 
@@ -109,6 +113,7 @@ mod tests {
                 grant("orders", &[Permission::Read, Permission::Write]),
                 grant("metrics-*", &[Permission::Read]),
             ],
+            valid_until: None,
         };
         assert!(p.allows("orders", Permission::Write));
         assert!(!p.allows("orders2", Permission::Read));

@@ -194,14 +194,16 @@ impl Verifier {
         if let Some(principal) = cache::lookup(self.id, token, generation, now) {
             return Ok(principal);
         }
-        let (principal, exp) = self.verify_fully(token)?;
+        let (mut principal, exp) = self.verify_fully(token)?;
+        let valid_until = exp.saturating_add(self.leeway);
+        principal.valid_until = Some(valid_until);
         let principal = Arc::new(principal);
         cache::remember(
             self.id,
             token,
             cache::Verified {
                 principal: principal.clone(),
-                valid_until: exp.saturating_add(self.leeway),
+                valid_until,
                 generation,
             },
         );
@@ -315,6 +317,10 @@ impl Verifier {
                 }
             }
         }
-        Ok(Principal { subject, grants })
+        Ok(Principal {
+            subject,
+            grants,
+            valid_until: None,
+        })
     }
 }

@@ -5,7 +5,7 @@
 //! caller's deadline (or abandoned by its caller) makes the loop check the backend once, so a dead
 //! or frozen backend is noticed even when every caller gives up before the backend's own timeout.
 
-use crate::keyvalue::store::{StoreError, StoreResult};
+use crate::backends::error::{StoreError, StoreResult};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::future::Future;

@@ -1,13 +1,20 @@
-//! Backend adapters, one module per backend, each with its own config struct. [`BackendConfig`] is the
-//! `type:`-tagged union the proxy config holds; [`open`] turns one into a running adapter.
+//! Backends, one module per backend, each with its own config struct. A running [`Backend`] is a
+//! bundle of pattern adapters: it offers any subset of the patterns (KeyValue, PubSub, Queue), each
+//! through the adapter traits of `crate::patterns`. [`BackendConfig`] is the `type:`-tagged union the
+//! proxy config holds; [`open`] turns one into a running bundle.
 
+pub mod error;
 pub mod health;
 pub mod memstore;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
-use crate::keyvalue::store::KvStore;
+use crate::patterns::Pattern;
+use crate::patterns::capability::Capability;
+use crate::patterns::keyvalue::store::KvStore;
+use crate::patterns::pubsub::adapter::PubSubAdapter;
+use crate::patterns::queue::adapter::QueueAdapter;
 use health::{BackendCallConfig, Health, Ping};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -34,6 +41,16 @@ impl BackendConfig {
             BackendConfig::Sqlite(_) => "sqlite",
             BackendConfig::Redis(_) => "redis",
             BackendConfig::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The patterns a backend of this type offers (what [`open`] builds adapters for).
+    pub fn patterns(&self) -> &'static [Pattern] {
+        match self {
+            BackendConfig::Memstore(_) => &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue],
+            BackendConfig::Sqlite(_) | BackendConfig::Redis(_) | BackendConfig::Postgres(_) => {
+                &[Pattern::Keyvalue]
+            }
         }
     }
 }
@@ -71,18 +88,24 @@ pub enum OpenError {
 }
 
 #[derive(Clone, Debug)]
-enum Closer {
+pub(crate) enum Closer {
     Nothing,
     Sqlite(Arc<sqlite::SqliteStore>),
     Postgres(Arc<postgres::PostgresStore>),
 }
 
-/// A running backend: its KeyValue adapter, its health (every call goes through it) and how to
+/// A running backend: its pattern adapters, its health (every call goes through it) and how to
 /// close it.
 #[derive(Clone)]
 pub struct Backend {
-    /// The KeyValue adapter.
-    pub keyvalue: Arc<dyn KvStore>,
+    /// The backend type, e.g. `memstore`.
+    pub kind: &'static str,
+    /// The KeyValue adapter, if the backend offers KeyValue.
+    pub keyvalue: Option<Arc<dyn KvStore>>,
+    /// The PubSub adapter, if offered.
+    pub pubsub: Option<Arc<dyn PubSubAdapter>>,
+    /// The Queue adapter, if offered.
+    pub queue: Option<Arc<dyn QueueAdapter>>,
     /// Call deadlines and the up/down state.
     pub health: Arc<Health>,
     closer: Closer,
@@ -91,12 +114,54 @@ pub struct Backend {
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
-            .field("kind", &self.keyvalue.kind())
+            .field("kind", &self.kind)
+            .field("patterns", &self.patterns())
             .finish()
     }
 }
 
 impl Backend {
+    /// A bundle of `kind` with no adapters yet.
+    fn new(kind: &'static str, health: Arc<Health>, closer: Closer) -> Self {
+        Self {
+            kind,
+            keyvalue: None,
+            pubsub: None,
+            queue: None,
+            health,
+            closer,
+        }
+    }
+
+    /// The patterns this backend offers.
+    pub fn patterns(&self) -> Vec<Pattern> {
+        let mut patterns = Vec::new();
+        if self.keyvalue.is_some() {
+            patterns.push(Pattern::Keyvalue);
+        }
+        if self.pubsub.is_some() {
+            patterns.push(Pattern::Pubsub);
+        }
+        if self.queue.is_some() {
+            patterns.push(Pattern::Queue);
+        }
+        patterns
+    }
+
+    /// The capabilities the backend's adapter for `pattern` declares (none when it has no adapter).
+    pub fn capabilities(&self, pattern: Pattern) -> Vec<Capability> {
+        let declared = match pattern {
+            Pattern::Keyvalue => self.keyvalue.as_ref().map(|a| a.capabilities()),
+            Pattern::Pubsub => self.pubsub.as_ref().map(|a| a.capabilities()),
+            Pattern::Queue => self.queue.as_ref().map(|a| a.capabilities()),
+        };
+        declared
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.pattern() == pattern)
+            .collect()
+    }
+
     /// Releases connections and files; in-flight calls should be finished first.
     pub async fn close(&self) {
         match &self.closer {
@@ -113,17 +178,10 @@ pub async fn open(
     config: &BackendConfig,
     calls: BackendCallConfig,
 ) -> Result<Backend, OpenError> {
-    let backend = |keyvalue: Arc<dyn KvStore>, ping: Arc<dyn Ping>, closer| Backend {
-        keyvalue,
-        health: Health::new(name, calls, ping),
-        closer,
-    };
+    let health = |ping: Arc<dyn Ping>| Health::new(name, calls, ping);
+    let kind = config.kind();
     match config {
-        BackendConfig::Memstore(_) => {
-            let store = Arc::new(memstore::MemStore::new());
-            store.spawn_sweeper();
-            Ok(backend(store.clone(), store, Closer::Nothing))
-        }
+        BackendConfig::Memstore(_) => Ok(memstore::open(kind, health)),
         BackendConfig::Sqlite(cfg) => {
             let store =
                 sqlite::SqliteStore::open(cfg)
@@ -134,11 +192,10 @@ pub async fn open(
                     })?;
             store.spawn_purger();
             let shared = Arc::new(store);
-            Ok(backend(
-                shared.clone(),
-                shared.clone(),
-                Closer::Sqlite(shared),
-            ))
+            let mut backend =
+                Backend::new(kind, health(shared.clone()), Closer::Sqlite(shared.clone()));
+            backend.keyvalue = Some(shared);
+            Ok(backend)
         }
         BackendConfig::Redis(cfg) => {
             let store = redis::RedisStore::open(cfg)
@@ -149,7 +206,9 @@ pub async fn open(
                 })?;
             store.spawn_sweeper();
             let shared = Arc::new(store);
-            Ok(backend(shared.clone(), shared, Closer::Nothing))
+            let mut backend = Backend::new(kind, health(shared.clone()), Closer::Nothing);
+            backend.keyvalue = Some(shared);
+            Ok(backend)
         }
         BackendConfig::Postgres(cfg) => {
             let store = postgres::PostgresStore::open(cfg, calls.timeout())
@@ -160,11 +219,13 @@ pub async fn open(
                 })?;
             store.spawn_purger();
             let shared = Arc::new(store);
-            Ok(backend(
-                shared.clone(),
-                shared.clone(),
-                Closer::Postgres(shared),
-            ))
+            let mut backend = Backend::new(
+                kind,
+                health(shared.clone()),
+                Closer::Postgres(shared.clone()),
+            );
+            backend.keyvalue = Some(shared);
+            Ok(backend)
         }
     }
 }

@@ -7,8 +7,8 @@
 //! filters `expires_at > now()`, so expired rows are invisible at once; a background task deletes them
 //! in bounded batches. Conditional writes are single statements (atomic).
 
-use crate::keyvalue::keys::prefix_end;
-use crate::keyvalue::store::{
+use crate::patterns::keyvalue::keys::prefix_end;
+use crate::patterns::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
     StoreError, StoreResult, collect_page,
 };
@@ -342,7 +342,7 @@ impl KvScan for PostgresStore {
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>> {
         // Range [start, end) on the "C"-collated key walks the primary-key index in byte order.
-        let (start, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
+        let (start, exclusive) = crate::patterns::keyvalue::keys::scan_start(prefix, after);
         let rows = sqlx::query(
             "SELECT key, CASE WHEN $6 THEN NULL ELSE value END AS value FROM prism_kv
              WHERE ns = $1 AND (key > $2 OR (key = $2 AND NOT $3))

@@ -13,8 +13,8 @@
 //! snapshot, a key present for the whole scan is returned exactly once, keys written behind the cursor
 //! during a scan are not seen, and keys written ahead of it are.
 
-use crate::keyvalue::keys::prefix_end;
-use crate::keyvalue::store::{
+use crate::patterns::keyvalue::keys::prefix_end;
+use crate::patterns::keyvalue::store::{
     BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
     StoreResult,
 };
@@ -513,7 +513,7 @@ impl KvScan for RedisStore {
         max_bytes: usize,
         keys_only: bool,
     ) -> StoreResult<Vec<ScanItem>> {
-        let min = match crate::keyvalue::keys::scan_start(prefix, after) {
+        let min = match crate::patterns::keyvalue::keys::scan_start(prefix, after) {
             (after, true) => format!("({after}"),
             (prefix, false) => format!("[{prefix}"),
         };

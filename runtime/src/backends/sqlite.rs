@@ -6,7 +6,7 @@
 //! one-row sequence bumped in the same transaction as the write. Expired rows are filtered out of every
 //! read by `expires_at`, and a background task purges them in bounded batches.
 
-use crate::keyvalue::store::{
+use crate::patterns::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
     StoreError, StoreResult, collect_page,
 };
@@ -332,7 +332,7 @@ impl KvScan for SqliteStore {
     ) -> StoreResult<Vec<ScanItem>> {
         // Keys compare with BINARY collation (memcmp), i.e. UTF-8 byte order, like the other backends.
         // `substr(key, 1, length(prefix)) = prefix` is an exact prefix test (no LIKE wildcards to escape).
-        let (bound, exclusive) = crate::keyvalue::keys::scan_start(prefix, after);
+        let (bound, exclusive) = crate::patterns::keyvalue::keys::scan_start(prefix, after);
         let rows = sqlx::query(
             "SELECT key, CASE WHEN ? THEN NULL ELSE value END FROM prism_kv
              WHERE ns = ? AND (key > ? OR (key = ? AND NOT ?)) AND substr(key, 1, length(?)) = ?

@@ -10,7 +10,7 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +39,9 @@ pub struct ConnectionSettings {
     pub idle_timeout: Option<Duration>,
     /// Most calls served at once on one connection.
     pub max_in_flight: usize,
+    /// Most long-lived stream calls (Subscribe, Consume) open at once on one connection; they
+    /// have this budget of their own, beside the unary calls'.
+    pub max_stream_calls: usize,
     /// Where limits that bite are counted.
     pub counters: Arc<TransportCounters>,
 }
@@ -103,6 +106,16 @@ impl AsyncWrite for Watched {
 struct Activity {
     state: Mutex<(usize, Option<Instant>)>,
     idle: Notify,
+    stream_calls: AtomicUsize,
+}
+
+/// One long-lived stream call's place in its connection's budget, until its response ends.
+struct StreamCall(Arc<Activity>);
+
+impl Drop for StreamCall {
+    fn drop(&mut self) {
+        self.0.stream_calls.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Activity {
@@ -110,7 +123,18 @@ impl Activity {
         Self {
             state: Mutex::new((0, Some(Instant::now()))),
             idle: Notify::new(),
+            stream_calls: AtomicUsize::new(0),
         }
+    }
+
+    /// A place for one more stream call, unless `max` are open.
+    fn open_stream_call(self: &Arc<Self>, max: usize) -> Option<StreamCall> {
+        self.stream_calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamCall(self.clone()))
     }
 
     fn begin(self: &Arc<Self>) -> ActiveCall {
@@ -139,10 +163,12 @@ impl Drop for ActiveCall {
     }
 }
 
-/// A response body that keeps its call counted as active until it ends.
+/// A response body that keeps its call counted as active (and a stream call in its budget) until
+/// it ends.
 pub struct TrackedBody<B> {
     inner: B,
     _call: ActiveCall,
+    _stream: Option<StreamCall>,
 }
 
 impl<B> http_body::Body for TrackedBody<B>
@@ -174,6 +200,8 @@ where
 struct Tracked<H> {
     inner: H,
     activity: Arc<Activity>,
+    max_stream_calls: usize,
+    counters: Arc<TransportCounters>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -182,7 +210,7 @@ impl<H, B> hyper::service::Service<http::Request<Incoming>> for Tracked<H>
 where
     H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
     H::Future: Send + 'static,
-    B: Send + 'static,
+    B: Default + Send + 'static,
 {
     type Response = http::Response<TrackedBody<B>>;
     type Error = H::Error;
@@ -190,10 +218,42 @@ where
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let call = self.activity.begin();
+        let streaming =
+            crate::patterns::method_of(request.uri().path()).is_some_and(|(_, m)| m.streaming);
+        let stream = match streaming {
+            false => None,
+            true => match self.activity.open_stream_call(self.max_stream_calls) {
+                Some(slot) => Some(slot),
+                None => {
+                    if let Some(total) = self.counters.stream_calls_refused.bump(1) {
+                        tracing::warn!(
+                            total,
+                            max = self.max_stream_calls,
+                            "stream call refused: its connection holds server.max_stream_calls_per_connection"
+                        );
+                    }
+                    let refused = tonic::Status::resource_exhausted(format!(
+                        "this connection holds {} Subscribe/Consume streams, the limit server.max_stream_calls_per_connection; open another connection",
+                        self.max_stream_calls
+                    ))
+                    .into_http::<B>();
+                    let response = refused.map(|inner| TrackedBody {
+                        inner,
+                        _call: call,
+                        _stream: None,
+                    });
+                    return Box::pin(async move { Ok(response) });
+                }
+            },
+        };
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|inner| TrackedBody { inner, _call: call }))
+            Ok(response.map(|inner| TrackedBody {
+                inner,
+                _call: call,
+                _stream: stream,
+            }))
         })
     }
 }
@@ -225,14 +285,18 @@ impl<S, B> ConnectionService<B> for S where
 {
 }
 
-/// A response body hyper can send.
+/// A response body hyper can send (and the guard can answer with, empty, plus a status).
 pub trait ResponseBody:
-    http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Unpin + Send + 'static
+    http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Default + Unpin + Send + 'static
 {
 }
 
 impl<B> ResponseBody for B where
-    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Unpin + Send + 'static
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>>
+        + Default
+        + Unpin
+        + Send
+        + 'static
 {
 }
 
@@ -256,6 +320,8 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
             settings.max_in_flight.max(1),
         )),
         activity: activity.clone(),
+        max_stream_calls: settings.max_stream_calls.max(1),
+        counters: settings.counters.clone(),
     };
     let mut conn = pin!(settings.http2.serve_connection(TokioIo::new(io), service));
     let opened = Instant::now();

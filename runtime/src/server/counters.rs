@@ -58,6 +58,9 @@ pub struct TransportCounters {
     pub body_timeouts: Counter,
     /// Connections cut because they were still open when `server.drain_timeout_ms` passed.
     pub drain_cut: Counter,
+    /// Subscribe/Consume calls refused because their connection held
+    /// `server.max_stream_calls_per_connection`.
+    pub stream_calls_refused: Counter,
 }
 
 /// The counters' values at one moment.

@@ -18,9 +18,13 @@ use crate::auth::keys::{KeyError, KeyStore};
 use crate::auth::layer::{AuthLayer, Guard};
 use crate::auth::verify::Verifier;
 use crate::backends::OpenError;
+use crate::config::ProxyConfig;
 use crate::config::ServerLimits;
-use crate::config::{Pattern, ProxyConfig};
-use crate::keyvalue::KeyValueService;
+use crate::patterns::Pattern;
+use crate::patterns::keyvalue::KeyValueService;
+use crate::patterns::pubsub::PubSubService;
+use crate::patterns::queue::QueueService;
+use crate::patterns::stream::Drain;
 use crate::router::{NamespaceResolver, Router};
 use body::Budget;
 use connection::ConnectionSettings;
@@ -28,6 +32,8 @@ use counters::TransportCounters;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prism_proto::admin::v1::admin_server::AdminServer;
 use prism_proto::keyvalue::v1::key_value_server::KeyValueServer;
+use prism_proto::pubsub::v1::pub_sub_server::PubSubServer;
+use prism_proto::queue::v1::queue_server::QueueServer;
 use protocol::ProtocolLayer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -158,18 +164,36 @@ impl Proxy {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let max_message = self.router.max_value_bytes() + crate::limits::MESSAGE_OVERHEAD;
+        let resolver = |pattern| NamespaceResolver::new(self.router.clone(), pattern);
+        let (drain_control, drain) = Drain::new();
         let kv = InterceptedService::new(
             KeyValueServer::new(KeyValueService)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
-            NamespaceResolver::new(self.router.clone(), Pattern::Keyvalue),
+            resolver(Pattern::Keyvalue),
         );
+        let pubsub = InterceptedService::new(
+            PubSubServer::new(PubSubService::new(drain.clone()))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            resolver(Pattern::Pubsub),
+        );
+        let queue = InterceptedService::new(
+            QueueServer::new(QueueService::new(drain.clone()))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            resolver(Pattern::Queue),
+        );
+        drop(drain);
         let admin = AdminServer::new(AdminService::new(self.router.clone(), self.guard.mode()));
 
+        // Health per pattern service (by its registry name) and for the whole server ("").
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<KeyValueServer<KeyValueService>>()
-            .await;
+        for spec in &crate::patterns::REGISTRY {
+            health_reporter
+                .set_service_status(spec.service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
         // Reflection in both versions: grpcurl and current clients speak v1; grpcio-reflection,
         // Postman, evans and older grpcurl speak v1alpha.
         let reflection = || {
@@ -185,6 +209,8 @@ impl Proxy {
             .add_service(reflection_v1alpha)
             .add_service(admin)
             .add_service(kv)
+            .add_service(pubsub)
+            .add_service(queue)
             .prepare();
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
         // call: the protocol checks bound request bodies and carry the caller's deadline, the guard
@@ -206,7 +232,13 @@ impl Proxy {
             .initial_connection_window_size(window.saturating_mul(CONNECTION_WINDOWS))
             .max_frame_size(MAX_FRAME_BYTES)
             .max_header_list_size(transport_header_bytes(limits.max_header_bytes))
-            .max_concurrent_streams(limits.max_streams_per_connection);
+            // Unary calls and long-lived streams each have their budget: a connection full of
+            // subscriptions still has max_streams_per_connection for its unary calls.
+            .max_concurrent_streams(
+                limits
+                    .max_streams_per_connection
+                    .saturating_add(limits.max_stream_calls_per_connection),
+            );
         if limits.keepalive_interval_ms > 0 {
             http2
                 .keep_alive_interval(Duration::from_millis(limits.keepalive_interval_ms))
@@ -218,17 +250,35 @@ impl Proxy {
             idle_timeout: (limits.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(limits.idle_timeout_ms)),
             max_in_flight: limits.max_in_flight_per_connection,
+            max_stream_calls: limits.max_stream_calls_per_connection as usize,
             counters: self.counters.clone(),
         });
+        let drain_bound = Duration::from_millis(limits.drain_timeout_ms);
+        // The drain reaches streams first: each ends with UNAVAILABLE and returns what it holds,
+        // so connections with live streams can close within the bound like any other.
+        let streams_told = async {
+            shutdown.await;
+            drain_control.start();
+        };
         listener::run(
             listener,
             service,
             settings,
             limits.max_connections.max(1),
-            Duration::from_millis(limits.drain_timeout_ms),
-            shutdown,
+            drain_bound,
+            streams_told,
         )
         .await;
+        // Stream tasks still returning deliveries finish before the backends close.
+        if tokio::time::timeout(BACKEND_CLOSE_BOUND, drain_control.finished())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                bound_ms = BACKEND_CLOSE_BOUND.as_millis() as u64,
+                "stream tasks did not finish in time; closing the backends anyway"
+            );
+        }
         // A pool waits for connections still checked out, which a frozen backend may never
         // return: the close is bounded like the drain.
         if tokio::time::timeout(BACKEND_CLOSE_BOUND, self.router.close())

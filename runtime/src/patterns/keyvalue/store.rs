@@ -1,7 +1,8 @@
 //! KeyValue capability traits. An adapter implements [`KvBasic`] and exposes each optional capability
 //! by returning `Some` from the matching [`KvStore`] accessor, so what it declares is what it has.
 
-use crate::capability::Capability;
+pub use crate::backends::error::{StoreError, StoreResult};
+use crate::patterns::capability::Capability;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::time::Duration;
@@ -72,41 +73,6 @@ where
     Ok(page)
 }
 
-/// Errors an adapter returns; the service maps each to a gRPC status.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// `if_absent` write on a key that exists.
-    #[error("key {key:?} already exists")]
-    AlreadyExists {
-        /// The key.
-        key: String,
-    },
-    /// `if_version` write whose expected version does not match.
-    #[error("key {key:?} is at version {current}, not the expected {expected}", current = current.map_or("absent".to_string(), |v| v.to_string()))]
-    VersionMismatch {
-        /// The key.
-        key: String,
-        /// The version the caller expected.
-        expected: u64,
-        /// The current version, `None` if the key is absent.
-        current: Option<u64>,
-    },
-    /// The answer would exceed the response size limit.
-    #[error(
-        "the values of these keys add up to more than the response limit of {limit} bytes (max_value_bytes + 1 MiB); ask for fewer keys"
-    )]
-    TooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// The backend could not be reached or timed out; the call may be retried.
-    #[error("backend unavailable: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// Anything else the backend reported.
-    #[error("backend error: {0}")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
 /// Counts the bytes of a page or batch against a budget.
 #[derive(Debug, Clone, Copy)]
 pub struct ByteBudget {
@@ -126,9 +92,6 @@ impl ByteBudget {
         self.used > self.max
     }
 }
-
-/// Result type of adapter calls.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// `keyvalue.basic`: Get, Set, Delete, Exists. Keys are namespaced by `ns`; adapters keep namespaces apart.
 #[async_trait]
@@ -248,20 +211,20 @@ pub trait KvStore: KvBasic {
 #[macro_export]
 macro_rules! kv_store_with_every_capability {
     ($store:ty, $kind:literal) => {
-        impl $crate::keyvalue::store::KvStore for $store {
+        impl $crate::patterns::keyvalue::store::KvStore for $store {
             fn kind(&self) -> &'static str {
                 $kind
             }
-            fn ttl(&self) -> Option<&dyn $crate::keyvalue::store::KvTtl> {
+            fn ttl(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvTtl> {
                 Some(self)
             }
-            fn scan(&self) -> Option<&dyn $crate::keyvalue::store::KvScan> {
+            fn scan(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvScan> {
                 Some(self)
             }
-            fn batch(&self) -> Option<&dyn $crate::keyvalue::store::KvBatch> {
+            fn batch(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvBatch> {
                 Some(self)
             }
-            fn cas(&self) -> Option<&dyn $crate::keyvalue::store::KvCas> {
+            fn cas(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvCas> {
                 Some(self)
             }
         }

@@ -1,42 +1,19 @@
 //! The `prism.keyvalue.v1.KeyValue` gRPC service: validates requests, checks capabilities, and calls the
 //! namespace's adapter. Namespace resolution happens before this, in the router's interceptor.
 
-use super::store::{BatchItem, Condition, Entry, StoreError, StoreResult};
+use super::store::{BatchItem, Condition, Entry};
 use super::validate;
-use crate::backends::health::CallError;
-use crate::capability::Capability;
-use crate::router::{NamespaceRoute, route_of};
-use crate::server::protocol::CallDeadline;
+use crate::patterns::call::{routed, unimplemented};
+use crate::patterns::capability::Capability;
+use crate::router::NamespaceRoute;
 use pb::key_value_server::KeyValue;
 use prism_proto::keyvalue::v1 as pb;
 use prost::Message;
-use std::future::Future;
-use std::sync::Arc;
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 /// The KeyValue service; stateless, all state is in the routes.
 #[derive(Clone, Debug, Default)]
 pub struct KeyValueService;
-
-fn status(route: &NamespaceRoute, e: StoreError) -> Status {
-    match e {
-        StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
-        StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
-        StoreError::VersionMismatch { .. } => Status::aborted(e.to_string()),
-        StoreError::Unavailable(_) => {
-            tracing::warn!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend unavailable");
-            Status::unavailable(format!(
-                "backend '{}' is unavailable: {e}",
-                route.backend_name
-            ))
-        }
-        StoreError::Internal(_) => {
-            tracing::error!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend error");
-            Status::internal(format!("backend '{}' failed: {e}", route.backend_name))
-        }
-    }
-}
 
 fn get_response(entry: Option<Entry>) -> pb::GetResponse {
     match entry {
@@ -50,62 +27,11 @@ fn get_response(entry: Option<Entry>) -> pb::GetResponse {
     }
 }
 
-fn unimplemented(route: &NamespaceRoute, capability: Capability) -> Status {
-    route.require(capability).err().unwrap_or_else(|| {
-        Status::unimplemented(format!("capability {capability} has no adapter support"))
-    })
-}
-
 fn require_ttl(route: &NamespaceRoute, ttl_ms: u64) -> Result<(), Status> {
     if ttl_ms > 0 {
         route.require(Capability::KvTtl)?;
     }
     Ok(())
-}
-
-/// One call's route and its caller's deadline; backend calls go through [`Call::backend`].
-struct Call {
-    route: Arc<NamespaceRoute>,
-    deadline: Option<Instant>,
-}
-
-impl Call {
-    /// Runs a backend call under the backend's [`Health`](crate::backends::health::Health): its
-    /// deadline, fail-fast while down, and the status mapping.
-    async fn backend<T>(&self, call: impl Future<Output = StoreResult<T>>) -> Result<T, Status> {
-        let route = &self.route;
-        let backend = &route.backend_name;
-        route
-            .backend
-            .health
-            .call(self.deadline, call)
-            .await
-            .map_err(|e| match e {
-                CallError::Store(e) => status(route, e),
-                CallError::Down { for_ms, reason } => Status::unavailable(format!(
-                    "backend '{backend}' is unavailable (down for {for_ms} ms: {reason}); the proxy retries it in the background"
-                )),
-                CallError::TimedOut(after) => {
-                    tracing::warn!(namespace = %route.name, backend = %backend, timeout_ms = after.as_millis() as u64, "backend call timed out");
-                    Status::unavailable(format!(
-                        "backend '{backend}' did not answer within {} ms (backend_calls.timeout_ms); the operation may or may not have been applied",
-                        after.as_millis()
-                    ))
-                }
-                CallError::CallerDeadline => Status::deadline_exceeded(format!(
-                    "the call's deadline passed while waiting for backend '{backend}'"
-                )),
-            })
-    }
-}
-
-type Routed<T> = (Call, T);
-
-fn routed<T>(request: Request<T>, capability: Capability) -> Result<Routed<T>, Status> {
-    let route = route_of(&request)?;
-    route.require(capability)?;
-    let deadline = request.extensions().get::<CallDeadline>().map(|d| d.0);
-    Ok((Call { route, deadline }, request.into_inner()))
 }
 
 #[tonic::async_trait]
@@ -134,7 +60,7 @@ impl KeyValue for KeyValueService {
             (false, Some(v)) => Some(Condition::IfVersion(v)),
             (false, None) => None,
         };
-        let store = &route.backend.keyvalue;
+        let store = route.keyvalue()?;
         let version = match condition {
             Some(condition) => {
                 let cas = store
@@ -159,7 +85,7 @@ impl KeyValue for KeyValueService {
         let route = &call.route;
         validate::key("key", &r.key, &route.limits)?;
         let entry = call
-            .backend(route.backend.keyvalue.get(&route.name, &r.key))
+            .backend(route.keyvalue()?.get(&route.name, &r.key))
             .await?;
         Ok(Response::new(get_response(entry)))
     }
@@ -172,7 +98,7 @@ impl KeyValue for KeyValueService {
         let route = &call.route;
         validate::key("key", &r.key, &route.limits)?;
         let deleted = call
-            .backend(route.backend.keyvalue.delete(&route.name, &r.key))
+            .backend(route.keyvalue()?.delete(&route.name, &r.key))
             .await?;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
@@ -185,7 +111,7 @@ impl KeyValue for KeyValueService {
         let route = &call.route;
         validate::key("key", &r.key, &route.limits)?;
         let exists = call
-            .backend(route.backend.keyvalue.exists(&route.name, &r.key))
+            .backend(route.keyvalue()?.exists(&route.name, &r.key))
             .await?;
         Ok(Response::new(pb::ExistsResponse { exists }))
     }
@@ -197,8 +123,7 @@ impl KeyValue for KeyValueService {
         let (call, r) = routed(request, Capability::KvScan)?;
         let route = &call.route;
         let scan = route
-            .backend
-            .keyvalue
+            .keyvalue()?
             .scan()
             .ok_or_else(|| unimplemented(route, Capability::KvScan))?;
         if r.prefix.len() > route.limits.max_key_bytes {
@@ -257,8 +182,7 @@ impl KeyValue for KeyValueService {
         let (call, r) = routed(request, Capability::KvBatch)?;
         let route = &call.route;
         let batch = route
-            .backend
-            .keyvalue
+            .keyvalue()?
             .batch()
             .ok_or_else(|| unimplemented(route, Capability::KvBatch))?;
         if r.entries.iter().any(|e| e.ttl_ms > 0) {
@@ -286,8 +210,7 @@ impl KeyValue for KeyValueService {
         let (call, r) = routed(request, Capability::KvBatch)?;
         let route = &call.route;
         let batch = route
-            .backend
-            .keyvalue
+            .keyvalue()?
             .batch()
             .ok_or_else(|| unimplemented(route, Capability::KvBatch))?;
         validate::batch_len("keys", r.keys.len(), &route.limits)?;
@@ -317,8 +240,7 @@ impl KeyValue for KeyValueService {
         let (call, r) = routed(request, Capability::KvBatch)?;
         let route = &call.route;
         let batch = route
-            .backend
-            .keyvalue
+            .keyvalue()?
             .batch()
             .ok_or_else(|| unimplemented(route, Capability::KvBatch))?;
         validate::batch_len("keys", r.keys.len(), &route.limits)?;
@@ -338,8 +260,7 @@ impl KeyValue for KeyValueService {
         let (call, r) = routed(request, Capability::KvTtl)?;
         let route = &call.route;
         let ttl = route
-            .backend
-            .keyvalue
+            .keyvalue()?
             .ttl()
             .ok_or_else(|| unimplemented(route, Capability::KvTtl))?;
         validate::key("key", &r.key, &route.limits)?;

@@ -1,24 +1,18 @@
-//! `memstore`: an in-process, in-memory KeyValue backend with every capability. It is a backend in its
-//! own right (ordered maps per namespace, monotonic versions, exact expiry), not a mock of another.
+//! memstore's KeyValue adapter: every capability, with ordered maps per namespace, monotonic
+//! versions and exact expiry.
 
-use crate::keyvalue::store::{
+use crate::patterns::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
     StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Config of a `memstore` backend (no settings yet; unknown keys are rejected).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MemStoreConfig {}
 
 /// How often expired entries are swept from memory (reads never see them regardless).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -207,7 +201,7 @@ impl KvScan for MemStore {
         let space = self.space(ns)?;
         let map = space.read().map_err(poisoned)?;
         let now = Instant::now();
-        let start = match crate::keyvalue::keys::scan_start(prefix, after) {
+        let start = match crate::patterns::keyvalue::keys::scan_start(prefix, after) {
             (bound, true) => Bound::Excluded(bound.to_string()),
             (bound, false) => Bound::Included(bound.to_string()),
         };

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Interop test: a Python gRPC client built only from proto/prism/**/*.proto talks to prism-proxy.
+"""Interop test: a Python gRPC client built only from proto/prism/**/*.proto talks to prism-proxy:
+KeyValue, PubSub (publish, subscribe), Queue (enqueue, consume, ack, nack), Admin, health, reflection
+and authentication.
 
 Run by ci/interop/run.sh, which generates the stubs into a temp dir and starts the proxy with
 `auth.mode: jwt` and an HS256 secret file. The test mints its own tokens (PyJWT) from that secret
@@ -11,8 +13,10 @@ and sends them as `authorization: Bearer <JWT>`. Environment:
                              (required)
   PRISM_INTEROP_ISSUER       the proxy's auth.issuer; put in every token's `iss` when set
   PRISM_INTEROP_AUDIENCE     the proxy's auth.audience; put in every token's `aud` when set
-  PRISM_INTEROP_NAMESPACES   namespace=backend_kind pairs, comma-separated
+  PRISM_INTEROP_NAMESPACES   KeyValue namespaces: namespace=backend_kind pairs, comma-separated
                              (default: interop-mem=memstore,interop-lite=sqlite)
+  PRISM_INTEROP_PUBSUB       a PubSub namespace (default: interop-events)
+  PRISM_INTEROP_QUEUE        a Queue namespace (default: interop-jobs)
 
 Plain unittest; the last line of output is `interop: N passed, M failed`, exit status 0 only when every
 case passed.
@@ -40,6 +44,9 @@ NAMESPACES = [
     if pair
 ]
 
+PUBSUB_NS = os.environ.get("PRISM_INTEROP_PUBSUB", "interop-events")
+QUEUE_NS = os.environ.get("PRISM_INTEROP_QUEUE", "interop-jobs")
+
 if not TARGET or not STUBS or not SECRET_FILE:
     sys.exit(
         "PRISM_INTEROP_TARGET, PRISM_INTEROP_STUBS and PRISM_INTEROP_SECRET_FILE must be set "
@@ -56,6 +63,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 # Generated from the .proto files only; nothing here knows about the Rust code.
 from prism.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from prism.keyvalue.v1 import keyvalue_pb2, keyvalue_pb2_grpc  # noqa: E402
+from prism.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc  # noqa: E402
+from prism.queue.v1 import queue_pb2, queue_pb2_grpc  # noqa: E402
 
 NAMESPACE_HEADER = "x-prism-namespace"
 TIMEOUT = 10.0  # seconds, per call
@@ -83,6 +92,7 @@ def mint(namespaces=None, *, secret=None, lifetime=TOKEN_LIFETIME, issuer=None, 
     permission on every test namespace), valid for `lifetime` seconds (negative: expired)."""
     if namespaces is None:
         namespaces = {ns: ALL_PERMISSIONS for ns, _ in NAMESPACES}
+        namespaces.update({PUBSUB_NS: ALL_PERMISSIONS, QUEUE_NS: ALL_PERMISSIONS})
     now = int(time.time())
     claims = {
         "sub": "prism-interop-test",
@@ -529,6 +539,102 @@ class Auth(RpcAssertions, unittest.TestCase):
         if not AUDIENCE:
             self.fail("PRISM_INTEROP_AUDIENCE is not set; run.sh configures an audience")
         self.assertUnauthenticated(auth_md(mint(audience=AUDIENCE + "-other")), "audience")
+
+
+class Messaging(RpcAssertions, unittest.TestCase):
+    """PubSub and Queue through the proxy: streams, acks, redelivery, errors."""
+
+    def setUp(self):
+        self.pubsub = pubsub_pb2_grpc.PubSubStub(channel)
+        self.queue = queue_pb2_grpc.QueueStub(channel)
+        self.name = f"{RUN_PREFIX}{self._testMethodName}"
+        self.streams = []
+
+    def tearDown(self):
+        for s in self.streams:
+            s.cancel()
+
+    def open(self, call):
+        self.streams.append(call)
+        return call
+
+    def test_subscribe_is_confirmed_then_gets_messages_in_order_with_headers(self):
+        md = ns_md(PUBSUB_NS)
+        sub = self.open(
+            self.pubsub.Subscribe(pubsub_pb2.SubscribeRequest(topic=self.name), metadata=md, timeout=TIMEOUT)
+        )
+        first = next(sub)
+        self.assertEqual(first.WhichOneof("event"), "subscribed")
+        ids = []
+        for i in range(3):
+            r = self.pubsub.Publish(
+                pubsub_pb2.PublishRequest(topic=self.name, payload=f"m{i}".encode(), headers={"i": str(i)}),
+                metadata=md,
+                timeout=TIMEOUT,
+            )
+            ids.append(r.message_id)
+        got = [next(sub).message for _ in range(3)]
+        self.assertEqual([m.payload for m in got], [b"m0", b"m1", b"m2"])
+        self.assertEqual([m.message_id for m in got], ids)
+        self.assertEqual([m.headers["i"] for m in got], ["0", "1", "2"])
+        self.assertTrue(all(m.published_at_ms > 0 and m.dropped == 0 for m in got))
+
+    def test_a_wildcard_topic_is_invalid_argument(self):
+        err = self.assertRpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            self.pubsub.Publish,
+            pubsub_pb2.PublishRequest(topic="orders.>", payload=b"x"),
+            metadata=ns_md(PUBSUB_NS),
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, "topic")
+
+    def consume(self, md, **kwargs):
+        c = self.open(
+            self.queue.Consume(queue_pb2.ConsumeRequest(queue=self.name, **kwargs), metadata=md, timeout=TIMEOUT)
+        )
+        self.assertEqual(next(c).WhichOneof("event"), "consuming")
+        return c
+
+    def enqueue(self, md, payload):
+        return self.queue.Enqueue(
+            queue_pb2.EnqueueRequest(queue=self.name, payload=payload), metadata=md, timeout=TIMEOUT
+        ).message_id
+
+    def ack(self, md, *ids):
+        return self.queue.Ack(
+            queue_pb2.AckRequest(queue=self.name, delivery_ids=list(ids)), metadata=md, timeout=TIMEOUT
+        )
+
+    def test_enqueue_consume_ack_and_a_second_ack_is_not_found(self):
+        md = ns_md(QUEUE_NS)
+        mid = self.enqueue(md, b"job")
+        c = self.consume(md, max_in_flight=1)
+        d = next(c).delivery
+        self.assertEqual((d.message_id, d.payload, d.attempt), (mid, b"job", 1))
+        self.assertGreater(d.enqueued_at_ms, 0)
+        self.assertEqual(self.ack(md, d.delivery_id).acked, 1)
+        err = self.assertRpcError(grpc.StatusCode.NOT_FOUND, self.ack, md, d.delivery_id)
+        self.assertDetailsContain(err, d.delivery_id)
+
+    def test_a_nack_redelivers_with_the_next_attempt(self):
+        md = ns_md(QUEUE_NS)
+        self.enqueue(md, b"retry-me")
+        c = self.consume(md, max_in_flight=1)
+        d = next(c).delivery
+        self.queue.Nack(
+            queue_pb2.NackRequest(queue=self.name, delivery_id=d.delivery_id), metadata=md, timeout=TIMEOUT
+        )
+        again = next(c).delivery
+        self.assertEqual((again.message_id, again.attempt), (d.message_id, 2))
+        self.assertNotEqual(again.delivery_id, d.delivery_id)
+        self.ack(md, again.delivery_id)
+
+    def test_consuming_needs_read_and_enqueueing_needs_write(self):
+        read_only = ns_md(QUEUE_NS, mint({QUEUE_NS: ["read"]}))
+        self.consume(read_only)
+        err = self.assertRpcError(grpc.StatusCode.PERMISSION_DENIED, self.enqueue, read_only, b"x")
+        self.assertDetailsContain(err, "write")
 
 
 class CountingResult(unittest.TextTestResult):

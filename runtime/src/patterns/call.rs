@@ -1,0 +1,99 @@
+//! What every pattern service does around an adapter call: find the call's route, check the
+//! capability it needs, run it under the backend's health gate with the caller's deadline, and map
+//! adapter errors to gRPC statuses.
+
+use crate::backends::error::{StoreError, StoreResult};
+use crate::backends::health::CallError;
+use crate::patterns::capability::Capability;
+use crate::router::{NamespaceRoute, route_of};
+use crate::server::protocol::CallDeadline;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::time::Instant;
+use tonic::{Request, Status};
+
+/// The gRPC status of an adapter error.
+pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
+    match e {
+        StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::VersionMismatch { .. } => Status::aborted(e.to_string()),
+        StoreError::Unavailable(_) => {
+            tracing::warn!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend unavailable");
+            Status::unavailable(format!(
+                "backend '{}' is unavailable: {e}",
+                route.backend_name
+            ))
+        }
+        StoreError::Internal(_) => {
+            tracing::error!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend error");
+            Status::internal(format!("backend '{}' failed: {e}", route.backend_name))
+        }
+    }
+}
+
+/// UNIMPLEMENTED naming `capability` (for an adapter accessor that returned `None`).
+pub fn unimplemented(route: &NamespaceRoute, capability: Capability) -> Status {
+    route.require(capability).err().unwrap_or_else(|| {
+        Status::unimplemented(format!("capability {capability} has no adapter support"))
+    })
+}
+
+/// One call's route and its caller's deadline; backend calls go through [`Call::backend`].
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The namespace's route.
+    pub route: Arc<NamespaceRoute>,
+    /// The caller's gRPC deadline, if it sent one.
+    pub deadline: Option<Instant>,
+}
+
+impl Call {
+    /// Runs a backend call under the backend's [`Health`](crate::backends::health::Health): its
+    /// deadline, fail-fast while down, and the status mapping.
+    pub async fn backend<T>(
+        &self,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> Result<T, Status> {
+        let route = &self.route;
+        let backend = &route.backend_name;
+        route
+            .backend
+            .health
+            .call(self.deadline, call)
+            .await
+            .map_err(|e| match e {
+                CallError::Store(e) => status(route, e),
+                CallError::Down { for_ms, reason } => Status::unavailable(format!(
+                    "backend '{backend}' is unavailable (down for {for_ms} ms: {reason}); the proxy retries it in the background"
+                )),
+                CallError::TimedOut(after) => {
+                    tracing::warn!(namespace = %route.name, backend = %backend, timeout_ms = after.as_millis() as u64, "backend call timed out");
+                    Status::unavailable(format!(
+                        "backend '{backend}' did not answer within {} ms (backend_calls.timeout_ms); the operation may or may not have been applied",
+                        after.as_millis()
+                    ))
+                }
+                CallError::CallerDeadline => Status::deadline_exceeded(format!(
+                    "the call's deadline passed while waiting for backend '{backend}'"
+                )),
+            })
+    }
+
+    /// The same route without the caller's deadline: for backend calls a long-lived stream makes
+    /// after its opening call (each gets the backend call timeout).
+    pub fn detached(&self) -> Call {
+        Call {
+            route: self.route.clone(),
+            deadline: None,
+        }
+    }
+}
+
+/// A request's route (checked to offer `capability`), its deadline, and its message.
+pub fn routed<T>(request: Request<T>, capability: Capability) -> Result<(Call, T), Status> {
+    let route = route_of(&request)?;
+    route.require(capability)?;
+    let deadline = request.extensions().get::<CallDeadline>().map(|d| d.0);
+    Ok((Call { route, deadline }, request.into_inner()))
+}

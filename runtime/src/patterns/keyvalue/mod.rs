@@ -1,0 +1,8 @@
+//! The KeyValue pattern: the capability traits adapters implement and the gRPC service over them.
+
+pub mod keys;
+pub mod service;
+pub mod store;
+mod validate;
+
+pub use service::KeyValueService;

@@ -1,0 +1,181 @@
+//! The patterns the proxy serves and the one registry that describes them: per pattern its gRPC
+//! service, the permission each method needs, its capabilities and its streaming methods. Server
+//! wiring, authorization (fail-closed for methods not listed), config validation and the harness all
+//! read [`REGISTRY`], so adding a pattern starts here.
+
+pub mod call;
+pub mod capability;
+pub mod keyvalue;
+pub mod names;
+pub mod pubsub;
+pub mod queue;
+pub mod stream;
+
+use crate::auth::Permission;
+use capability::Capability;
+use serde::Deserialize;
+
+/// Which pattern API a namespace serves.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// `prism.keyvalue.v1.KeyValue`.
+    Keyvalue,
+    /// `prism.pubsub.v1.PubSub`.
+    Pubsub,
+    /// `prism.queue.v1.Queue`.
+    Queue,
+}
+
+impl Pattern {
+    /// Every pattern, in registry order.
+    pub const ALL: [Pattern; 3] = [Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue];
+
+    /// The pattern's name as used in configs, scenarios and the Admin API.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Looks a pattern up by its name.
+    pub fn from_name(name: &str) -> Option<Pattern> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The pattern's registry entry.
+    pub fn spec(self) -> &'static PatternSpec {
+        REGISTRY
+            .iter()
+            .find(|s| s.pattern == self)
+            .expect("every pattern has a registry entry")
+    }
+
+    /// The capabilities of this pattern, in a stable order.
+    pub fn capabilities(self) -> impl Iterator<Item = Capability> {
+        Capability::ALL
+            .into_iter()
+            .filter(move |c| c.pattern() == self)
+    }
+}
+
+/// One gRPC method of a pattern.
+#[derive(Debug)]
+pub struct MethodSpec {
+    /// The method name, e.g. `Get`.
+    pub name: &'static str,
+    /// The permission it needs on the namespace.
+    pub permission: Permission,
+    /// Whether it answers with a long-lived server stream.
+    pub streaming: bool,
+}
+
+const fn unary(name: &'static str, permission: Permission) -> MethodSpec {
+    MethodSpec {
+        name,
+        permission,
+        streaming: false,
+    }
+}
+
+const fn stream(name: &'static str, permission: Permission) -> MethodSpec {
+    MethodSpec {
+        name,
+        permission,
+        streaming: true,
+    }
+}
+
+/// What the proxy knows about one pattern.
+#[derive(Debug)]
+pub struct PatternSpec {
+    /// The pattern.
+    pub pattern: Pattern,
+    /// Its name in configs and scenarios.
+    pub name: &'static str,
+    /// Its fully qualified gRPC service name.
+    pub service: &'static str,
+    /// Every method; a method not listed is refused.
+    pub methods: &'static [MethodSpec],
+}
+
+impl PatternSpec {
+    /// The method named `name`, if the pattern has it.
+    pub fn method(&self, name: &str) -> Option<&'static MethodSpec> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+}
+
+use Permission::{Read, Write};
+
+/// Every pattern the proxy serves.
+pub static REGISTRY: [PatternSpec; 3] = [
+    PatternSpec {
+        pattern: Pattern::Keyvalue,
+        name: "keyvalue",
+        service: "prism.keyvalue.v1.KeyValue",
+        methods: &[
+            unary("Get", Read),
+            unary("Exists", Read),
+            unary("Scan", Read),
+            unary("BatchGet", Read),
+            unary("Set", Write),
+            unary("Delete", Write),
+            unary("Expire", Write),
+            unary("BatchSet", Write),
+            unary("BatchDelete", Write),
+        ],
+    },
+    PatternSpec {
+        pattern: Pattern::Pubsub,
+        name: "pubsub",
+        service: "prism.pubsub.v1.PubSub",
+        methods: &[stream("Subscribe", Read), unary("Publish", Write)],
+    },
+    PatternSpec {
+        pattern: Pattern::Queue,
+        name: "queue",
+        service: "prism.queue.v1.Queue",
+        methods: &[
+            stream("Consume", Read),
+            unary("Enqueue", Write),
+            unary("Ack", Write),
+            unary("Nack", Write),
+        ],
+    },
+];
+
+/// The pattern and method of a gRPC path `/package.Service/Method`, when a pattern serves it.
+pub fn method_of(path: &str) -> Option<(&'static PatternSpec, &'static MethodSpec)> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    let spec = REGISTRY.iter().find(|s| s.service == service)?;
+    Some((spec, spec.method(method)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pattern_has_one_entry_and_capabilities() {
+        for p in Pattern::ALL {
+            assert_eq!(p.spec().pattern, p);
+            assert_eq!(Pattern::from_name(p.name()), Some(p));
+            assert!(
+                p.capabilities().count() > 0,
+                "{} has capabilities",
+                p.name()
+            );
+        }
+    }
+
+    #[test]
+    fn paths_resolve_only_to_listed_methods() {
+        let (spec, m) = method_of("/prism.queue.v1.Queue/Consume").expect("listed");
+        assert_eq!(
+            (spec.pattern, m.permission, m.streaming),
+            (Pattern::Queue, Read, true)
+        );
+        assert!(method_of("/prism.queue.v1.Queue/Purge").is_none());
+        assert!(method_of("/prism.pubsub.v1.PubSub").is_none());
+        assert!(method_of("/nope.Nope/Get").is_none());
+    }
+}

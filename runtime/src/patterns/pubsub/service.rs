@@ -1,0 +1,136 @@
+//! The `prism.pubsub.v1.PubSub` gRPC service. Each subscription is a task that reads the adapter's
+//! stream as fast as it yields and hands messages to the client through a bounded buffer
+//! (`subscriber_buffer`): when the client reads too slowly the buffer fills, later messages are
+//! dropped and the count travels in the next delivered message's `dropped` — memory never grows with
+//! a slow subscriber, and nothing is lost silently.
+
+use super::adapter::{PubSubAdapter, Published};
+use crate::patterns::call::{Call, routed, status, unimplemented};
+use crate::patterns::capability::Capability;
+use crate::patterns::names::{check_message, check_name, new_id, now_ms};
+use crate::patterns::stream::{Drain, StreamGuard};
+use futures_util::StreamExt;
+use pb::pub_sub_server::PubSub;
+use prism_proto::pubsub::v1 as pb;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// How long the end of a stream (its final status) may wait for room in a full buffer.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// The PubSub service.
+#[derive(Clone, Debug)]
+pub struct PubSubService {
+    drain: Drain,
+}
+
+impl PubSubService {
+    /// A service whose subscriptions end when `drain` starts.
+    pub fn new(drain: Drain) -> Self {
+        Self { drain }
+    }
+}
+
+fn adapter(call: &Call) -> Result<Arc<dyn PubSubAdapter>, Status> {
+    call.route
+        .backend
+        .pubsub
+        .clone()
+        .ok_or_else(|| unimplemented(&call.route, Capability::PubSubBasic))
+}
+
+fn message(m: Published, dropped: u64) -> pb::SubscribeResponse {
+    pb::SubscribeResponse {
+        event: Some(pb::subscribe_response::Event::Message(pb::Message {
+            topic: m.topic,
+            payload: m.payload,
+            headers: m.headers,
+            message_id: m.message_id,
+            published_at_ms: m.published_at_ms,
+            dropped,
+        })),
+    }
+}
+
+type Sent = Result<pb::SubscribeResponse, Status>;
+
+#[tonic::async_trait]
+impl PubSub for PubSubService {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let (call, r) = routed(request, Capability::PubSubBasic)?;
+        let limits = &call.route.limits;
+        check_name("topic", &r.topic, limits)?;
+        check_message(&r.payload, &r.headers, limits)?;
+        let adapter = adapter(&call)?;
+        let message_id = new_id();
+        let published = Published {
+            topic: r.topic,
+            payload: r.payload,
+            headers: r.headers,
+            message_id: message_id.clone(),
+            published_at_ms: now_ms(),
+        };
+        call.backend(adapter.publish(&call.route.name, published))
+            .await?;
+        Ok(Response::new(pb::PublishResponse { message_id }))
+    }
+
+    type SubscribeStream = ReceiverStream<Sent>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let route = crate::router::route_of(&request)?;
+        route.require(Capability::PubSubBasic)?;
+        let guard = StreamGuard::admit(&route, &request, &self.drain)?;
+        let (call, r) = routed(request, Capability::PubSubBasic)?;
+        check_name("topic", &r.topic, &call.route.limits)?;
+        let adapter = adapter(&call)?;
+        let mut subscription = call
+            .backend(adapter.subscribe(&call.route.name, &r.topic))
+            .await?;
+        let (tx, rx) = mpsc::channel::<Sent>(call.route.limits.subscriber_buffer + 1);
+        let confirmed = pb::SubscribeResponse {
+            event: Some(pb::subscribe_response::Event::Subscribed(pb::Subscribed {
+                topic: r.topic.clone(),
+            })),
+        };
+        let _ = tx.try_send(Ok(confirmed));
+        let route = call.route.clone();
+        tokio::spawn(async move {
+            let ended = guard.ended();
+            tokio::pin!(ended);
+            let mut dropped = 0u64;
+            let last: Status = loop {
+                tokio::select! {
+                    status = &mut ended => break status,
+                    () = tx.closed() => return,
+                    item = subscription.next() => match item {
+                        Some(Ok(m)) => match tx.try_send(Ok(message(m, dropped))) {
+                            Ok(()) => dropped = 0,
+                            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        },
+                        Some(Err(e)) => break status(&route, e),
+                        None => break Status::unavailable(format!(
+                            "backend '{}' ended the subscription; subscribe again", route.backend_name
+                        )),
+                    },
+                }
+            };
+            if dropped > 0 {
+                tracing::debug!(namespace = %route.name, topic = %r.topic, dropped, "subscription ended with undelivered drops");
+            }
+            let _ = tx.send_timeout(Err(last), FINAL_STATUS_WAIT).await;
+            drop(guard);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

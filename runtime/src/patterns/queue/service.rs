@@ -1,0 +1,402 @@
+//! The `prism.queue.v1.Queue` gRPC service. A Consume stream is a task that takes a delivery from
+//! the adapter only while it holds fewer than `max_in_flight` (back-pressure, not buffering), records
+//! each in the [`Deliveries`] table with its visibility deadline, and returns what it holds when a
+//! deadline passes or the stream ends. Ack and Nack find deliveries in the table from any
+//! connection. A message whose `max_attempts`-th delivery fails moves to `<queue>.dlq`.
+
+use super::adapter::{QueueAdapter, QueuedMessage, Received};
+use super::deliveries::{Deliveries, NotOutstanding, Outstanding};
+use super::{DEAD_LETTER_SUFFIX, DEFAULT_GROUP};
+use crate::patterns::call::{Call, routed, status, unimplemented};
+use crate::patterns::capability::Capability;
+use crate::patterns::names::{check_message, check_name, new_id, now_ms};
+use crate::patterns::stream::{Drain, StreamGuard};
+use pb::queue_server::Queue;
+use prism_proto::queue::v1 as pb;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Longest `delay_ms` / `requeue_delay_ms`: 7 days.
+pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Largest `max_in_flight` of one Consume stream.
+pub const MAX_IN_FLIGHT: u32 = 10_000;
+/// `visibility_timeout_ms` when a Consume leaves it at 0.
+pub const DEFAULT_VISIBILITY_MS: u64 = 30_000;
+/// Longest `visibility_timeout_ms`: 12 hours.
+pub const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
+/// Header a dead-lettered message carries: the queue it came from.
+pub const DLQ_SOURCE_HEADER: &str = "x-prism-dlq-source";
+/// Header a dead-lettered message carries: how many deliveries failed.
+pub const DLQ_ATTEMPTS_HEADER: &str = "x-prism-dlq-attempts";
+
+/// How long the end of a stream (its final status) may wait for room in its buffer.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// The Queue service: the drain signal and the proxy's delivery table.
+#[derive(Clone, Debug)]
+pub struct QueueService {
+    drain: Drain,
+    deliveries: Arc<Deliveries>,
+}
+
+impl QueueService {
+    /// A service whose Consume streams end when `drain` starts.
+    pub fn new(drain: Drain) -> Self {
+        Self {
+            drain,
+            deliveries: Arc::default(),
+        }
+    }
+}
+
+fn adapter(call: &Call) -> Result<Arc<dyn QueueAdapter>, Status> {
+    call.route
+        .backend
+        .queue
+        .clone()
+        .ok_or_else(|| unimplemented(&call.route, Capability::QueueBasic))
+}
+
+fn group_of(call: &Call, group: String) -> Result<String, Status> {
+    let group = if group.is_empty() {
+        DEFAULT_GROUP.to_string()
+    } else {
+        group
+    };
+    check_name("group", &group, &call.route.limits)?;
+    if group != DEFAULT_GROUP {
+        call.route.require(Capability::QueueGroups)?;
+    }
+    Ok(group)
+}
+
+fn delay(field: &str, ms: u64) -> Result<Duration, Status> {
+    if ms > MAX_DELAY_MS {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {ms}, over the longest delay of {MAX_DELAY_MS} ms (7 days)"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Where a delivery goes when it is returned without an ack.
+struct Return<'a> {
+    call: &'a Call,
+    adapter: &'a Arc<dyn QueueAdapter>,
+}
+
+impl Return<'_> {
+    /// Returns `held` to its queue after `delay`, or moves it to the dead-letter queue when this
+    /// was its last attempt.
+    async fn give_back(&self, held: &Outstanding, delay: Duration) -> Result<(), Status> {
+        let max = self.call.route.limits.max_attempts;
+        if held.attempt >= max && self.call.route.require(Capability::QueueDeadLetter).is_ok() {
+            return self.dead_letter(held).await;
+        }
+        let ns = &self.call.route.name;
+        self.call
+            .backend(
+                self.adapter
+                    .nack(ns, &held.queue, &held.group, &held.receipt, delay),
+            )
+            .await
+    }
+
+    /// Stores the message in `<queue>.dlq` and acks it on its queue.
+    async fn dead_letter(&self, held: &Outstanding) -> Result<(), Status> {
+        let ns = &self.call.route.name;
+        let mut message: QueuedMessage = held.message.clone();
+        message
+            .headers
+            .insert(DLQ_SOURCE_HEADER.into(), held.queue.clone());
+        message
+            .headers
+            .insert(DLQ_ATTEMPTS_HEADER.into(), held.attempt.to_string());
+        let dlq = format!("{}{DEAD_LETTER_SUFFIX}", held.queue);
+        self.call
+            .backend(self.adapter.enqueue(ns, &dlq, message, Duration::ZERO))
+            .await?;
+        tracing::info!(namespace = %ns, queue = %held.queue, group = %held.group, message_id = %held.message.message_id, attempts = held.attempt, "dead-lettered");
+        self.call
+            .backend(
+                self.adapter
+                    .ack(ns, &held.queue, &held.group, &held.receipt),
+            )
+            .await
+    }
+}
+
+fn not_outstanding(queue: &str, group: &str, NotOutstanding(id): NotOutstanding) -> Status {
+    Status::not_found(format!(
+        "delivery '{id}' is not outstanding on queue '{queue}', group '{group}' (unknown, already acked or nacked, past its visibility timeout, or its stream ended)"
+    ))
+}
+
+type Sent = Result<pb::ConsumeResponse, Status>;
+
+/// One Consume stream's settings.
+struct Consumer {
+    call: Call,
+    adapter: Arc<dyn QueueAdapter>,
+    deliveries: Arc<Deliveries>,
+    queue: String,
+    group: String,
+    max_in_flight: usize,
+    visibility: Duration,
+}
+
+impl Consumer {
+    /// Serves the stream until it ends; returns what it held; sends the final status.
+    async fn run(
+        self,
+        mut supply: Box<dyn super::adapter::QueueConsumer>,
+        tx: mpsc::Sender<Sent>,
+        guard: StreamGuard,
+    ) {
+        let (stream, changed) = self.deliveries.open_stream();
+        let ended = guard.ended();
+        tokio::pin!(ended);
+        let back = Return {
+            call: &self.call,
+            adapter: &self.adapter,
+        };
+        let last: Option<Status> = loop {
+            let (held, next_deadline) = self.deliveries.load(stream);
+            let room = held < self.max_in_flight;
+            let timer = async {
+                match next_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                status = &mut ended => break Some(status),
+                () = tx.closed() => break None,
+                () = changed.notified() => {}
+                () = timer => {
+                    let expired = self.deliveries.take_expired(stream, Instant::now());
+                    if let Some(e) = self.return_all(&back, expired).await {
+                        break Some(e);
+                    }
+                }
+                received = supply.next(), if room => match received {
+                    Ok(received) => {
+                        if let Err(e) = self.deliver(&back, stream, received, &tx).await {
+                            break e;
+                        }
+                    }
+                    Err(e) => break Some(status(&self.call.route, e)),
+                },
+            }
+        };
+        let held = self.deliveries.close_stream(stream);
+        let returned = held.len();
+        if let Some(e) = self.return_all(&back, held).await {
+            tracing::warn!(namespace = %self.call.route.name, queue = %self.queue, error = %e, "could not return deliveries at the stream's end; the backend redelivers them after its own lease");
+        } else if returned > 0 {
+            tracing::debug!(namespace = %self.call.route.name, queue = %self.queue, returned, "returned unacked deliveries");
+        }
+        if let Some(status) = last {
+            let _ = tx.send_timeout(Err(status), FINAL_STATUS_WAIT).await;
+        }
+        drop(guard);
+    }
+
+    /// Returns deliveries to the queue at once; the first error, after trying them all.
+    async fn return_all(&self, back: &Return<'_>, held: Vec<Outstanding>) -> Option<Status> {
+        let mut first = None;
+        for h in held {
+            if let Err(e) = back.give_back(&h, Duration::ZERO).await {
+                first.get_or_insert(e);
+            }
+        }
+        first
+    }
+
+    /// Records and sends one delivery (or dead-letters a message already past its attempts);
+    /// `Err` ends the stream, with a status or (`None`) because the client left.
+    async fn deliver(
+        &self,
+        back: &Return<'_>,
+        stream: u64,
+        received: Received,
+        tx: &mpsc::Sender<Sent>,
+    ) -> Result<(), Option<Status>> {
+        let route = &self.call.route;
+        let held = Outstanding::new(
+            &route.name,
+            &self.queue,
+            &self.group,
+            received.receipt,
+            received.attempt,
+            received.message,
+            Instant::now() + self.visibility,
+        );
+        if held.attempt > route.limits.max_attempts
+            && route.require(Capability::QueueDeadLetter).is_ok()
+        {
+            // Delivered more often than allowed (e.g. returned by a backend's own lease after a
+            // proxy restart): it goes to the dead-letter queue without reaching a consumer.
+            return back.dead_letter(&held).await.map_err(Some);
+        }
+        let delivery_id = new_id();
+        let delivery = pb::ConsumeResponse {
+            event: Some(pb::consume_response::Event::Delivery(pb::Delivery {
+                delivery_id: delivery_id.clone(),
+                message_id: held.message.message_id.clone(),
+                payload: held.message.payload.clone(),
+                headers: held.message.headers.clone(),
+                attempt: held.attempt,
+                enqueued_at_ms: held.message.enqueued_at_ms,
+            })),
+        };
+        self.deliveries.hold(stream, delivery_id, held);
+        // The buffer has room for max_in_flight deliveries plus the first and last events, and no
+        // more than max_in_flight are ever held, so this only fails once the client has left.
+        tx.try_send(Ok(delivery)).map_err(|_| None)
+    }
+}
+
+#[tonic::async_trait]
+impl Queue for QueueService {
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+        let (call, r) = routed(request, Capability::QueueBasic)?;
+        if r.delay_ms > 0 {
+            call.route.require(Capability::QueueDelay)?;
+        }
+        let limits = &call.route.limits;
+        check_name("queue", &r.queue, limits)?;
+        check_message(&r.payload, &r.headers, limits)?;
+        let delay = delay("delay_ms", r.delay_ms)?;
+        let adapter = adapter(&call)?;
+        let message_id = new_id();
+        let message = QueuedMessage {
+            message_id: message_id.clone(),
+            payload: r.payload,
+            headers: r.headers,
+            enqueued_at_ms: now_ms(),
+        };
+        call.backend(adapter.enqueue(&call.route.name, &r.queue, message, delay))
+            .await?;
+        Ok(Response::new(pb::EnqueueResponse { message_id }))
+    }
+
+    type ConsumeStream = ReceiverStream<Sent>;
+
+    async fn consume(
+        &self,
+        request: Request<pb::ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let route = crate::router::route_of(&request)?;
+        route.require(Capability::QueueBasic)?;
+        let guard = StreamGuard::admit(&route, &request, &self.drain)?;
+        let (call, r) = routed(request, Capability::QueueBasic)?;
+        check_name("queue", &r.queue, &call.route.limits)?;
+        let group = group_of(&call, r.group)?;
+        if r.max_in_flight > MAX_IN_FLIGHT {
+            return Err(Status::invalid_argument(format!(
+                "max_in_flight is {}, over the largest of {MAX_IN_FLIGHT}",
+                r.max_in_flight
+            )));
+        }
+        let visibility_ms = match r.visibility_timeout_ms {
+            0 => DEFAULT_VISIBILITY_MS,
+            ms if ms > MAX_VISIBILITY_MS => {
+                return Err(Status::invalid_argument(format!(
+                    "visibility_timeout_ms is {ms}, over the longest of {MAX_VISIBILITY_MS} (12 hours)"
+                )));
+            }
+            ms => ms,
+        };
+        let adapter = adapter(&call)?;
+        let supply = call
+            .backend(adapter.consumer(&call.route.name, &r.queue, &group))
+            .await?;
+        let max_in_flight = r.max_in_flight.max(1) as usize;
+        let (tx, rx) = mpsc::channel::<Sent>(max_in_flight + 2);
+        let _ = tx.try_send(Ok(pb::ConsumeResponse {
+            event: Some(pb::consume_response::Event::Consuming(pb::Consuming {
+                queue: r.queue.clone(),
+                group: group.clone(),
+            })),
+        }));
+        let consumer = Consumer {
+            call: call.detached(),
+            adapter,
+            deliveries: self.deliveries.clone(),
+            queue: r.queue,
+            group,
+            max_in_flight,
+            visibility: Duration::from_millis(visibility_ms),
+        };
+        tokio::spawn(consumer.run(supply, tx, guard));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        let (call, r) = routed(request, Capability::QueueBasic)?;
+        check_name("queue", &r.queue, &call.route.limits)?;
+        let group = group_of(&call, r.group)?;
+        if r.delivery_ids.is_empty() {
+            return Err(Status::invalid_argument(
+                "delivery_ids is empty (name the deliveries to acknowledge)",
+            ));
+        }
+        let adapter = adapter(&call)?;
+        let taken = self
+            .deliveries
+            .take(&call.route.name, &r.queue, &group, &r.delivery_ids)
+            .map_err(|e| not_outstanding(&r.queue, &group, e))?;
+        for held in &taken {
+            call.backend(adapter.ack(&call.route.name, &r.queue, &group, &held.receipt))
+                .await?;
+        }
+        Ok(Response::new(pb::AckResponse {
+            acked: taken.len() as u32,
+        }))
+    }
+
+    async fn nack(
+        &self,
+        request: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::NackResponse>, Status> {
+        let (call, r) = routed(request, Capability::QueueRedelivery)?;
+        if r.requeue_delay_ms > 0 {
+            call.route.require(Capability::QueueDelay)?;
+        }
+        check_name("queue", &r.queue, &call.route.limits)?;
+        let group = group_of(&call, r.group)?;
+        if r.delivery_id.is_empty() {
+            return Err(Status::invalid_argument("delivery_id is empty"));
+        }
+        let delay = delay("requeue_delay_ms", r.requeue_delay_ms)?;
+        let adapter = adapter(&call)?;
+        let taken = self
+            .deliveries
+            .take(
+                &call.route.name,
+                &r.queue,
+                &group,
+                std::slice::from_ref(&r.delivery_id),
+            )
+            .map_err(|e| not_outstanding(&r.queue, &group, e))?;
+        let back = Return {
+            call: &call,
+            adapter: &adapter,
+        };
+        for held in &taken {
+            back.give_back(held, delay).await?;
+        }
+        Ok(Response::new(pb::NackResponse {}))
+    }
+}

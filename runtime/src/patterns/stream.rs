@@ -1,0 +1,146 @@
+//! What every long-lived server stream (Subscribe, Consume) shares: the proxy's drain signal, the
+//! caller's token expiry, and the namespace's stream budget. A stream handler selects on
+//! [`StreamGuard::ended`] beside its own work: when the proxy drains it ends with UNAVAILABLE (so
+//! clients retry elsewhere), when the caller's token expires with UNAUTHENTICATED.
+
+use crate::auth::Principal;
+use crate::router::NamespaceRoute;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Status};
+
+/// The proxy's drain broadcast, handed to every pattern service that serves streams. Each stream
+/// task holds a clone until it has finished (returned what it held), so the server knows when the
+/// last one is done: the mini-redis shape, where completion is the last sender dropping.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    signal: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+}
+
+/// The server's end of a [`Drain`]: starts it, then waits for the streams to finish.
+#[derive(Debug)]
+pub struct DrainControl {
+    start: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    /// A drain signal for the services and its control for the server.
+    pub fn new() -> (DrainControl, Drain) {
+        let (start, signal) = watch::channel(false);
+        let (alive, done) = mpsc::channel(1);
+        (
+            DrainControl { start, done },
+            Drain {
+                signal,
+                _alive: alive,
+            },
+        )
+    }
+
+    /// Resolves once the drain has started (at once if it already has, or if the server is gone).
+    pub async fn started(&self) {
+        let mut rx = self.signal.clone();
+        let _ = rx.wait_for(|draining| *draining).await;
+    }
+}
+
+impl DrainControl {
+    /// Tells every stream to end.
+    pub fn start(&self) {
+        let _ = self.start.send(true);
+    }
+
+    /// Resolves when every [`Drain`] clone is gone: the services and every stream task.
+    pub async fn finished(mut self) {
+        let _ = self.done.recv().await;
+    }
+}
+
+/// Live streams of one namespace, against its `max_streams` limit.
+#[derive(Debug, Default)]
+pub struct StreamCount(AtomicUsize);
+
+/// One live stream's place in its namespace's count; released on drop.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<NamespaceRoute>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stream's slot, drain signal and token expiry.
+#[derive(Debug)]
+pub struct StreamGuard {
+    _slot: StreamSlot,
+    drain: Drain,
+    expires_in: Option<Duration>,
+}
+
+impl StreamGuard {
+    /// Admits a stream on `route` for the caller of `request`: RESOURCE_EXHAUSTED when the namespace
+    /// already has `max_streams` live ones.
+    pub fn admit<T>(
+        route: &Arc<NamespaceRoute>,
+        request: &Request<T>,
+        drain: &Drain,
+    ) -> Result<StreamGuard, Status> {
+        let max = route.limits.max_streams;
+        let count = &route.streams.0;
+        if count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(Status::resource_exhausted(format!(
+                "namespace '{}' has {max} live streams, the limit max_streams",
+                route.name
+            )));
+        }
+        let slot = StreamSlot(route.clone());
+        let valid_until = request
+            .extensions()
+            .get::<Arc<Principal>>()
+            .and_then(|p| p.valid_until);
+        let expires_in = valid_until.map(|until| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Duration::from_secs(until).saturating_sub(now)
+        });
+        Ok(StreamGuard {
+            _slot: slot,
+            drain: drain.clone(),
+            expires_in,
+        })
+    }
+
+    /// Resolves with the status the stream must end with: UNAVAILABLE when the proxy drains,
+    /// UNAUTHENTICATED when the caller's token expires. Pending otherwise.
+    pub fn ended(&self) -> impl Future<Output = Status> + Send + 'static {
+        let drain = self.drain.clone();
+        let expires = self.expires_in.map(|d| tokio::time::Instant::now() + d);
+        async move {
+            let expiry = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = drain.started() => Status::unavailable(
+                    "the proxy is draining (shutting down); reconnect and retry, to another instance if there is one",
+                ),
+                () = expiry => Status::unauthenticated(
+                    "the caller's token expired; open the stream again with a fresh token",
+                ),
+            }
+        }
+    }
+}
