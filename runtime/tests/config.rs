@@ -36,7 +36,8 @@ fn networked_example_config_loads() {
     let config = ProxyConfig::load(&path).expect("networked example config is valid");
     assert_eq!(config.backends["cache"].kind(), "redis");
     assert_eq!(config.backends["db"].kind(), "postgres");
-    assert_eq!(config.namespaces.len(), 3);
+    assert_eq!(config.backends["bus"].kind(), "nats");
+    assert_eq!(config.namespaces.len(), 5);
     assert_eq!(
         config.server,
         prism_runtime::config::ServerLimits::default(),

@@ -147,7 +147,7 @@ fn store_code(e: prism_runtime::patterns::keyvalue::store::StoreError) -> String
     match e {
         E::AlreadyExists { .. } => "ALREADY_EXISTS",
         E::VersionMismatch { .. } => "ABORTED",
-        E::TooLarge { .. } => "RESOURCE_EXHAUSTED",
+        E::TooLarge { .. } | E::OverBackendLimit(_) => "RESOURCE_EXHAUSTED",
         E::Unavailable(_) => "UNAVAILABLE",
         E::Internal(_) => "INTERNAL",
     }

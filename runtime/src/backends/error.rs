@@ -27,6 +27,9 @@ pub enum StoreError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request is over a limit of the backend itself (e.g. NATS's `max_payload`).
+    #[error("{0}")]
+    OverBackendLimit(String),
     /// The backend could not be reached or timed out; the call may be retried.
     #[error("backend unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod health;
 pub mod memstore;
+pub mod nats;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
@@ -31,6 +32,8 @@ pub enum BackendConfig {
     Redis(redis::RedisConfig),
     /// PostgreSQL (`type: postgres`).
     Postgres(postgres::PostgresConfig),
+    /// NATS with JetStream (`type: nats`).
+    Nats(nats::NatsConfig),
 }
 
 impl BackendConfig {
@@ -41,6 +44,7 @@ impl BackendConfig {
             BackendConfig::Sqlite(_) => "sqlite",
             BackendConfig::Redis(_) => "redis",
             BackendConfig::Postgres(_) => "postgres",
+            BackendConfig::Nats(_) => "nats",
         }
     }
 
@@ -51,6 +55,7 @@ impl BackendConfig {
             BackendConfig::Sqlite(_) | BackendConfig::Redis(_) | BackendConfig::Postgres(_) => {
                 &[Pattern::Keyvalue]
             }
+            BackendConfig::Nats(_) => &[Pattern::Pubsub, Pattern::Queue],
         }
     }
 }
@@ -75,6 +80,15 @@ pub enum OpenError {
         /// The client error.
         #[source]
         source: ::redis::RedisError,
+    },
+    /// The NATS server could not be reached.
+    #[error("cannot connect to nats at {url}: {source}")]
+    Nats {
+        /// The URL, password redacted.
+        url: String,
+        /// The client error.
+        #[source]
+        source: async_nats::ConnectError,
     },
     /// PostgreSQL could not be reached or migrated.
     #[error("cannot open postgres at {url}: {source}")]
@@ -182,6 +196,14 @@ pub async fn open(
     let kind = config.kind();
     match config {
         BackendConfig::Memstore(_) => Ok(memstore::open(kind, health)),
+        BackendConfig::Nats(cfg) => {
+            nats::open(kind, cfg, health)
+                .await
+                .map_err(|source| OpenError::Nats {
+                    url: cfg.url.redacted(),
+                    source,
+                })
+        }
         BackendConfig::Sqlite(cfg) => {
             let store =
                 sqlite::SqliteStore::open(cfg)

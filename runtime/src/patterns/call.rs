@@ -16,7 +16,9 @@ use tonic::{Request, Status};
 pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
     match e {
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
-        StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::TooLarge { .. } | StoreError::OverBackendLimit(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         StoreError::VersionMismatch { .. } => Status::aborted(e.to_string()),
         StoreError::Unavailable(_) => {
             tracing::warn!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend unavailable");

@@ -62,9 +62,9 @@ pub fn check_message(
     }
     let mut bytes = 0usize;
     for (key, value) in headers {
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic() && c != ':') {
             return Err(Status::invalid_argument(format!(
-                "headers key {key:?} must be 1 or more printable ASCII characters without spaces"
+                "headers key {key:?} must be 1 or more printable ASCII characters without spaces or ':'"
             )));
         }
         if value.chars().any(char::is_control) {

@@ -1,0 +1,223 @@
+//! `nats`: PubSub on core NATS and Queue on JetStream. Every subject starts with `subject_prefix`
+//! and names the namespace and the topic or queue hex-encoded, each as one token — so no name,
+//! whatever it holds, can reach another namespace's subjects or form a wildcard. One JetStream stream
+//! per namespace (file storage) holds its queues; one durable pull consumer per queue and group.
+
+mod pubsub;
+mod queue;
+
+pub use pubsub::NatsPubSub;
+pub use queue::NatsQueue;
+
+use super::error::{StoreError, StoreResult};
+use super::health::{Health, Ping};
+use super::{Backend, Closer};
+use crate::secret::SecretUrl;
+use async_trait::async_trait;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Config of a `nats` backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://[user:password@]host:port`; `${ENV}` references are expanded.
+    pub url: SecretUrl,
+    /// First token of every subject Prism uses (letters, digits, `_`, `-`).
+    #[serde(default = "default_prefix")]
+    pub subject_prefix: String,
+    /// How long JetStream keeps queue messages, in hours (they stay after being acked, so a group
+    /// created later still sees them; default 168).
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+    /// JetStream's own redelivery deadline for a delivery the proxy neither acked nor returned (a
+    /// proxy that crashed), in seconds (default 600). Visibility timeouts longer than this may see
+    /// a second delivery.
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_secs: u64,
+    /// Connect timeout in milliseconds.
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "prism".into()
+}
+fn default_retention() -> u64 {
+    168
+}
+fn default_ack_wait() -> u64 {
+    600
+}
+fn default_connect_ms() -> u64 {
+    2000
+}
+
+/// A token for `name` in a subject: its bytes in hex (never `.`, `*`, `>` or whitespace).
+pub(crate) fn token(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A short stable name (JetStream stream and consumer names have a length limit).
+pub(crate) fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.len().to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every NATS error is a connectivity problem from the caller's view, unless it is JetStream's
+/// answer to a request (then the backend said no).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string().into())
+}
+
+/// `Err` when a message of `payload` bytes with `headers` would exceed the server's `max_payload`
+/// (the server would close the connection instead of refusing the one message).
+pub(crate) fn check_size(
+    client: &async_nats::Client,
+    payload: usize,
+    headers: &std::collections::HashMap<String, String>,
+) -> StoreResult<()> {
+    let max = client.server_info().max_payload;
+    // Header block: `NATS/1.0\r\n`, `name: value\r\n` per header, a blank line; plus Prism's two.
+    let header_bytes: usize = 12
+        + 64
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>();
+    let size = payload + header_bytes;
+    if max > 0 && size > max {
+        return Err(StoreError::OverBackendLimit(format!(
+            "the message is {size} bytes with its headers, over the NATS server's max_payload of {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Header carrying the proxy's message id.
+const ID: &str = "Prism-Message-Id";
+/// Header carrying when the proxy accepted the message (ms since the Unix epoch).
+const AT: &str = "Prism-At";
+
+/// The NATS headers of a message: the application's, then the proxy's id and timestamp.
+pub(crate) fn headers_out(
+    headers: &std::collections::HashMap<String, String>,
+    id: &str,
+    at_ms: i64,
+) -> async_nats::HeaderMap {
+    let mut out = async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        out.insert(k.as_str(), v.as_str());
+    }
+    out.insert(ID, id);
+    out.insert(AT, at_ms.to_string().as_str());
+    out
+}
+
+/// A message's application headers, id and timestamp, back from NATS headers.
+pub(crate) fn headers_in(
+    h: Option<&async_nats::HeaderMap>,
+) -> StoreResult<(std::collections::HashMap<String, String>, String, i64)> {
+    let mut headers = std::collections::HashMap::new();
+    let (mut id, mut at) = (None, 0);
+    for (name, values) in h.into_iter().flat_map(|h| h.iter()) {
+        let value = values
+            .first()
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        match name.as_ref() {
+            ID => id = Some(value),
+            AT => at = value.parse().unwrap_or(0),
+            other => {
+                headers.insert(other.to_string(), value);
+            }
+        }
+    }
+    let id = id.ok_or_else(|| {
+        StoreError::Internal("a message on a Prism subject without its id header".into())
+    })?;
+    Ok((headers, id, at))
+}
+
+/// The NATS connection and what both adapters share.
+#[derive(Debug)]
+pub(crate) struct Nats {
+    client: async_nats::Client,
+    prefix: String,
+}
+
+#[async_trait]
+impl Ping for Nats {
+    async fn ping(&self) -> StoreResult<()> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("not connected to the NATS server"));
+        }
+        self.client.flush().await.map_err(unavailable)
+    }
+}
+
+/// Connects and builds the bundle.
+pub(super) async fn open(
+    kind: &'static str,
+    cfg: &NatsConfig,
+    health: impl FnOnce(Arc<dyn Ping>) -> Arc<Health>,
+) -> Result<Backend, async_nats::ConnectError> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms.max(1)))
+        .retry_on_initial_connect()
+        .connect(cfg.url.expose())
+        .await?;
+    // A first round trip, so a wrong address is an error at start rather than at the first call.
+    if tokio::time::timeout(
+        Duration::from_millis(cfg.connect_timeout_ms.max(1)),
+        client.flush(),
+    )
+    .await
+    .is_err()
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer from the NATS server within connect_timeout_ms",
+        )
+        .into());
+    }
+    let nats = Arc::new(Nats {
+        client: client.clone(),
+        prefix: cfg.subject_prefix.clone(),
+    });
+    let mut backend = Backend::new(kind, health(nats.clone()), Closer::Nothing);
+    backend.pubsub = Some(Arc::new(NatsPubSub::new(nats.clone())));
+    backend.queue = Some(Arc::new(NatsQueue::new(
+        nats,
+        Duration::from_secs(cfg.retention_hours.max(1) * 3600),
+        Duration::from_secs(cfg.ack_wait_secs.max(1)),
+    )));
+    Ok(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_hold_separators_or_wildcards_and_keep_names_apart() {
+        for name in ["a.b", "a.*", ">", "x y", "ns.ps.t"] {
+            let t = token(name);
+            assert!(t.chars().all(|c| c.is_ascii_hexdigit()), "{name:?} -> {t}");
+        }
+        assert_ne!(
+            format!("{}.{}", token("x.ps.y"), token("t")),
+            format!("{}.{}", token("x"), token("y.ps.t"))
+        );
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+    }
+}

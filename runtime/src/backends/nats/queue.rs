@@ -1,0 +1,295 @@
+//! nats's Queue adapter on JetStream: one stream per namespace (file storage, limits retention, so
+//! acked messages stay for groups created later), a subject per queue, one durable pull consumer per
+//! queue and group with explicit acks. JetStream's delivery count is the attempt; the proxy acks and
+//! returns deliveries through their reply subjects. Each consumer pulls one message at a time,
+//! only when the proxy asks, through a task of its own (see [`fetcher`]).
+
+use super::{Nats, check_size, digest, headers_in, headers_out, token, unavailable};
+use crate::backends::error::{StoreError, StoreResult};
+use crate::patterns::capability::Capability;
+use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use async_nats::jetstream::{self, consumer::pull, stream};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long one pull waits for a message.
+const PULL_WAIT: Duration = Duration::from_secs(1);
+
+/// Queues on JetStream.
+#[derive(Debug)]
+pub struct NatsQueue {
+    nats: Arc<Nats>,
+    js: jetstream::Context,
+    retention: Duration,
+    ack_wait: Duration,
+    streams: Mutex<HashSet<String>>,
+}
+
+impl NatsQueue {
+    pub(super) fn new(nats: Arc<Nats>, retention: Duration, ack_wait: Duration) -> Self {
+        let js = jetstream::new(nats.client.clone());
+        Self {
+            nats,
+            js,
+            retention,
+            ack_wait,
+            streams: Mutex::default(),
+        }
+    }
+
+    fn subject(&self, ns: &str, queue: &str) -> String {
+        format!("{}.q.{}.{}", self.nats.prefix, token(ns), token(queue))
+    }
+
+    fn stream_name(&self, ns: &str) -> String {
+        format!("PRISM_Q_{}", digest(&[&self.nats.prefix, ns]))
+    }
+
+    /// The namespace's stream, created on first use.
+    async fn stream(&self, ns: &str) -> StoreResult<stream::Stream> {
+        let name = self.stream_name(ns);
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{}.q.{}.*", self.nats.prefix, token(ns))],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: self.retention,
+            ..Default::default()
+        };
+        let known = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&name);
+        let stream = if known {
+            self.js.get_stream(&name).await.map_err(unavailable)?
+        } else {
+            let s = self.js.get_or_create_stream(config).await.map_err(|e| {
+                StoreError::Unavailable(format!("JetStream stream {name}: {e}").into())
+            })?;
+            self.streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name);
+            s
+        };
+        Ok(stream)
+    }
+}
+
+fn message_of(m: &jetstream::Message) -> StoreResult<QueuedMessage> {
+    let (headers, message_id, enqueued_at_ms) = headers_in(m.headers.as_ref())?;
+    Ok(QueuedMessage {
+        message_id,
+        payload: m.payload.clone(),
+        headers,
+        enqueued_at_ms,
+    })
+}
+
+fn received(m: &jetstream::Message) -> StoreResult<Received> {
+    let info = m
+        .info()
+        .map_err(|e| StoreError::Internal(format!("JetStream message info: {e}").into()))?;
+    let receipt = m.reply.as_ref().map(|r| r.to_string()).ok_or_else(|| {
+        StoreError::Internal("a JetStream message without a reply subject".into())
+    })?;
+    Ok(Received {
+        message: message_of(m)?,
+        attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+        receipt,
+    })
+}
+
+#[async_trait]
+impl QueueAdapter for NatsQueue {
+    fn capabilities(&self) -> Vec<Capability> {
+        vec![
+            Capability::QueueBasic,
+            Capability::QueueRedelivery,
+            Capability::QueueGroups,
+            Capability::QueueDeadLetter,
+            Capability::QueueOrdered,
+            Capability::QueueDurable,
+        ]
+    }
+
+    async fn enqueue(
+        &self,
+        ns: &str,
+        queue: &str,
+        message: QueuedMessage,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        if !delay.is_zero() {
+            return Err(StoreError::Internal(
+                "nats does not offer queue.delay (the service refuses it first)".into(),
+            ));
+        }
+        check_size(&self.nats.client, message.payload.len(), &message.headers)?;
+        self.stream(ns).await?;
+        let headers = headers_out(
+            &message.headers,
+            &message.message_id,
+            message.enqueued_at_ms,
+        );
+        // Returns once JetStream has stored the message (its publish acknowledgement).
+        self.js
+            .publish_with_headers(self.subject(ns, queue), headers, message.payload)
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        ns: &str,
+        queue: &str,
+        group: &str,
+    ) -> StoreResult<Box<dyn QueueConsumer>> {
+        let stream = self.stream(ns).await?;
+        let name = format!("g_{}", digest(&[ns, queue, group]));
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: self.subject(ns, queue),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: 100_000,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("JetStream consumer {name}: {e}").into())
+            })?;
+        let (asks, rx) = mpsc::channel(1);
+        tokio::spawn(fetcher(consumer, rx));
+        Ok(Box::new(NatsConsumer {
+            asks,
+            waiting: None,
+        }))
+    }
+
+    async fn ack(&self, _ns: &str, _queue: &str, _group: &str, receipt: &str) -> StoreResult<()> {
+        // A request, so the ack is known to be processed when this returns.
+        self.nats
+            .client
+            .request(receipt.to_string(), "+ACK".into())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn nack(
+        &self,
+        _ns: &str,
+        _queue: &str,
+        _group: &str,
+        receipt: &str,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let body = if delay.is_zero() {
+            "-NAK".to_string()
+        } else {
+            format!("-NAK {{\"delay\":{}}}", delay.as_nanos())
+        };
+        let client = &self.nats.client;
+        client
+            .publish(receipt.to_string(), body.into())
+            .await
+            .map_err(unavailable)?;
+        client.flush().await.map_err(unavailable)
+    }
+}
+
+type Ask = oneshot::Sender<StoreResult<Received>>;
+type PullConsumer = jetstream::consumer::Consumer<pull::Config>;
+
+/// Serves the consumer's asks one pull at a time (a pull of one message, waiting up to
+/// [`PULL_WAIT`]): nothing is pulled that nobody asked for, and no pull request outlives the
+/// consumer by more than that. A message that arrives after its asker left is kept for the next
+/// ask, or returned to JetStream at once when the consumer goes.
+async fn fetcher(consumer: PullConsumer, mut asks: mpsc::Receiver<Ask>) {
+    let mut kept: Option<jetstream::Message> = None;
+    while let Some(ask) = asks.recv().await {
+        let message = match kept.take() {
+            Some(m) => m,
+            None => match pull_one(&consumer, &ask).await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    let _ = ask.send(Err(e));
+                    continue;
+                }
+            },
+        };
+        match received(&message) {
+            Ok(r) => {
+                if let Err(Ok(_)) = ask.send(Ok(r)) {
+                    kept = Some(message);
+                }
+            }
+            Err(e) => {
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+                let _ = ask.send(Err(e));
+            }
+        }
+    }
+    if let Some(m) = kept {
+        let _ = m.ack_with(jetstream::AckKind::Nak(None)).await;
+    }
+}
+
+/// Pulls until a message arrives, or until the asker has left (`None`). JetStream ends each pull
+/// with a status after its messages, so a message sent for a pull is never missed.
+async fn pull_one(consumer: &PullConsumer, ask: &Ask) -> StoreResult<Option<jetstream::Message>> {
+    loop {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(PULL_WAIT)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        if let Some(item) = batch.next().await {
+            return item.map(Some).map_err(unavailable);
+        }
+        if ask.is_closed() {
+            return Ok(None);
+        }
+    }
+}
+
+struct NatsConsumer {
+    asks: mpsc::Sender<Ask>,
+    /// The answer to an ask whose `next` was dropped before it arrived: the next call takes it,
+    /// so a message handed over is never lost between the fetcher and the proxy.
+    waiting: Option<oneshot::Receiver<StoreResult<Received>>>,
+}
+
+#[async_trait]
+impl QueueConsumer for NatsConsumer {
+    async fn next(&mut self) -> StoreResult<Received> {
+        if self.waiting.is_none() {
+            let (tx, rx) = oneshot::channel();
+            self.asks
+                .send(tx)
+                .await
+                .map_err(|_| unavailable("the JetStream fetcher ended"))?;
+            self.waiting = Some(rx);
+        }
+        let rx = self.waiting.as_mut().expect("set above");
+        let answer = rx.await;
+        self.waiting = None;
+        answer.map_err(|_| unavailable("the JetStream fetcher ended"))?
+    }
+}
