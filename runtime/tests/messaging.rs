@@ -520,3 +520,46 @@ async fn a_connection_full_of_subscriptions_still_serves_unary_calls_and_refuses
     tokio::time::sleep(Duration::from_millis(100)).await;
     subscribe(&mut p, "t-after").await;
 }
+
+#[tokio::test]
+async fn a_subscriber_too_slow_to_drain_its_buffer_still_gets_the_draining_status() {
+    let served = support::serve(CONFIG).await;
+    let c = client(&format!("http://{}", served.addr)).await;
+    let mut p = c.namespace("events").pubsub();
+    let mut slow = subscribe(&mut p, "big").await;
+    let payload = "x".repeat(512 * 1024);
+    for _ in 0..40 {
+        publish(&mut p, "big", &payload).await;
+    }
+    served.stop.send(()).unwrap();
+    // The buffer (and the HTTP/2 windows) are full; the final status travels apart and arrives
+    // after what was buffered, instead of being dropped for want of room.
+    let end = loop {
+        match timeout(Duration::from_secs(10), slow.message()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(e)) => break e,
+            Err(_) => panic!("the stream did not end"),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains("draining"), "{}", end.message());
+}
+
+#[tokio::test]
+async fn a_dead_letter_queue_is_consumable_even_when_its_suffix_passes_the_name_limit() {
+    let served = support::serve(CONFIG).await;
+    let c = client(&format!("http://{}", served.addr)).await;
+    let mut qc = c.namespace("jobs").queue();
+    let long = "q".repeat(255);
+    enqueue(&mut qc, &long, "m").await;
+    consume(&mut qc, &format!("{long}.dlq"), "", 1, 0).await;
+    let too_long = qc
+        .enqueue(q::EnqueueRequest {
+            queue: format!("{long}x"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), Code::InvalidArgument);
+}

@@ -109,7 +109,8 @@ impl Ledger {
         }
     }
 
-    /// The scenario returned a delivery (nack, or a disconnect while holding it).
+    /// The scenario returned a delivery (nack, or a disconnect while holding it); recorded before
+    /// the call, so a redelivery that overtakes its answer still counts under this cause.
     pub fn returned(&mut self, queue: &str, group: &str, message_id: &str, cause: Cause) {
         self.returned.insert(
             (queue.to_string(), group.to_string(), message_id.to_string()),
@@ -117,14 +118,29 @@ impl Ledger {
         );
     }
 
+    /// The return recorded by [`Ledger::returned`] failed (the nack was refused).
+    pub fn not_returned(&mut self, queue: &str, group: &str, message_id: &str) {
+        self.returned
+            .remove(&(queue.to_string(), group.to_string(), message_id.to_string()));
+    }
+
     /// Whether the scenario used a queue at all.
     pub fn is_empty(&self) -> bool {
         self.enqueued.is_empty() && self.consumed.is_empty()
     }
 
-    /// Every acknowledged enqueue must have been delivered in every group that consumed its queue.
+    /// Every acknowledged enqueue must have been delivered in every group that consumed its queue,
+    /// and every delivery the scenario returned must have come back (to its group, or to the
+    /// dead-letter queue).
     pub fn verdict(&self) -> Verdict {
         let mut lost = Vec::new();
+        for (queue, group, id) in self.returned.keys() {
+            let dlq = format!("{queue}.dlq");
+            let dead_lettered = self.deliveries.keys().any(|(q, _, m)| *q == dlq && m == id);
+            if !dead_lettered {
+                lost.push((queue.clone(), group.clone(), id.clone()));
+            }
+        }
         for (queue, group) in &self.consumed {
             for id in self.enqueued.get(queue).into_iter().flatten() {
                 let key = (queue.clone(), group.clone(), id.clone());
@@ -169,6 +185,25 @@ mod tests {
         );
         assert!(v.summary().contains("1 lost"), "{}", v.summary());
         l.delivered("ns/q", "g", "c");
+        assert!(l.verdict().lost.is_empty());
+    }
+
+    #[test]
+    fn a_returned_delivery_that_never_comes_back_is_lost_unless_dead_lettered() {
+        let mut l = Ledger::default();
+        l.consuming("ns/q", "g");
+        l.enqueued("ns/q", "a");
+        l.enqueued("ns/q", "b");
+        l.delivered("ns/q", "g", "a");
+        l.delivered("ns/q", "g", "b");
+        l.returned("ns/q", "g", "a", Cause::Nack);
+        l.returned("ns/q", "g", "b", Cause::Disconnect);
+        l.delivered("ns/q.dlq", "g", "b");
+        assert_eq!(
+            l.verdict().lost,
+            vec![("ns/q".into(), "g".into(), "a".into())]
+        );
+        l.delivered("ns/q", "g", "a");
         assert!(l.verdict().lost.is_empty());
     }
 

@@ -471,6 +471,12 @@ pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(
         } => {
             let h = m.handle(from)?;
             for d in pick(&h, which, vars)? {
+                // Recorded first: a redelivery may arrive before the nack's answer.
+                let real = !d.message_id.is_empty();
+                if real {
+                    m.ledger()
+                        .returned(&h.ledger_key, &h.group, &d.message_id, Cause::Nack);
+                }
                 let req = q::NackRequest {
                     queue: h.queue.clone(),
                     group: h.group.clone(),
@@ -478,9 +484,13 @@ pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(
                     requeue_delay_ms: *requeue_delay_ms,
                 };
                 let result = timed(async { h.client.queue().nack(req).await }).await?;
-                if judge_call(result, expect)?.is_some() {
+                let nacked = result.is_ok();
+                if !nacked && real {
                     m.ledger()
-                        .returned(&h.ledger_key, &h.group, &d.message_id, Cause::Nack);
+                        .not_returned(&h.ledger_key, &h.group, &d.message_id);
+                }
+                judge_call(result, expect)?;
+                if nacked {
                     h.state().unacked.retain(|u| u.delivery_id != d.delivery_id);
                 }
             }

@@ -40,6 +40,11 @@ pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<(), Statu
     Ok(())
 }
 
+/// Header name prefixes applications may not use: a backend gives some of them meaning (NATS
+/// JetStream's `Nats-Msg-Id` deduplicates, `Nats-Expected-*` makes a publish conditional), and Prism
+/// keeps its own in `Prism-*`.
+pub const RESERVED_HEADER_PREFIXES: [&str; 2] = ["nats-", "prism-"];
+
 /// `Ok` when a message's payload and headers are within the namespace's limits.
 pub fn check_message(
     payload: &[u8],
@@ -65,6 +70,16 @@ pub fn check_message(
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic() && c != ':') {
             return Err(Status::invalid_argument(format!(
                 "headers key {key:?} must be 1 or more printable ASCII characters without spaces or ':'"
+            )));
+        }
+        let lower = key.to_ascii_lowercase();
+        if RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            return Err(Status::invalid_argument(format!(
+                "headers key {key:?} is reserved (names starting with {} belong to Prism and its backends)",
+                RESERVED_HEADER_PREFIXES.join(", ")
             )));
         }
         if value.chars().any(char::is_control) {
@@ -134,6 +149,22 @@ mod tests {
         let e = check_name("queue", &long, &Limits::default()).expect_err("too long");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("max_name_bytes"), "{}", e.message());
+    }
+
+    #[test]
+    fn reserved_header_names_are_refused_in_any_case() {
+        let limits = Limits::default();
+        for key in [
+            "Nats-Msg-Id",
+            "nats-expected-last-sequence",
+            "PRISM-Message-Id",
+        ] {
+            let headers = HashMap::from([(key.to_string(), "1".to_string())]);
+            let e = check_message(b"", &headers, &limits).expect_err(key);
+            assert!(e.message().contains("reserved"), "{}", e.message());
+        }
+        let ok = HashMap::from([("x-prism-dlq-source".to_string(), "q".to_string())]);
+        assert!(check_message(b"", &ok, &limits).is_ok());
     }
 
     #[test]

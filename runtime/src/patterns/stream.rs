@@ -5,10 +5,12 @@
 
 use crate::auth::Principal;
 use crate::router::NamespaceRoute;
+use futures_util::StreamExt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Status};
 
 /// The proxy's drain broadcast, handed to every pattern service that serves streams. Each stream
@@ -143,4 +145,27 @@ impl StreamGuard {
             }
         }
     }
+}
+
+/// A stream call's response: the items of a bounded buffer, then the final status — which travels
+/// on its own channel, so it never waits for room behind the items nor is lost when they fill it.
+pub type Outgoing<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The sending ends of an [`Outgoing`] stream.
+#[derive(Debug)]
+pub struct Sending<T> {
+    /// Items, at most `capacity` waiting for the client.
+    pub items: mpsc::Sender<Result<T, Status>>,
+    /// The status that ends the stream after the items (dropped unsent: the stream just ends).
+    pub end: oneshot::Sender<Status>,
+}
+
+/// A response stream with room for `capacity` items.
+pub fn outgoing<T: Send + 'static>(capacity: usize) -> (Sending<T>, Outgoing<T>) {
+    let (items, rx) = mpsc::channel(capacity.max(1));
+    let (end, end_rx) = oneshot::channel::<Status>();
+    let finale =
+        futures_util::stream::once(end_rx).filter_map(|r| std::future::ready(r.ok().map(Err)));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).chain(finale);
+    (Sending { items, end }, Box::pin(stream))
 }

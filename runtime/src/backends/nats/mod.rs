@@ -73,8 +73,8 @@ pub(crate) fn digest(parts: &[&str]) -> String {
         .collect()
 }
 
-/// Every NATS error is a connectivity problem from the caller's view, unless it is JetStream's
-/// answer to a request (then the backend said no).
+/// A NATS error that means the server could not be reached or did not answer (JetStream's refusals
+/// are mapped apart, in `queue.rs`).
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string().into())
 }

@@ -81,6 +81,16 @@ impl NatsQueue {
     }
 }
 
+/// A publish that JetStream could not take for want of the connection is UNAVAILABLE; one it
+/// refused is the backend's answer (INTERNAL), and does not mark the backend down.
+fn publish_error(e: jetstream::context::PublishError) -> StoreError {
+    use jetstream::context::PublishErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::BrokenPipe | K::MaxAckPending => unavailable(e),
+        _ => StoreError::Internal(format!("JetStream refused the message: {e}").into()),
+    }
+}
+
 fn message_of(m: &jetstream::Message) -> StoreResult<QueuedMessage> {
     let (headers, message_id, enqueued_at_ms) = headers_in(m.headers.as_ref())?;
     Ok(QueuedMessage {
@@ -138,12 +148,22 @@ impl QueueAdapter for NatsQueue {
             message.enqueued_at_ms,
         );
         // Returns once JetStream has stored the message (its publish acknowledgement).
-        self.js
+        let stored = self
+            .js
             .publish_with_headers(self.subject(ns, queue), headers, message.payload)
             .await
-            .map_err(unavailable)?
+            .map_err(publish_error)?
             .await
-            .map_err(unavailable)?;
+            .map_err(publish_error)?;
+        if stored.duplicate {
+            return Err(StoreError::Internal(
+                format!(
+                    "JetStream dropped message {} as a duplicate",
+                    message.message_id
+                )
+                .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -175,6 +195,7 @@ impl QueueAdapter for NatsQueue {
         tokio::spawn(fetcher(consumer, rx));
         Ok(Box::new(NatsConsumer {
             asks,
+            client: self.nats.client.clone(),
             waiting: None,
         }))
     }
@@ -271,6 +292,7 @@ async fn pull_one(consumer: &PullConsumer, ask: &Ask) -> StoreResult<Option<jets
 
 struct NatsConsumer {
     asks: mpsc::Sender<Ask>,
+    client: async_nats::Client,
     /// The answer to an ask whose `next` was dropped before it arrived: the next call takes it,
     /// so a message handed over is never lost between the fetcher and the proxy.
     waiting: Option<oneshot::Receiver<StoreResult<Received>>>,
@@ -291,5 +313,25 @@ impl QueueConsumer for NatsConsumer {
         let answer = rx.await;
         self.waiting = None;
         answer.map_err(|_| unavailable("the JetStream fetcher ended"))?
+    }
+}
+
+impl Drop for NatsConsumer {
+    fn drop(&mut self) {
+        // An answer that arrived for a `next` the proxy dropped (the stream ended at that moment)
+        // goes back to JetStream now, not after ack_wait.
+        let Some(mut waiting) = self.waiting.take() else {
+            return;
+        };
+        waiting.close();
+        if let Ok(Ok(received)) = waiting.try_recv() {
+            let client = self.client.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = client.publish(received.receipt, "-NAK".into()).await;
+                    let _ = client.flush().await;
+                });
+            }
+        }
     }
 }

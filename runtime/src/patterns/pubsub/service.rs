@@ -8,18 +8,13 @@ use super::adapter::{PubSubAdapter, Published};
 use crate::patterns::call::{Call, routed, status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
-use crate::patterns::stream::{Drain, StreamGuard};
+use crate::patterns::stream::{Drain, Outgoing, StreamGuard, outgoing};
 use futures_util::StreamExt;
 use pb::pub_sub_server::PubSub;
 use prism_proto::pubsub::v1 as pb;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-
-/// How long the end of a stream (its final status) may wait for room in a full buffer.
-const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
 
 /// The PubSub service.
 #[derive(Clone, Debug)]
@@ -55,8 +50,6 @@ fn message(m: Published, dropped: u64) -> pb::SubscribeResponse {
     }
 }
 
-type Sent = Result<pb::SubscribeResponse, Status>;
-
 #[tonic::async_trait]
 impl PubSub for PubSubService {
     async fn publish(
@@ -81,7 +74,7 @@ impl PubSub for PubSubService {
         Ok(Response::new(pb::PublishResponse { message_id }))
     }
 
-    type SubscribeStream = ReceiverStream<Sent>;
+    type SubscribeStream = Outgoing<pb::SubscribeResponse>;
 
     async fn subscribe(
         &self,
@@ -96,7 +89,8 @@ impl PubSub for PubSubService {
         let mut subscription = call
             .backend(adapter.subscribe(&call.route.name, &r.topic))
             .await?;
-        let (tx, rx) = mpsc::channel::<Sent>(call.route.limits.subscriber_buffer + 1);
+        let (sending, response) = outgoing(call.route.limits.subscriber_buffer + 1);
+        let tx = sending.items;
         let confirmed = pb::SubscribeResponse {
             event: Some(pb::subscribe_response::Event::Subscribed(pb::Subscribed {
                 topic: r.topic.clone(),
@@ -110,6 +104,8 @@ impl PubSub for PubSubService {
             let mut dropped = 0u64;
             let last: Status = loop {
                 tokio::select! {
+                    // The end first: once the drain or the token's expiry starts, nothing more goes out.
+                    biased;
                     status = &mut ended => break status,
                     () = tx.closed() => return,
                     item = subscription.next() => match item {
@@ -128,9 +124,10 @@ impl PubSub for PubSubService {
             if dropped > 0 {
                 tracing::debug!(namespace = %route.name, topic = %r.topic, dropped, "subscription ended with undelivered drops");
             }
-            let _ = tx.send_timeout(Err(last), FINAL_STATUS_WAIT).await;
+            drop(tx);
+            let _ = sending.end.send(last);
             drop(guard);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(response))
     }
 }

@@ -10,14 +10,13 @@ use super::{DEAD_LETTER_SUFFIX, DEFAULT_GROUP};
 use crate::patterns::call::{Call, routed, status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
-use crate::patterns::stream::{Drain, StreamGuard};
+use crate::patterns::stream::{Drain, Outgoing, Sending, StreamGuard, outgoing};
 use pb::queue_server::Queue;
 use prism_proto::queue::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// Longest `delay_ms` / `requeue_delay_ms`: 7 days.
@@ -32,9 +31,6 @@ pub const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
 pub const DLQ_SOURCE_HEADER: &str = "x-prism-dlq-source";
 /// Header a dead-lettered message carries: how many deliveries failed.
 pub const DLQ_ATTEMPTS_HEADER: &str = "x-prism-dlq-attempts";
-
-/// How long the end of a stream (its final status) may wait for room in its buffer.
-const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
 
 /// The Queue service: the drain signal and the proxy's delivery table.
 #[derive(Clone, Debug)]
@@ -59,6 +55,17 @@ fn adapter(call: &Call) -> Result<Arc<dyn QueueAdapter>, Status> {
         .queue
         .clone()
         .ok_or_else(|| unimplemented(&call.route, Capability::QueueBasic))
+}
+
+/// `Ok` for a valid queue name, `<queue>.dlq` included: a dead-letter queue is always consumable,
+/// though the suffix may take it over `max_name_bytes`.
+fn check_queue(queue: &str, call: &Call) -> Result<(), Status> {
+    let base = queue.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(queue);
+    check_name(
+        "queue",
+        if base.is_empty() { queue } else { base },
+        &call.route.limits,
+    )
 }
 
 fn group_of(call: &Call, group: String) -> Result<String, Status> {
@@ -154,9 +161,10 @@ impl Consumer {
     async fn run(
         self,
         mut supply: Box<dyn super::adapter::QueueConsumer>,
-        tx: mpsc::Sender<Sent>,
+        sending: Sending<pb::ConsumeResponse>,
         guard: StreamGuard,
     ) {
+        let tx = sending.items;
         let (stream, changed) = self.deliveries.open_stream();
         let ended = guard.ended();
         tokio::pin!(ended);
@@ -166,7 +174,10 @@ impl Consumer {
         };
         let last: Option<Status> = loop {
             let (held, next_deadline) = self.deliveries.load(stream);
-            let room = held < self.max_in_flight;
+            // Room by count, and room in the buffer: a delivery that timed out while waiting for a
+            // slow client still fills a slot there.
+            let below = held < self.max_in_flight;
+            let room = below && tx.capacity() > 0;
             let timer = async {
                 match next_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -174,9 +185,12 @@ impl Consumer {
                 }
             };
             tokio::select! {
+                // The end first: once the drain or the token's expiry starts, nothing more goes out.
+                biased;
                 status = &mut ended => break Some(status),
                 () = tx.closed() => break None,
                 () = changed.notified() => {}
+                _ = tx.reserve(), if below && !room => {}
                 () = timer => {
                     let expired = self.deliveries.take_expired(stream, Instant::now());
                     if let Some(e) = self.return_all(&back, expired).await {
@@ -200,8 +214,9 @@ impl Consumer {
         } else if returned > 0 {
             tracing::debug!(namespace = %self.call.route.name, queue = %self.queue, returned, "returned unacked deliveries");
         }
+        drop(tx);
         if let Some(status) = last {
-            let _ = tx.send_timeout(Err(status), FINAL_STATUS_WAIT).await;
+            let _ = sending.end.send(status);
         }
         drop(guard);
     }
@@ -255,8 +270,7 @@ impl Consumer {
             })),
         };
         self.deliveries.hold(stream, delivery_id, held);
-        // The buffer has room for max_in_flight deliveries plus the first and last events, and no
-        // more than max_in_flight are ever held, so this only fails once the client has left.
+        // The loop took this delivery only with room in the buffer, and only it sends there.
         tx.try_send(Ok(delivery)).map_err(|_| None)
     }
 }
@@ -271,9 +285,8 @@ impl Queue for QueueService {
         if r.delay_ms > 0 {
             call.route.require(Capability::QueueDelay)?;
         }
-        let limits = &call.route.limits;
-        check_name("queue", &r.queue, limits)?;
-        check_message(&r.payload, &r.headers, limits)?;
+        check_queue(&r.queue, &call)?;
+        check_message(&r.payload, &r.headers, &call.route.limits)?;
         let delay = delay("delay_ms", r.delay_ms)?;
         let adapter = adapter(&call)?;
         let message_id = new_id();
@@ -288,7 +301,7 @@ impl Queue for QueueService {
         Ok(Response::new(pb::EnqueueResponse { message_id }))
     }
 
-    type ConsumeStream = ReceiverStream<Sent>;
+    type ConsumeStream = Outgoing<pb::ConsumeResponse>;
 
     async fn consume(
         &self,
@@ -298,7 +311,7 @@ impl Queue for QueueService {
         route.require(Capability::QueueBasic)?;
         let guard = StreamGuard::admit(&route, &request, &self.drain)?;
         let (call, r) = routed(request, Capability::QueueBasic)?;
-        check_name("queue", &r.queue, &call.route.limits)?;
+        check_queue(&r.queue, &call)?;
         let group = group_of(&call, r.group)?;
         if r.max_in_flight > MAX_IN_FLIGHT {
             return Err(Status::invalid_argument(format!(
@@ -320,8 +333,8 @@ impl Queue for QueueService {
             .backend(adapter.consumer(&call.route.name, &r.queue, &group))
             .await?;
         let max_in_flight = r.max_in_flight.max(1) as usize;
-        let (tx, rx) = mpsc::channel::<Sent>(max_in_flight + 2);
-        let _ = tx.try_send(Ok(pb::ConsumeResponse {
+        let (sending, response) = outgoing(max_in_flight + 1);
+        let _ = sending.items.try_send(Ok(pb::ConsumeResponse {
             event: Some(pb::consume_response::Event::Consuming(pb::Consuming {
                 queue: r.queue.clone(),
                 group: group.clone(),
@@ -336,8 +349,8 @@ impl Queue for QueueService {
             max_in_flight,
             visibility: Duration::from_millis(visibility_ms),
         };
-        tokio::spawn(consumer.run(supply, tx, guard));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(consumer.run(supply, sending, guard));
+        Ok(Response::new(response))
     }
 
     async fn ack(
@@ -345,7 +358,7 @@ impl Queue for QueueService {
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
         let (call, r) = routed(request, Capability::QueueBasic)?;
-        check_name("queue", &r.queue, &call.route.limits)?;
+        check_queue(&r.queue, &call)?;
         let group = group_of(&call, r.group)?;
         if r.delivery_ids.is_empty() {
             return Err(Status::invalid_argument(
@@ -357,13 +370,34 @@ impl Queue for QueueService {
             .deliveries
             .take(&call.route.name, &r.queue, &group, &r.delivery_ids)
             .map_err(|e| not_outstanding(&r.queue, &group, e))?;
-        for held in &taken {
-            call.backend(adapter.ack(&call.route.name, &r.queue, &group, &held.receipt))
-                .await?;
-        }
-        Ok(Response::new(pb::AckResponse {
-            acked: taken.len() as u32,
-        }))
+        // In a task of its own, so a caller that goes away cannot leave deliveries taken from the
+        // table but neither acked nor returned.
+        let acked = tokio::spawn(async move {
+            let back = Return {
+                call: &call,
+                adapter: &adapter,
+            };
+            let mut acked = 0u32;
+            let mut rest = taken.into_iter();
+            while let Some(held) = rest.next() {
+                let ns = &call.route.name;
+                if let Err(e) = call
+                    .backend(adapter.ack(ns, &held.queue, &held.group, &held.receipt))
+                    .await
+                {
+                    // Not known to be acked: returned, so they are delivered again.
+                    for h in std::iter::once(held).chain(rest) {
+                        let _ = back.give_back(&h, Duration::ZERO).await;
+                    }
+                    return Err(e);
+                }
+                acked += 1;
+            }
+            Ok(acked)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the ack task failed: {e}")))??;
+        Ok(Response::new(pb::AckResponse { acked }))
     }
 
     async fn nack(
@@ -374,7 +408,7 @@ impl Queue for QueueService {
         if r.requeue_delay_ms > 0 {
             call.route.require(Capability::QueueDelay)?;
         }
-        check_name("queue", &r.queue, &call.route.limits)?;
+        check_queue(&r.queue, &call)?;
         let group = group_of(&call, r.group)?;
         if r.delivery_id.is_empty() {
             return Err(Status::invalid_argument("delivery_id is empty"));
@@ -390,13 +424,18 @@ impl Queue for QueueService {
                 std::slice::from_ref(&r.delivery_id),
             )
             .map_err(|e| not_outstanding(&r.queue, &group, e))?;
-        let back = Return {
-            call: &call,
-            adapter: &adapter,
-        };
-        for held in &taken {
-            back.give_back(held, delay).await?;
-        }
+        tokio::spawn(async move {
+            let back = Return {
+                call: &call,
+                adapter: &adapter,
+            };
+            for held in &taken {
+                back.give_back(held, delay).await?;
+            }
+            Ok::<(), Status>(())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the nack task failed: {e}")))??;
         Ok(Response::new(pb::NackResponse {}))
     }
 }
