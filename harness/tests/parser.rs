@@ -93,7 +93,7 @@ const HEAD: &str =
 #[rstest]
 #[case::unknown_step(
     "  - expire_in: { key: \"${prefix}a\" }\n",
-    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel)"
+    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel, restart_proxy)"
 )]
 #[case::unknown_arg(
     "  - get: { key: \"${prefix}a\", keyy: 1 }\n",
@@ -151,7 +151,7 @@ fn every_error_in_a_file_is_reported_at_once() {
             "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue, pubsub, queue)",
             "s.yaml:4:28: `requires` lists keyvalue.scan, but no step uses it (remove it)",
             "s.yaml:6:31: unknown key 'x' in get (expected one of: key)",
-            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel)",
+            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel, restart_proxy)",
         ]
     );
 }
@@ -210,6 +210,10 @@ const QUEUE_HEAD: &str = "name: n\ndescription: d\npattern: queue\nrequires: [qu
 #[case::undeclared_property(
     "  - receive: { from: c, count: 1, within: 1s, order: strict }\n",
     "s.yaml:7:5: this step uses queue.ordered, which is not in `requires` (add it)"
+)]
+#[case::restart_proxy_takes_no_settings(
+    "  - restart_proxy: { now: true }\n",
+    "s.yaml:7:22: unknown key 'now' in restart_proxy (restart_proxy takes no settings: write `restart_proxy: {}`)"
 )]
 #[case::unprefixed_queue(
     "  - enqueue: { queue: jobs, payload: x }\n",

@@ -193,7 +193,7 @@ fn used(steps: &[Step], out: &mut Vec<Capability>) {
                     }
                 }
             }
-            StepKind::Sleep(_) => {}
+            StepKind::Sleep(_) | StepKind::RestartProxy => {}
             StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => used(steps, out),
             StepKind::Parallel { branches, .. } => {
                 branches.iter().for_each(|b| used(&b.steps, out))

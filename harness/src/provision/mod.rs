@@ -356,23 +356,56 @@ pub async fn provision(
     )))
 }
 
-/// An in-process proxy serving provisioned backends; [`RunningProxy::stop`] drains it.
+/// An in-process proxy serving provisioned backends; [`RunningProxy::stop`] drains it and
+/// [`RunningProxy::restart`] drains it and serves the same config again on the same address. Cheap
+/// to clone: every clone controls the same proxy.
+#[derive(Clone)]
 pub struct RunningProxy {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    inner: Arc<tokio::sync::Mutex<Serving>>,
+}
+
+struct Serving {
+    config: ProxyConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl RunningProxy {
-    /// Drains the proxy and waits for it to stop.
-    pub async fn stop(mut self) {
+impl std::fmt::Debug for RunningProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProxy")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serving {
+    async fn drain(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+impl RunningProxy {
+    /// Drains the proxy and waits for it to stop.
+    pub async fn stop(self) {
+        self.inner.lock().await.drain().await;
+    }
+
+    /// Drains the proxy (its streams end with UNAVAILABLE, held deliveries are returned, the
+    /// backends are closed), then opens the backends again and serves on the same address.
+    pub async fn restart(&self) -> Result<(), ProvisionError> {
+        let mut serving = self.inner.lock().await;
+        serving.drain().await;
+        let (shutdown, task) = serve_in_process(&serving.config).await?;
+        serving.shutdown = Some(shutdown);
+        serving.task = Some(task);
+        Ok(())
     }
 }
 
@@ -429,13 +462,15 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
     }
 }
 
-/// Starts an in-process proxy for `config` on an ephemeral loopback port.
-pub async fn start_proxy(config: &ProxyConfig) -> Result<RunningProxy, ProvisionError> {
+/// Opens and serves `config` in this process; the shutdown sender and the server task.
+async fn serve_in_process(
+    config: &ProxyConfig,
+) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ProvisionError> {
     let env = |e: &dyn std::fmt::Display| {
         ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
     };
     let proxy = Proxy::open(config).await.map_err(|e| env(&e))?;
-    let (listener, addr) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
+    let (listener, _) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         if let Err(e) = proxy
@@ -447,10 +482,27 @@ pub async fn start_proxy(config: &ProxyConfig) -> Result<RunningProxy, Provision
             tracing::error!(error = %e, "in-process proxy failed");
         }
     });
+    Ok((tx, task))
+}
+
+/// Starts an in-process proxy for `config` on an ephemeral loopback port (kept across restarts).
+pub async fn start_proxy(config: &ProxyConfig) -> Result<RunningProxy, ProvisionError> {
+    let env = |e: &dyn std::fmt::Display| {
+        ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
+    };
+    // The port is chosen once, so a restart serves on the same address.
+    let (probe, addr) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
+    drop(probe);
+    let mut config = config.clone();
+    config.listen = addr;
+    let (shutdown, task) = serve_in_process(&config).await?;
     Ok(RunningProxy {
         url: format!("http://{addr}"),
-        shutdown: Some(tx),
-        task: Some(task),
+        inner: Arc::new(tokio::sync::Mutex::new(Serving {
+            config,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })),
     })
 }
 
@@ -533,6 +585,7 @@ pub async fn launch(
             let token = tokens.get("default").cloned().flatten();
             let mut t = target(&client, &b.name, &ns, Some(other), token).await?;
             t.tokens = Some(Arc::new(tokens));
+            t.proxy = Some(proxy.clone());
             targets.push(t);
         }
     }
@@ -580,6 +633,7 @@ pub async fn target(
         client: client.clone(),
         token,
         tokens: None,
+        proxy: None,
         namespace: ns.to_string(),
         other_namespace: other,
         capabilities: caps

@@ -35,6 +35,8 @@ pub struct Session {
     pub messaging: Arc<super::messaging::Messaging>,
     /// Reports progress of long steps (receives) to the event stream.
     pub progress: super::messaging::Progress,
+    /// The in-process proxy, for `restart_proxy`.
+    pub proxy: Option<crate::provision::RunningProxy>,
 }
 
 impl Session {
@@ -149,6 +151,18 @@ async fn run_step(
         StepKind::Sleep(d) => {
             tokio::time::sleep(*d).await;
             Ok(())
+        }
+        StepKind::RestartProxy => {
+            let proxy = session.proxy.as_ref().ok_or_else(|| {
+                Failure::message("restart_proxy needs the harness's in-process proxy")
+            })?;
+            proxy.restart().await.map_err(|e| {
+                locate(
+                    step,
+                    Some("restart_proxy".into()),
+                    Failure::message(e.to_string()),
+                )
+            })
         }
         StepKind::Eventually {
             within,
@@ -294,7 +308,7 @@ fn flatten<'a>(
         match &step.kind {
             StepKind::Op(op) => out.push((step, Call::Op(op), vars.clone(), tallied)),
             StepKind::Msg(m) => out.push((step, Call::Msg(m), vars.clone(), tallied)),
-            StepKind::Sleep(_) => {}
+            StepKind::Sleep(_) | StepKind::RestartProxy => {}
             StepKind::Eventually { steps, .. } => flatten(steps, vars, out, tallied),
             StepKind::Repeat { steps, .. } => {
                 let mut v = vars.clone();

@@ -61,6 +61,8 @@ pub struct Target {
     pub token: Option<String>,
     /// The minted token matrix for `token: NAME` steps (in-process proxy only).
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
+    /// The in-process proxy, for `restart_proxy` steps (`None` with `--target`).
+    pub proxy: Option<crate::provision::RunningProxy>,
     /// Namespace for scenarios.
     pub namespace: String,
     /// Second namespace on the same backend, for isolation scenarios.
@@ -156,6 +158,11 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
             target.pattern
         ));
     }
+    if target.proxy.is_none() && scenario.restarts_proxy() {
+        return Some(
+            "restarts the proxy, which the harness can do only with its in-process proxy".into(),
+        );
+    }
     if target.tokens.is_none() && scenario.uses_token_matrix() {
         return Some(
             "needs the token matrix, which the harness mints only for its in-process proxy".into(),
@@ -190,6 +197,7 @@ pub async fn run_case(
         tokens: target.tokens.clone(),
         messaging: Arc::default(),
         progress,
+        proxy: target.proxy.clone(),
     };
     let mut vars = HashMap::from([("prefix".to_string(), unique_prefix(scenario))]);
     let missing: Vec<Capability> = scenario
@@ -203,6 +211,17 @@ pub async fn run_case(
             run_steps(&session, &scenario.steps, &mut vars, None).await?;
             let verdict = session.messaging.finish()?;
             Ok((CaseStatus::Passed, verdict.map(|v| v.summary())))
+        } else if !scenario.calls_need_any(&missing) {
+            // Only properties are missing (ordering, durability): no call can be refused, and the
+            // scenario's steps would only test what the backend does not promise.
+            let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
+            Ok((
+                CaseStatus::Skipped,
+                Some(format!(
+                    "backend does not declare {}, a property no call can be refused for",
+                    names.join(", ")
+                )),
+            ))
         } else {
             let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
             match refusal_walk(&session, &scenario.steps, &mut vars, &missing).await? {
@@ -285,70 +304,78 @@ pub async fn run(
     });
     let semaphore = Arc::new(Semaphore::new(options.jobs.max(1)));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (ti, list) in &plan {
-        for (si, scenario) in list.iter().enumerate() {
-            let target = targets[*ti].clone();
-            let scenario = scenario.clone();
-            let semaphore = semaphore.clone();
-            let stop = stop.clone();
-            let events = events.clone();
-            let options = options.clone();
-            let ti = *ti;
-            tasks.spawn(async move {
-                let _permit = semaphore
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
-                let case = if stop.load(Ordering::SeqCst) {
-                    to_report(
-                        &scenario,
-                        CaseStatus::Skipped,
-                        Duration::ZERO,
-                        Some("not run: --fail-fast stopped the run after a failure".into()),
-                        None,
-                    )
-                } else {
-                    let progress = {
-                        let events = events.clone();
-                        let suite = key(&target);
-                        let name = scenario.name.clone();
-                        messaging::Progress(Arc::new(move |message: String| {
-                            let _ = events.send(Event {
-                                elapsed: started.elapsed(),
-                                kind: EventKind::Progress {
-                                    suite: suite.clone(),
-                                    scenario: name.clone(),
-                                    message,
-                                },
-                            });
-                        }))
-                    };
-                    run_case(&target, &scenario, options.scenario_timeout, progress).await
-                };
-                if case.status == CaseStatus::Failed && options.fail_fast {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                let _ = events.send(Event {
-                    elapsed: started.elapsed(),
-                    kind: EventKind::CaseFinished {
-                        suite: key(&target),
-                        case: Box::new(case.clone()),
-                    },
-                });
-                (ti, si, case)
-            });
-        }
-    }
     let mut results: Vec<Vec<Option<CaseReport>>> =
         plan.iter().map(|(_, l)| vec![None; l.len()]).collect();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((ti, si, case)) = joined {
-            let slot = plan
-                .iter()
-                .position(|(i, _)| *i == ti)
-                .expect("planned target");
-            results[slot][si] = Some(case);
+    // Scenarios that restart the proxy run last and alone: a restart would cut every other
+    // scenario's streams and calls.
+    for exclusive in [false, true] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (slot, (ti, list)) in plan.iter().enumerate() {
+            for (si, scenario) in list.iter().enumerate() {
+                if scenario.restarts_proxy() != exclusive {
+                    continue;
+                }
+                let target = targets[*ti].clone();
+                let scenario = scenario.clone();
+                let semaphore = semaphore.clone();
+                let stop = stop.clone();
+                let events = events.clone();
+                let options = options.clone();
+                let job = async move {
+                    let _permit = semaphore
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore is never closed");
+                    let case = if stop.load(Ordering::SeqCst) {
+                        to_report(
+                            &scenario,
+                            CaseStatus::Skipped,
+                            Duration::ZERO,
+                            Some("not run: --fail-fast stopped the run after a failure".into()),
+                            None,
+                        )
+                    } else {
+                        let progress = {
+                            let events = events.clone();
+                            let suite = key(&target);
+                            let name = scenario.name.clone();
+                            messaging::Progress(Arc::new(move |message: String| {
+                                let _ = events.send(Event {
+                                    elapsed: started.elapsed(),
+                                    kind: EventKind::Progress {
+                                        suite: suite.clone(),
+                                        scenario: name.clone(),
+                                        message,
+                                    },
+                                });
+                            }))
+                        };
+                        run_case(&target, &scenario, options.scenario_timeout, progress).await
+                    };
+                    if case.status == CaseStatus::Failed && options.fail_fast {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    let _ = events.send(Event {
+                        elapsed: started.elapsed(),
+                        kind: EventKind::CaseFinished {
+                            suite: key(&target),
+                            case: Box::new(case.clone()),
+                        },
+                    });
+                    (slot, si, case)
+                };
+                if exclusive {
+                    let (slot, si, case) = job.await;
+                    results[slot][si] = Some(case);
+                } else {
+                    tasks.spawn(job);
+                }
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((slot, si, case)) = joined {
+                results[slot][si] = Some(case);
+            }
         }
     }
     let mut totals = Totals::default();

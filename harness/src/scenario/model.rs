@@ -43,7 +43,38 @@ impl Scenario {
                 StepKind::Msg(m) => m
                     .caller()
                     .is_some_and(|c| c.token.as_deref().is_some_and(|t| t != "default")),
-                StepKind::Sleep(_) => false,
+                StepKind::Sleep(_) | StepKind::RestartProxy => false,
+                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
+                StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
+            })
+        }
+        walk(&self.steps)
+    }
+
+    /// Whether some call step needs one of `caps` (so a backend without it must refuse that call).
+    pub fn calls_need_any(&self, caps: &[Capability]) -> bool {
+        fn walk(steps: &[Step], caps: &[Capability]) -> bool {
+            steps.iter().any(|s| match &s.kind {
+                StepKind::Op(o) => o.op.needs().iter().any(|c| caps.contains(c)),
+                StepKind::Msg(m) => m.needs().iter().any(|c| caps.contains(c)),
+                StepKind::Sleep(_) | StepKind::RestartProxy => false,
+                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => {
+                    walk(steps, caps)
+                }
+                StepKind::Parallel { branches, .. } => {
+                    branches.iter().any(|b| walk(&b.steps, caps))
+                }
+            })
+        }
+        walk(&self.steps, caps)
+    }
+
+    /// Whether any step restarts the proxy (such scenarios run alone, after the others).
+    pub fn restarts_proxy(&self) -> bool {
+        fn walk(steps: &[Step]) -> bool {
+            steps.iter().any(|s| match &s.kind {
+                StepKind::RestartProxy => true,
+                StepKind::Op(_) | StepKind::Msg(_) | StepKind::Sleep(_) => false,
                 StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
                 StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
             })
@@ -59,7 +90,7 @@ impl Scenario {
                 StepKind::Msg(m) => m
                     .caller()
                     .is_some_and(|c| c.namespace == NamespaceRef::Other),
-                StepKind::Sleep(_) => false,
+                StepKind::Sleep(_) | StepKind::RestartProxy => false,
                 StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
                 StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
             })
@@ -86,6 +117,8 @@ pub enum StepKind {
     Msg(Box<crate::scenario::messaging::MsgStep>),
     /// Wait.
     Sleep(Duration),
+    /// Drain the in-process proxy and serve again on the same address and backends.
+    RestartProxy,
     /// Retry `steps` until all pass, within a bound.
     Eventually {
         /// Give up after this long.

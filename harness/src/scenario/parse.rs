@@ -56,7 +56,7 @@ pub const OPS: [&str; 10] = [
     "batch_delete",
 ];
 /// Control step names.
-pub const CONTROLS: [&str; 4] = ["sleep", "eventually", "repeat", "parallel"];
+pub const CONTROLS: [&str; 5] = ["sleep", "eventually", "repeat", "parallel", "restart_proxy"];
 /// Supported patterns (every pattern of the proxy's registry).
 pub const PATTERNS: [&str; 3] = ["keyvalue", "pubsub", "queue"];
 
@@ -167,12 +167,14 @@ impl Ctx {
                 continue;
             };
             if !allowed.contains(&name.as_str()) {
+                let expected = if allowed.is_empty() {
+                    format!("{what} takes no settings: write `{what}: {{}}`")
+                } else {
+                    format!("expected one of: {}", one_of(allowed))
+                };
                 self.err(
                     k.loc,
-                    format!(
-                        "unknown key '{name}' in {what} (expected one of: {})",
-                        one_of(allowed)
-                    ),
+                    format!("unknown key '{name}' in {what} ({expected})"),
                 );
                 continue;
             }
@@ -543,6 +545,15 @@ impl Ctx {
                 "sleep" => {
                     self.fields(n, "the sleep step", &["sleep"])?;
                     StepKind::Sleep(self.duration(&head.1, "sleep")?)
+                }
+                "restart_proxy" => {
+                    self.fields(n, "the restart_proxy step", &["restart_proxy"])?;
+                    self.fields(&head.1, "restart_proxy", &[])?;
+                    // What survives a restart is what a durable queue keeps.
+                    if self.pattern.as_deref() == Some("queue") {
+                        self.used.entry(Capability::QueueDurable).or_insert(loc);
+                    }
+                    StepKind::RestartProxy
                 }
                 "eventually" => {
                     let f = self.fields(n, "the eventually step", &["eventually", "steps"])?;

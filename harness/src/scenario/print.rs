@@ -54,6 +54,9 @@ fn step(s: &Step) -> Value {
         StepKind::Sleep(d) => {
             m.insert("sleep".into(), ms(*d));
         }
+        StepKind::RestartProxy => {
+            m.insert("restart_proxy".into(), json!({}));
+        }
         StepKind::Eventually {
             within,
             every,
