@@ -131,11 +131,13 @@ pub fn backends(_args: BackendsArgs) -> u8 {
                 }
                 Mode::Process => {
                     let dir = match b.name {
-                        "redis" => process::redis_bin_dir(),
-                        _ => process::postgres_bin_dir(),
+                        "redis" => process::redis_bin_dir()
+                            .ok_or_else(|| "server binaries not installed".to_string()),
+                        "nats" => process::nats_bin_dir(),
+                        _ => process::postgres_bin_dir()
+                            .ok_or_else(|| "server binaries not installed".to_string()),
                     };
                     dir.map(|d| format!("binaries in {}", d.display()))
-                        .ok_or_else(|| "server binaries not installed".to_string())
                 }
                 Mode::Container => match &docker {
                     Ok(endpoint) if cfg!(feature = "container") => {

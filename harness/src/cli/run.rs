@@ -21,7 +21,7 @@ use std::time::Duration;
 pub struct RunArgs {
     #[command(flatten)]
     selection: Selection,
-    /// Backend to run against (repeatable): memstore, sqlite, redis, postgres.
+    /// Backend to run against (repeatable): memstore, sqlite, redis, postgres, nats.
     /// Default: memstore and sqlite.
     #[arg(long = "backend", value_name = "NAME")]
     backends: Vec<String>,

@@ -245,15 +245,7 @@ impl MsgStep {
                 caps
             }
             MsgStep::Ack { .. } => vec![Capability::QueueBasic],
-            MsgStep::Nack {
-                requeue_delay_ms, ..
-            } => {
-                let mut caps = vec![Capability::QueueRedelivery];
-                if *requeue_delay_ms > 0 {
-                    caps.push(Capability::QueueDelay);
-                }
-                caps
-            }
+            MsgStep::Nack { .. } => vec![Capability::QueueRedelivery],
             MsgStep::Receive { .. }
             | MsgStep::ExpectSilence { .. }
             | MsgStep::Disconnect { .. } => Vec::new(),

@@ -31,7 +31,8 @@ pub enum Capability {
     /// Enqueue, Consume, Ack.
     #[serde(rename = "queue.basic")]
     QueueBasic,
-    /// Nack, visibility timeouts and redelivery of what a finished stream held.
+    /// Nack (with or without a requeue delay), visibility timeouts and redelivery of what a
+    /// finished stream held.
     #[serde(rename = "queue.redelivery")]
     QueueRedelivery,
     /// Several consumer groups, each getting every message.

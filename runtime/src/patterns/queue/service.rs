@@ -404,10 +404,9 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
+        // A delayed return is part of queue.redelivery (every adapter that redelivers can hold a
+        // returned message back); queue.delay is about Enqueue.
         let (call, r) = routed(request, Capability::QueueRedelivery)?;
-        if r.requeue_delay_ms > 0 {
-            call.route.require(Capability::QueueDelay)?;
-        }
         check_queue(&r.queue, &call)?;
         let group = group_of(&call, r.group)?;
         if r.delivery_id.is_empty() {
