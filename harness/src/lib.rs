@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod load;
+pub mod ops;
 pub mod provision;
 pub mod report;
 pub mod runner;

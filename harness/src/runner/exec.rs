@@ -2,10 +2,11 @@
 //! parallel), and the refusal walk of the two-way capability check.
 
 use super::Failure;
-use super::judge::judge;
-use super::output::{OpOutput, describe, execute};
+use crate::ops::keyvalue::exec::{OpOutput, describe, execute};
+use crate::ops::keyvalue::judge::judge;
+use crate::ops::messaging::model::{CallExpect, MsgStep};
+use crate::ops::{KeyValueOps, MessagingOps, PatternOps};
 use crate::scenario::code::StatusCode;
-use crate::scenario::messaging::{CallExpect, MsgStep};
 use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
 use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
 use prism_runtime::patterns::capability::Capability;
@@ -15,8 +16,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
-type Vars = HashMap<String, String>;
-type Counts = Arc<Mutex<BTreeMap<StatusCode, u64>>>;
+/// A scenario run's variables.
+pub type Vars = HashMap<String, String>;
+/// Outcome counts of a tallied `parallel` step.
+pub type Counts = Arc<Mutex<BTreeMap<StatusCode, u64>>>;
 
 /// What one scenario run talks to: a connection, its namespaces, and the tokens steps may select.
 #[derive(Clone, Debug)]
@@ -32,15 +35,16 @@ pub struct Session {
     /// The minted token matrix (`token: NAME`), when the harness holds the keys.
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
     /// The messaging steps' handles and delivery ledger.
-    pub messaging: Arc<super::messaging::Messaging>,
+    pub messaging: Arc<crate::ops::messaging::exec::Messaging>,
     /// Reports progress of long steps (receives) to the event stream.
-    pub progress: super::messaging::Progress,
+    pub progress: crate::ops::messaging::exec::Progress,
     /// The in-process proxy, for `restart_proxy`.
     pub proxy: Option<crate::provision::RunningProxy>,
 }
 
 impl Session {
-    fn client(&self, ns: NamespaceRef, token: Option<&str>) -> Result<KeyValue, Failure> {
+    /// The KeyValue client for namespace `ns` with the token a step selects.
+    pub fn client(&self, ns: NamespaceRef, token: Option<&str>) -> Result<KeyValue, Failure> {
         Ok(self.namespace_client(ns, token)?.keyvalue())
     }
 
@@ -89,37 +93,13 @@ impl Session {
     }
 }
 
-fn locate(step: &Step, op: Option<String>, mut f: Failure) -> Failure {
+/// Places a failure at `step` (unless it already has a place).
+pub fn locate(step: &Step, op: Option<String>, mut f: Failure) -> Failure {
     if f.loc.is_none() {
         f.loc = Some(step.loc);
         f.step = op.unwrap_or_default();
     }
     f
-}
-
-async fn run_op(
-    session: &Session,
-    step: &Step,
-    op: &OpStep,
-    vars: &mut Vars,
-    tally: Option<&Counts>,
-) -> Result<(), Failure> {
-    let label = describe(&op.op, vars);
-    let mut kv = session
-        .client(op.namespace, op.token.as_deref())
-        .map_err(|f| locate(step, Some(label.clone()), f))?;
-    let out = execute(&mut kv, &op.op, vars)
-        .await
-        .map_err(|f| locate(step, Some(label.clone()), f))?;
-    if let (Some(counts), None) = (tally, &op.expect) {
-        let code = match &out {
-            OpOutput::Error { code, .. } => *code,
-            _ => StatusCode(0),
-        };
-        *counts.lock().expect("tally lock").entry(code).or_default() += 1;
-        return Ok(());
-    }
-    judge(&out, op.expect.as_ref(), vars).map_err(|f| locate(step, Some(label), f))
 }
 
 /// Runs steps in order; the first failure stops the run.
@@ -144,10 +124,8 @@ async fn run_step(
     tally: Option<&Counts>,
 ) -> Result<(), Failure> {
     match &step.kind {
-        StepKind::Op(op) => run_op(session, step, op, vars, tally).await,
-        StepKind::Msg(m) => super::messaging::run(session, m, vars)
-            .await
-            .map_err(|f| locate(step, Some(m.name().to_string()), f)),
+        StepKind::Op(op) => KeyValueOps::run(session, step, op, vars, tally).await,
+        StepKind::Msg(m) => MessagingOps::run(session, step, m, vars, tally).await,
         StepKind::Sleep(d) => {
             tokio::time::sleep(*d).await;
             Ok(())
@@ -351,7 +329,7 @@ async fn refuse_msg(
         MsgStep::Ack { expect, .. } | MsgStep::Nack { expect, .. } => *expect = refused,
         _ => return Ok(Refusal::NotExercised),
     }
-    super::messaging::run(session, &probe, vars)
+    crate::ops::messaging::exec::run(session, &probe, vars)
         .await
         .map_err(|mut f| {
             f.message = format!(
@@ -388,7 +366,7 @@ pub async fn refusal_walk(
                     Some(capability) => {
                         return refuse_msg(session, step, m, capability, &mut local).await;
                     }
-                    None => super::messaging::run(session, m, &mut local)
+                    None => crate::ops::messaging::exec::run(session, m, &mut local)
                         .await
                         .map_err(|f| locate(step, Some(m.name().to_string()), f))?,
                 }

@@ -1,11 +1,8 @@
 //! The runner: plans pattern × backend × scenario cases, runs them concurrently through the client,
 //! applies the two-way capability check, and emits events.
 
+pub mod compare;
 pub mod exec;
-pub mod judge;
-pub mod ledger;
-pub mod messaging;
-pub mod output;
 
 use crate::events::{Event, EventKind, SuiteKey};
 use crate::report::model::{
@@ -177,7 +174,7 @@ pub async fn run_case(
     target: &Target,
     scenario: &Scenario,
     timeout: Duration,
-    progress: messaging::Progress,
+    progress: crate::ops::messaging::exec::Progress,
 ) -> CaseReport {
     let started = Instant::now();
     if let Some(reason) = unrunnable(target, scenario) {
@@ -339,16 +336,18 @@ pub async fn run(
                             let events = events.clone();
                             let suite = key(&target);
                             let name = scenario.name.clone();
-                            messaging::Progress(Arc::new(move |message: String| {
-                                let _ = events.send(Event {
-                                    elapsed: started.elapsed(),
-                                    kind: EventKind::Progress {
-                                        suite: suite.clone(),
-                                        scenario: name.clone(),
-                                        message,
-                                    },
-                                });
-                            }))
+                            crate::ops::messaging::exec::Progress(Arc::new(
+                                move |message: String| {
+                                    let _ = events.send(Event {
+                                        elapsed: started.elapsed(),
+                                        kind: EventKind::Progress {
+                                            suite: suite.clone(),
+                                            scenario: name.clone(),
+                                            message,
+                                        },
+                                    });
+                                },
+                            ))
                         };
                         run_case(&target, &scenario, options.scenario_timeout, progress).await
                     };

@@ -2,13 +2,12 @@
 
 pub mod code;
 pub mod load;
-pub mod messaging;
 pub mod model;
 pub mod parse;
 pub mod print;
 pub mod template;
 pub mod value;
-mod yaml;
+pub(crate) mod yaml;
 
 pub use model::{Location, Scenario, Step, StepKind};
 pub use parse::{ParseError, parse_scenario};

@@ -1,13 +1,12 @@
 //! Scenario YAML → [`Scenario`]. Walks the located YAML tree, collecting every error in the file with
 //! its `line:column` and what was expected, instead of stopping at the first.
 
-mod messaging;
-
 use super::code::StatusCode;
-use super::messaging::{HandleKind, MSG_STEPS};
 use super::model::*;
 use super::template;
 use super::yaml::{Located, Node, parse_tree};
+use crate::ops::messaging::model::HandleKind;
+use crate::ops::{KeyValueOps, MessagingOps, PatternOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prism_runtime::patterns::capability::Capability;
@@ -42,19 +41,6 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Op step names.
-pub const OPS: [&str; 10] = [
-    "set",
-    "get",
-    "delete",
-    "exists",
-    "expire",
-    "scan",
-    "scan_all",
-    "batch_set",
-    "batch_get",
-    "batch_delete",
-];
 /// Control step names.
 pub const CONTROLS: [&str; 5] = ["sleep", "eventually", "repeat", "parallel", "restart_proxy"];
 /// Supported patterns (every pattern of the proxy's registry).
@@ -94,58 +80,63 @@ pub fn parse_scenario(text: &str, file: &Path) -> Result<Scenario, Vec<ParseErro
     }
 }
 
-type Entries<'n> = Vec<(&'n str, Location, &'n Located)>;
+pub(crate) type Entries<'n> = Vec<(&'n str, Location, &'n Located)>;
 
 /// A checked mapping: known keys only, no duplicates.
-struct Fields<'n> {
-    loc: Location,
-    entries: Entries<'n>,
+pub(crate) struct Fields<'n> {
+    pub(crate) loc: Location,
+    pub(crate) entries: Entries<'n>,
 }
 
 impl<'n> Fields<'n> {
-    fn get(&self, name: &str) -> Option<&'n Located> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'n Located> {
         self.entries
             .iter()
             .find(|(k, _, _)| *k == name)
             .map(|(_, _, v)| *v)
     }
-    fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 }
 
 #[derive(Default)]
-struct Ctx {
+pub(crate) struct Ctx {
     errors: Vec<(Location, String)>,
-    used: BTreeMap<Capability, Location>,
-    handles: BTreeMap<String, HandleKind>,
+    pub(crate) used: BTreeMap<Capability, Location>,
+    pub(crate) handles: BTreeMap<String, HandleKind>,
     pattern: Option<String>,
 }
 
 /// Variables visible at a point of the walk.
 #[derive(Clone)]
-struct Scope {
-    vars: HashSet<String>,
+pub(crate) struct Scope {
+    pub(crate) vars: HashSet<String>,
 }
 
 impl Scope {
-    fn with(&self, name: &str) -> Scope {
+    pub(crate) fn with(&self, name: &str) -> Scope {
         let mut s = self.clone();
         s.vars.insert(name.to_string());
         s
     }
 }
 
-fn one_of(names: &[&str]) -> String {
+pub(crate) fn one_of(names: &[&str]) -> String {
     names.join(", ")
 }
 
 impl Ctx {
-    fn err(&mut self, loc: Location, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, loc: Location, message: impl Into<String>) {
         self.errors.push((loc, message.into()));
     }
 
-    fn fields<'n>(&mut self, n: &'n Located, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    pub(crate) fn fields<'n>(
+        &mut self,
+        n: &'n Located,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         let Node::Map(entries) = &n.node else {
             self.err(
                 n.loc,
@@ -190,7 +181,12 @@ impl Ctx {
         })
     }
 
-    fn required<'n>(&mut self, f: &Fields<'n>, name: &str, what: &str) -> Option<&'n Located> {
+    pub(crate) fn required<'n>(
+        &mut self,
+        f: &Fields<'n>,
+        name: &str,
+        what: &str,
+    ) -> Option<&'n Located> {
         let v = f.get(name);
         if v.is_none() {
             self.err(f.loc, format!("{what} is missing required key '{name}'"));
@@ -198,7 +194,7 @@ impl Ctx {
         v
     }
 
-    fn string(&mut self, n: &Located, what: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, n: &Located, what: &str) -> Option<String> {
         match &n.node {
             Node::Str(s) => Some(s.clone()),
             other => {
@@ -212,7 +208,7 @@ impl Ctx {
     }
 
     /// A scalar taken as text (numbers and booleans print as written).
-    fn text(&mut self, n: &Located, what: &str) -> Option<String> {
+    pub(crate) fn text(&mut self, n: &Located, what: &str) -> Option<String> {
         match &n.node {
             Node::Str(s) => Some(s.clone()),
             Node::Int(i) => Some(i.to_string()),
@@ -229,7 +225,7 @@ impl Ctx {
         }
     }
 
-    fn uint(&mut self, n: &Located, what: &str) -> Option<u64> {
+    pub(crate) fn uint(&mut self, n: &Located, what: &str) -> Option<u64> {
         match &n.node {
             Node::Int(i) if *i >= 0 && *i <= i128::from(u64::MAX) => Some(*i as u64),
             other => {
@@ -245,7 +241,7 @@ impl Ctx {
         }
     }
 
-    fn boolean(&mut self, n: &Located, what: &str) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, n: &Located, what: &str) -> Option<bool> {
         match &n.node {
             Node::Bool(b) => Some(*b),
             other => {
@@ -258,7 +254,7 @@ impl Ctx {
         }
     }
 
-    fn duration(&mut self, n: &Located, what: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, n: &Located, what: &str) -> Option<Duration> {
         let parsed = match &n.node {
             Node::Int(ms) if *ms >= 0 => u64::try_from(*ms).ok().map(Duration::from_millis),
             Node::Str(s) => parse_duration(s),
@@ -276,13 +272,13 @@ impl Ctx {
         parsed
     }
 
-    fn template(&mut self, n: &Located, what: &str, scope: &Scope) -> Option<String> {
+    pub(crate) fn template(&mut self, n: &Located, what: &str, scope: &Scope) -> Option<String> {
         let t = self.text(n, what)?;
         self.check_vars(n.loc, &t, scope);
         Some(t)
     }
 
-    fn check_vars(&mut self, loc: Location, t: &str, scope: &Scope) {
+    pub(crate) fn check_vars(&mut self, loc: Location, t: &str, scope: &Scope) {
         match template::variables(t) {
             Ok(names) => {
                 for name in names {
@@ -303,7 +299,7 @@ impl Ctx {
         }
     }
 
-    fn key(
+    pub(crate) fn key(
         &mut self,
         n: &Located,
         what: &str,
@@ -320,7 +316,7 @@ impl Ctx {
         Some(t)
     }
 
-    fn scenario(&mut self, root: &Located, file: &Path) -> Option<Scenario> {
+    pub(crate) fn scenario(&mut self, root: &Located, file: &Path) -> Option<Scenario> {
         let allowed = [
             "name",
             "description",
@@ -439,7 +435,7 @@ impl Ctx {
         })
     }
 
-    fn list<'n>(&mut self, n: &'n Located, what: &str) -> Vec<&'n Located> {
+    pub(crate) fn list<'n>(&mut self, n: &'n Located, what: &str) -> Vec<&'n Located> {
         match &n.node {
             Node::Seq(items) => items.iter().collect(),
             other => {
@@ -452,7 +448,7 @@ impl Ctx {
         }
     }
 
-    fn steps(&mut self, n: &Located, what: &str, scope: &mut Scope) -> Vec<Step> {
+    pub(crate) fn steps(&mut self, n: &Located, what: &str, scope: &mut Scope) -> Vec<Step> {
         let items = self.list(n, what);
         items
             .into_iter()
@@ -460,7 +456,7 @@ impl Ctx {
             .collect()
     }
 
-    fn step(&mut self, n: &Located, scope: &mut Scope) -> Option<Step> {
+    pub(crate) fn step(&mut self, n: &Located, scope: &mut Scope) -> Option<Step> {
         let Node::Map(entries) = &n.node else {
             self.err(
                 n.loc,
@@ -473,11 +469,11 @@ impl Ctx {
         };
         let heads: Vec<&(Located, Located)> = entries
             .iter()
-            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if OPS.contains(&s.as_str()) || MSG_STEPS.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
+            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if KeyValueOps::NAMES.contains(&s.as_str()) || MessagingOps::NAMES.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
             .collect();
-        let all: Vec<&str> = OPS
+        let all: Vec<&str> = KeyValueOps::NAMES
             .iter()
-            .chain(MSG_STEPS.iter())
+            .chain(MessagingOps::NAMES.iter())
             .chain(CONTROLS.iter())
             .copied()
             .collect();
@@ -508,11 +504,12 @@ impl Ctx {
         };
         let name = name.as_str();
         let loc = head.0.loc;
-        let step_pattern = match name {
-            "subscribe" | "publish" => Some("pubsub"),
-            "consume" | "enqueue" | "ack" | "nack" => Some("queue"),
-            n if OPS.contains(&n) => Some("keyvalue"),
-            _ => None,
+        let step_pattern = if KeyValueOps::NAMES.contains(&name) {
+            KeyValueOps::pattern_of(name)
+        } else if MessagingOps::NAMES.contains(&name) {
+            MessagingOps::pattern_of(name)
+        } else {
+            None
         };
         if let (Some(step), Some(scenario)) = (step_pattern, self.pattern.as_deref()) {
             if step != scenario {
@@ -523,20 +520,15 @@ impl Ctx {
                 return None;
             }
         }
-        let kind = if OPS.contains(&name) {
-            let f = self.fields(
-                n,
-                &format!("the {name} step"),
-                &[name, "expect", "namespace", "token"],
-            )?;
-            let op_step = self.op_step(name, head.1.clone(), &f, scope)?;
-            for cap in op_step.op.needs() {
+        let kind = if KeyValueOps::NAMES.contains(&name) {
+            let step = KeyValueOps::parse(self, name, n, &head.1, loc, scope)?;
+            for cap in KeyValueOps::needs(&step) {
                 self.used.entry(cap).or_insert(loc);
             }
-            StepKind::Op(Box::new(op_step))
-        } else if MSG_STEPS.contains(&name) {
-            let step = self.msg_step(name, n, &head.1, loc, scope)?;
-            for cap in step.needs() {
+            StepKind::Op(Box::new(step))
+        } else if MessagingOps::NAMES.contains(&name) {
+            let step = MessagingOps::parse(self, name, n, &head.1, loc, scope)?;
+            for cap in MessagingOps::needs(&step) {
                 self.used.entry(cap).or_insert(loc);
             }
             StepKind::Msg(Box::new(step))
@@ -596,7 +588,12 @@ impl Ctx {
         Some(Step { loc, kind })
     }
 
-    fn parallel(&mut self, n: &Located, args_node: &Located, scope: &Scope) -> Option<StepKind> {
+    pub(crate) fn parallel(
+        &mut self,
+        n: &Located,
+        args_node: &Located,
+        scope: &Scope,
+    ) -> Option<StepKind> {
         let f = self.fields(n, "the parallel step", &["parallel", "steps", "expect"])?;
         let args = self.fields(args_node, "parallel", &["workers", "branches"])?;
         let tally = f.get("expect").and_then(|e| self.tally(e));
@@ -641,7 +638,7 @@ impl Ctx {
         Some(StepKind::Parallel { branches, tally })
     }
 
-    fn workers(&mut self, f: &Fields<'_>) -> Option<u64> {
+    pub(crate) fn workers(&mut self, f: &Fields<'_>) -> Option<u64> {
         let n = self.required(f, "workers", "parallel")?;
         let w = self.uint(n, "workers")?;
         if w == 0 || w > MAX_WORKERS {
@@ -654,7 +651,7 @@ impl Ctx {
         Some(w)
     }
 
-    fn tally(&mut self, n: &Located) -> Option<Tally> {
+    pub(crate) fn tally(&mut self, n: &Located) -> Option<Tally> {
         let f = self.fields(n, "parallel.expect", &["ok", "errors"])?;
         let mut tally = Tally {
             ok: f.get("ok").and_then(|v| self.uint(v, "ok")),
@@ -673,31 +670,7 @@ impl Ctx {
         Some(tally)
     }
 
-    fn op_step(
-        &mut self,
-        name: &str,
-        args: Located,
-        f: &Fields<'_>,
-        scope: &mut Scope,
-    ) -> Option<OpStep> {
-        let caller = self.caller(f)?;
-        let expects_error = f
-            .get("expect")
-            .is_some_and(|e| matches!(&e.node, Node::Map(m) if m.iter().any(|(k, _)| matches!(&k.node, Node::Str(s) if s == "error"))));
-        let op = self.op(name, &args, scope, expects_error);
-        let expect = match f.get("expect") {
-            Some(e) => Some(self.expect(name, e, scope)?),
-            None => None,
-        };
-        Some(OpStep {
-            op: op?,
-            namespace: caller.namespace,
-            token: caller.token,
-            expect,
-        })
-    }
-
-    fn token_name(&mut self, t: &Located) -> Option<String> {
+    pub(crate) fn token_name(&mut self, t: &Located) -> Option<String> {
         let name = self.string(t, "token")?;
         if !crate::tokens::TOKEN_NAMES.iter().any(|(n, _)| *n == name) {
             let names: Vec<&str> = crate::tokens::TOKEN_NAMES.iter().map(|(n, _)| *n).collect();
@@ -713,133 +686,7 @@ impl Ctx {
         Some(name)
     }
 
-    fn op(&mut self, name: &str, n: &Located, scope: &Scope, expects_error: bool) -> Option<Op> {
-        let what = name;
-        Some(match name {
-            "set" => {
-                let f = self.fields(
-                    n,
-                    what,
-                    &["key", "value", "ttl_ms", "if_absent", "if_version"],
-                )?;
-                let key = self
-                    .required(&f, "key", what)
-                    .and_then(|k| self.key(k, "key", scope, expects_error));
-                let value = self
-                    .required(&f, "value", what)
-                    .and_then(|v| self.value(v, scope));
-                let ttl_ms = f.get("ttl_ms").map_or(Some(0), |v| self.uint(v, "ttl_ms"));
-                let if_absent = f
-                    .get("if_absent")
-                    .map_or(Some(false), |v| self.boolean(v, "if_absent"));
-                let if_version = match f.get("if_version") {
-                    Some(v) => Some(self.template(v, "if_version", scope)?),
-                    None => None,
-                };
-                Op::Set {
-                    key: key?,
-                    value: value?,
-                    ttl_ms: ttl_ms?,
-                    if_absent: if_absent?,
-                    if_version,
-                }
-            }
-            "get" | "delete" | "exists" => {
-                let f = self.fields(n, what, &["key"])?;
-                let key = self
-                    .required(&f, "key", what)
-                    .and_then(|k| self.key(k, "key", scope, expects_error))?;
-                match name {
-                    "get" => Op::Get { key },
-                    "delete" => Op::Delete { key },
-                    _ => Op::Exists { key },
-                }
-            }
-            "expire" => {
-                let f = self.fields(n, what, &["key", "ttl_ms"])?;
-                let key = self
-                    .required(&f, "key", what)
-                    .and_then(|k| self.key(k, "key", scope, expects_error));
-                let ttl_ms = self
-                    .required(&f, "ttl_ms", what)
-                    .and_then(|v| self.uint(v, "ttl_ms"));
-                Op::Expire {
-                    key: key?,
-                    ttl_ms: ttl_ms?,
-                }
-            }
-            "scan" => {
-                let f = self.fields(n, what, &["prefix", "cursor", "limit", "keys_only"])?;
-                let prefix = self
-                    .required(&f, "prefix", what)
-                    .and_then(|k| self.key(k, "prefix", scope, expects_error));
-                let cursor = match f.get("cursor") {
-                    Some(c) => Some(self.template(c, "cursor", scope)?),
-                    None => None,
-                };
-                let limit = f.get("limit").map_or(Some(0), |v| self.uint(v, "limit"));
-                let keys_only = f
-                    .get("keys_only")
-                    .map_or(Some(false), |v| self.boolean(v, "keys_only"));
-                Op::Scan {
-                    prefix: prefix?,
-                    cursor,
-                    limit: limit?,
-                    keys_only: keys_only?,
-                }
-            }
-            "scan_all" => {
-                let f = self.fields(n, what, &["prefix", "limit", "keys_only"])?;
-                let prefix = self
-                    .required(&f, "prefix", what)
-                    .and_then(|k| self.key(k, "prefix", scope, expects_error));
-                let limit = f.get("limit").map_or(Some(0), |v| self.uint(v, "limit"));
-                let keys_only = f
-                    .get("keys_only")
-                    .map_or(Some(false), |v| self.boolean(v, "keys_only"));
-                Op::ScanAll {
-                    prefix: prefix?,
-                    limit: limit?,
-                    keys_only: keys_only?,
-                }
-            }
-            "batch_set" => {
-                let f = self.fields(n, what, &["entries"])?;
-                let list = self.required(&f, "entries", what)?;
-                let mut entries = Vec::new();
-                for e in self.list(list, "entries") {
-                    let ef = self.fields(e, "a batch entry", &["key", "value", "ttl_ms"])?;
-                    let key = self
-                        .required(&ef, "key", "a batch entry")
-                        .and_then(|k| self.key(k, "key", scope, expects_error));
-                    let value = self
-                        .required(&ef, "value", "a batch entry")
-                        .and_then(|v| self.value(v, scope));
-                    let ttl_ms = ef.get("ttl_ms").map_or(Some(0), |v| self.uint(v, "ttl_ms"));
-                    if let (Some(key), Some(value), Some(ttl_ms)) = (key, value, ttl_ms) {
-                        entries.push(BatchEntry { key, value, ttl_ms });
-                    }
-                }
-                Op::BatchSet { entries }
-            }
-            _ => {
-                let f = self.fields(n, what, &["keys"])?;
-                let list = self.required(&f, "keys", what)?;
-                let keys = self
-                    .list(list, "keys")
-                    .into_iter()
-                    .filter_map(|k| self.key(k, "key", scope, expects_error))
-                    .collect();
-                if name == "batch_get" {
-                    Op::BatchGet { keys }
-                } else {
-                    Op::BatchDelete { keys }
-                }
-            }
-        })
-    }
-
-    fn value(&mut self, n: &Located, scope: &Scope) -> Option<ValueSpec> {
+    pub(crate) fn value(&mut self, n: &Located, scope: &Scope) -> Option<ValueSpec> {
         match &n.node {
             Node::Map(_) => {
                 let f = self.fields(n, "a value", &["base64", "bytes", "seed"])?;
@@ -878,7 +725,7 @@ impl Ctx {
         }
     }
 
-    fn num(&mut self, n: &Located, what: &str, scope: &mut Scope) -> Option<NumExpect> {
+    pub(crate) fn num(&mut self, n: &Located, what: &str, scope: &mut Scope) -> Option<NumExpect> {
         if let Node::Int(_) = n.node {
             return Some(NumExpect {
                 rels: vec![(Rel::Eq, Operand::Lit(self.uint(n, what)?))],
@@ -913,119 +760,6 @@ impl Ctx {
             out.rels.push((rel, operand));
         }
         Some(out)
-    }
-
-    fn expect(&mut self, op: &str, n: &Located, scope: &mut Scope) -> Option<Expect> {
-        let specific: &[&str] = match op {
-            "set" => &["version"],
-            "get" => &["found", "value", "value_in", "version", "ttl_ms"],
-            "delete" => &["deleted"],
-            "exists" => &["exists"],
-            "expire" => &["updated"],
-            "scan" => &["keys", "values", "count", "done", "save_cursor"],
-            "scan_all" => &["keys", "values", "count"],
-            "batch_set" => &["count"],
-            "batch_get" => &["results"],
-            _ => &["deleted"],
-        };
-        let allowed: Vec<&str> = ["error", "message_contains"]
-            .iter()
-            .chain(specific)
-            .copied()
-            .collect();
-        let f = self.fields(n, &format!("expect (for {op})"), &allowed)?;
-        let mut e = Expect::default();
-        if let Some(code) = f.get("error") {
-            let name = self.string(code, "error")?;
-            match StatusCode::from_name(&name) {
-                Some(c) if c.name() == "OK" => self.err(
-                    code.loc,
-                    "error: OK is not an error; leave `error` out to expect success",
-                ),
-                Some(c) => e.error = Some(c),
-                None => {
-                    let names: Vec<&str> = StatusCode::names().filter(|n| *n != "OK").collect();
-                    self.err(
-                        code.loc,
-                        format!(
-                            "unknown status code '{name}' (expected one of: {})",
-                            names.join(", ")
-                        ),
-                    );
-                }
-            }
-            if let Some((k, loc, _)) = f
-                .entries
-                .iter()
-                .find(|(k, _, _)| !["error", "message_contains"].contains(k))
-            {
-                self.err(
-                    *loc,
-                    format!("`{k}` cannot be checked on a call expected to fail with `error`"),
-                );
-            }
-        }
-        if let Some(m) = f.get("message_contains") {
-            if !f.has("error") {
-                self.err(
-                    m.loc,
-                    "message_contains needs `error` (it checks the error message)",
-                );
-            }
-            e.message_contains = self.string(m, "message_contains");
-        }
-        for (name, _, v) in &f.entries {
-            match *name {
-                "found" => e.found = self.boolean(v, name),
-                "value" => e.value = self.value(v, scope),
-                "value_in" => {
-                    e.value_in = self
-                        .list(v, name)
-                        .into_iter()
-                        .filter_map(|x| self.value(x, scope))
-                        .collect()
-                }
-                "version" => e.version = self.num(v, name, scope),
-                "ttl_ms" => e.ttl_ms = self.num(v, name, scope),
-                "deleted" if op == "delete" => e.deleted = self.boolean(v, name),
-                "deleted" => e.deleted_count = self.num(v, name, scope),
-                "exists" => e.exists = self.boolean(v, name),
-                "updated" => e.updated = self.boolean(v, name),
-                "keys" => {
-                    e.keys = Some(
-                        self.list(v, name)
-                            .into_iter()
-                            .filter_map(|k| self.template(k, "key", scope))
-                            .collect(),
-                    )
-                }
-                "values" => {
-                    e.values = Some(
-                        self.list(v, name)
-                            .into_iter()
-                            .filter_map(|x| self.value(x, scope))
-                            .collect(),
-                    )
-                }
-                "count" => e.count = self.num(v, name, scope),
-                "done" => e.done = self.boolean(v, name),
-                "save_cursor" => {
-                    if let Some(var) = self.string(v, name) {
-                        scope.vars.insert(var.clone());
-                        e.save_cursor = Some(var);
-                    }
-                }
-                "results" => {
-                    let mut results = Vec::new();
-                    for r in self.list(v, name) {
-                        results.push(self.expect("get", r, scope)?);
-                    }
-                    e.results = Some(results);
-                }
-                _ => {}
-            }
-        }
-        Some(e)
     }
 }
 

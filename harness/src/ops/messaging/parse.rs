@@ -1,11 +1,11 @@
-//! Parsing the messaging steps (see `scenario::messaging`): stream handles are declared by
+//! Parsing the messaging steps (see `model.rs`): stream handles are declared by
 //! `subscribe`/`consume` with `as:` and must exist (with the right kind) where `receive`, `ack`,
 //! `nack`, `expect_silence` and `disconnect` name them.
 
-use super::{Ctx, Fields, Scope, one_of};
+use super::model::*;
 use crate::scenario::code::StatusCode;
-use crate::scenario::messaging::*;
 use crate::scenario::model::{Location, NamespaceRef, Operand, ValueSpec};
+use crate::scenario::parse::{Ctx, Fields, Scope, one_of};
 use crate::scenario::yaml::{Located, Node};
 use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ const MAX_RECEIVE: u64 = 1_000_000;
 
 impl Ctx {
     /// Parses the messaging step `name` whose whole mapping is `n` and arguments `args`.
-    pub(super) fn msg_step(
+    pub(crate) fn msg_step(
         &mut self,
         name: &str,
         n: &Located,
@@ -247,7 +247,7 @@ impl Ctx {
     }
 
     /// The `namespace` and `token` keys of a call step.
-    pub(super) fn caller(&mut self, f: &Fields<'_>) -> Option<Caller> {
+    pub(crate) fn caller(&mut self, f: &Fields<'_>) -> Option<Caller> {
         let namespace = match f.get("namespace") {
             None => NamespaceRef::Main,
             Some(n) => match self.string(n, "namespace")?.as_str() {

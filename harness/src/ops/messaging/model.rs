@@ -1,10 +1,10 @@
 //! The messaging steps of the scenario model (PubSub and Queue): opening named stream handles,
 //! publishing and enqueueing, receiving from handles with ordering and timeouts, silence, acks,
-//! nacks and disconnects. Parsed in `parse/messaging.rs`, printed in `print.rs`, executed by
-//! `runner/messaging.rs`.
+//! nacks and disconnects. Parsed in `parse.rs`, printed in `print.rs`, executed by `exec.rs` (all in
+//! this folder).
 
-use super::code::StatusCode;
-use super::model::{NamespaceRef, NumExpect, Template, ValueSpec};
+use crate::scenario::code::StatusCode;
+use crate::scenario::model::{NamespaceRef, NumExpect, Template, ValueSpec};
 use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,28 +1,16 @@
 //! Judging an [`OpOutput`] against a step's expectation. Pure: no I/O, so it is unit-tested directly.
 //! On success it records saved variables; on mismatch it returns expected vs actual.
 
-use super::Failure;
-use super::output::{OpOutput, resolve_value};
-use crate::scenario::model::{Expect, NumExpect, Operand};
+use super::exec::{OpOutput, resolve_value};
+use crate::runner::Failure;
+use crate::runner::compare::{mismatch, num};
+use crate::scenario::model::Expect;
 use crate::scenario::template;
 use crate::scenario::value::render;
 use prism_proto::keyvalue::v1::GetResponse;
 use std::collections::HashMap;
 
 type Vars = HashMap<String, String>;
-
-pub(crate) fn mismatch(
-    what: &str,
-    expected: impl Into<String>,
-    actual: impl Into<String>,
-) -> Failure {
-    Failure {
-        message: format!("{what} differs"),
-        expected: Some(expected.into()),
-        actual: Some(actual.into()),
-        ..Failure::default()
-    }
-}
 
 fn show_output(out: &OpOutput) -> String {
     match out {
@@ -161,41 +149,6 @@ fn flag(what: &str, actual: bool, expected: Option<bool>) -> Result<(), Failure>
     }
 }
 
-pub(crate) fn num(
-    what: &str,
-    actual: u64,
-    expected: Option<&NumExpect>,
-    vars: &Vars,
-    saves: &mut Vec<(String, String)>,
-) -> Result<(), Failure> {
-    let Some(n) = expected else { return Ok(()) };
-    for (rel, operand) in &n.rels {
-        let (bound, shown) = match operand {
-            Operand::Lit(x) => (*x, x.to_string()),
-            Operand::Var(name) => {
-                let raw = vars.get(name).ok_or_else(|| {
-                    Failure::message(format!("variable '{name}' was never saved"))
-                })?;
-                let x: u64 = raw.parse().map_err(|_| {
-                    Failure::message(format!("variable '{name}' = {raw:?} is not a number"))
-                })?;
-                (x, format!("{name} ({x})"))
-            }
-        };
-        if !rel.holds(actual, bound) {
-            return Err(mismatch(
-                what,
-                format!("{what} {} {shown}", rel.name()),
-                actual.to_string(),
-            ));
-        }
-    }
-    if let Some(var) = &n.save {
-        saves.push((var.clone(), actual.to_string()));
-    }
-    Ok(())
-}
-
 fn get(
     g: &GetResponse,
     e: &Expect,
@@ -258,7 +211,7 @@ fn key_diff(expected: &[String], actual: &[String]) -> Failure {
 mod tests {
     use super::*;
     use crate::scenario::code::StatusCode;
-    use crate::scenario::model::{Rel, ValueSpec};
+    use crate::scenario::model::{NumExpect, Operand, Rel, ValueSpec};
 
     fn found(value: &'static str, version: u64) -> OpOutput {
         OpOutput::Get(GetResponse {

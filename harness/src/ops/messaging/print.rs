@@ -1,8 +1,8 @@
-//! Printing the messaging steps back to YAML (the inverse of `parse/messaging.rs`).
+//! Printing the messaging steps back to YAML (the inverse of `parse.rs`).
 
-use super::{ms, num, value};
-use crate::scenario::messaging::*;
+use super::model::*;
 use crate::scenario::model::NamespaceRef;
+use crate::scenario::print::{ms, num, value};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -49,7 +49,7 @@ fn from(names: &[String]) -> Value {
 }
 
 /// Adds `step`'s keys to the step mapping `m`.
-pub(super) fn step(step: &MsgStep, m: &mut Map<String, Value>) {
+pub fn step(step: &MsgStep, m: &mut Map<String, Value>) {
     let mut args = Map::new();
     let mut expect = None;
     match step {

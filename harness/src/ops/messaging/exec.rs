@@ -4,13 +4,13 @@
 //! those buffers. The handles live for one scenario run; [`Messaging::finish`] ends them and gives
 //! the ledger's verdict.
 
-use super::Failure;
-use super::exec::Session;
-use super::judge::{mismatch, num};
 use super::ledger::{Cause, Ledger, Verdict};
-use super::output::{expand, resolve_value};
+use super::model::*;
+use crate::ops::keyvalue::exec::{expand, resolve_value};
+use crate::runner::Failure;
+use crate::runner::compare::{mismatch, num};
+use crate::runner::exec::Session;
 use crate::scenario::code::StatusCode;
-use crate::scenario::messaging::*;
 use crate::scenario::model::Template;
 use crate::scenario::value::render;
 use prism_proto::client::NamespaceClient;

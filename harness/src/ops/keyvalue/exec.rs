@@ -1,9 +1,12 @@
 //! Executing one op through the Rust client: the request is built from the step (variables expanded)
 //! and the response becomes an [`OpOutput`], which the judge compares with the expectation.
 
-use super::Failure;
+use super::judge::judge;
+use crate::runner::Failure;
+use crate::runner::exec::{Counts, Session, Vars, locate};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::{Op, ValueSpec};
+use crate::scenario::model::{OpStep, Step};
 use crate::scenario::template;
 use crate::scenario::value::blob;
 use bytes::Bytes;
@@ -305,4 +308,30 @@ async fn scan_all(
     Err(Failure::message(format!(
         "scan_all: no end after {MAX_PAGES} pages"
     )))
+}
+
+/// Runs one op step through the client and judges it (or counts it, in a tallied `parallel`).
+pub(crate) async fn run_op(
+    session: &Session,
+    step: &Step,
+    op: &OpStep,
+    vars: &mut Vars,
+    tally: Option<&Counts>,
+) -> Result<(), Failure> {
+    let label = describe(&op.op, vars);
+    let mut kv = session
+        .client(op.namespace, op.token.as_deref())
+        .map_err(|f| locate(step, Some(label.clone()), f))?;
+    let out = execute(&mut kv, &op.op, vars)
+        .await
+        .map_err(|f| locate(step, Some(label.clone()), f))?;
+    if let (Some(counts), None) = (tally, &op.expect) {
+        let code = match &out {
+            OpOutput::Error { code, .. } => *code,
+            _ => StatusCode(0),
+        };
+        *counts.lock().expect("tally lock").entry(code).or_default() += 1;
+        return Ok(());
+    }
+    judge(&out, op.expect.as_ref(), vars).map_err(|f| locate(step, Some(label), f))
 }

@@ -1,0 +1,62 @@
+//! KeyValue operations: their model, parser, printer, execution through the client and judge.
+
+pub mod exec;
+pub mod judge;
+pub mod model;
+pub mod parse;
+pub mod print;
+
+use super::{PatternOps, StepFuture};
+use crate::runner::exec::{Counts, Session, Vars};
+use crate::scenario::model::{Location, Step};
+use crate::scenario::parse::{Ctx, Scope};
+use crate::scenario::yaml::Located;
+use model::OpStep;
+use prism_runtime::patterns::capability::Capability;
+use serde_json::{Map, Value};
+
+/// The KeyValue operations.
+pub(crate) struct KeyValueOps;
+
+impl PatternOps for KeyValueOps {
+    type Step = OpStep;
+    const NAMES: &'static [&'static str] = &model::OPS;
+
+    fn pattern_of(_name: &str) -> Option<&'static str> {
+        Some("keyvalue")
+    }
+
+    fn parse(
+        cx: &mut Ctx,
+        name: &str,
+        n: &Located,
+        args: &Located,
+        _loc: Location,
+        scope: &mut Scope,
+    ) -> Option<OpStep> {
+        let f = cx.fields(
+            n,
+            &format!("the {name} step"),
+            &[name, "expect", "namespace", "token"],
+        )?;
+        cx.op_step(name, args.clone(), &f, scope)
+    }
+
+    fn needs(step: &OpStep) -> Vec<Capability> {
+        step.op.needs()
+    }
+
+    fn print(step: &OpStep, m: &mut Map<String, Value>) {
+        print::step(step, m)
+    }
+
+    fn run<'a>(
+        session: &'a Session,
+        at: &'a Step,
+        step: &'a OpStep,
+        vars: &'a mut Vars,
+        tally: Option<&'a Counts>,
+    ) -> StepFuture<'a> {
+        Box::pin(exec::run_op(session, at, step, vars, tally))
+    }
+}
