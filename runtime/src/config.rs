@@ -252,6 +252,7 @@ struct NamespacePlaces {
     pattern: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
     #[serde(default)]
     disable: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    limits: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
 }
 
 fn place(location: serde_saphyr::Location) -> Option<(u64, u64)> {
@@ -343,6 +344,24 @@ impl ProxyConfig {
                         ),
                     });
                 }
+            }
+            let settings = ns.pattern.spec().settings;
+            let foreign: Vec<&str> = ns
+                .limits
+                .set_names()
+                .into_iter()
+                .filter(|s| !settings.contains(s))
+                .collect();
+            if !foreign.is_empty() {
+                problems.push(Problem {
+                    at: places.and_then(|p| p.limits.as_ref()).and_then(|s| place(s.referenced)),
+                    message: format!(
+                        "namespace '{name}' sets {}, which does not apply to the {} pattern (its settings: {})",
+                        foreign.join(", "),
+                        ns.pattern.name(),
+                        settings.join(", ")
+                    ),
+                });
             }
             if !is_identifier(name) {
                 problems.push(Problem::new(format!(

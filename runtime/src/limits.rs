@@ -84,6 +84,29 @@ pub struct LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// The names of the settings this config sets.
+    pub fn set_names(&self) -> Vec<&'static str> {
+        let set = [
+            ("max_key_bytes", self.max_key_bytes.is_some()),
+            ("max_value_bytes", self.max_value_bytes.is_some()),
+            ("max_batch_size", self.max_batch_size.is_some()),
+            ("max_scan_page", self.max_scan_page.is_some()),
+            ("max_name_bytes", self.max_name_bytes.is_some()),
+            ("max_message_headers", self.max_message_headers.is_some()),
+            (
+                "max_message_header_bytes",
+                self.max_message_header_bytes.is_some(),
+            ),
+            ("max_streams", self.max_streams.is_some()),
+            ("subscriber_buffer", self.subscriber_buffer.is_some()),
+            ("max_attempts", self.max_attempts.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(_, s)| *s)
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     /// Applies the configured fields over `base`.
     pub fn resolve(&self, base: Limits) -> Limits {
         Limits {

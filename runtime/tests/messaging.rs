@@ -563,3 +563,15 @@ async fn a_dead_letter_queue_is_consumable_even_when_its_suffix_passes_the_name_
         .unwrap_err();
     assert_eq!(too_long.code(), Code::InvalidArgument);
 }
+
+#[test]
+fn a_setting_of_another_pattern_is_located() {
+    let yaml = "auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces:\n  kv:\n    pattern: keyvalue\n    backend: m\n    limits: { max_attempts: 3, max_key_bytes: 10 }\n";
+    let e = ProxyConfig::parse(yaml, Path::new("s.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("s.yaml:7:13: namespace 'kv' sets max_attempts, which does not apply to the keyvalue pattern (its settings: max_key_bytes,"),
+        "{e}"
+    );
+}

@@ -47,7 +47,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>, u8> {
 
 /// The scenarios a selection picks (exit code 2 when none).
 pub fn select(sel: &Selection) -> Result<Vec<Scenario>, u8> {
-    let known = prism_conform::scenario::parse::PATTERNS;
+    let known = prism_conform::scenario::parse::patterns();
     if let Some(bad) = sel.patterns.iter().find(|p| !known.contains(&p.as_str())) {
         eprintln!(
             "prism-conform: --pattern {bad:?}: unknown pattern (expected one of: {})",

@@ -43,8 +43,13 @@ impl std::error::Error for ParseError {}
 
 /// Control step names.
 pub const CONTROLS: [&str; 5] = ["sleep", "eventually", "repeat", "parallel", "restart_proxy"];
-/// Supported patterns (every pattern of the proxy's registry).
-pub const PATTERNS: [&str; 3] = ["keyvalue", "pubsub", "queue"];
+/// The patterns a scenario may name: every pattern of the proxy's registry.
+pub fn patterns() -> Vec<&'static str> {
+    prism_runtime::patterns::REGISTRY
+        .iter()
+        .map(|spec| spec.name)
+        .collect()
+}
 
 /// Largest generated blob, a guard against runaway files.
 const MAX_BLOB: u64 = 64 * 1024 * 1024;
@@ -299,6 +304,32 @@ impl Ctx {
         }
     }
 
+    /// A status code name other than OK (`error:`), or a located error listing the names.
+    pub(crate) fn status_code(&mut self, code: &Located) -> Option<StatusCode> {
+        let name = self.string(code, "error")?;
+        match StatusCode::from_name(&name) {
+            Some(c) if c.name() == "OK" => {
+                self.err(
+                    code.loc,
+                    "error: OK is not an error; leave `error` out to expect success",
+                );
+                None
+            }
+            Some(c) => Some(c),
+            None => {
+                let names: Vec<&str> = StatusCode::names().filter(|n| *n != "OK").collect();
+                self.err(
+                    code.loc,
+                    format!(
+                        "unknown status code '{name}' (expected one of: {})",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn key(
         &mut self,
         n: &Located,
@@ -340,14 +371,15 @@ impl Ctx {
             .and_then(|n| self.string(n, "description"));
         let pattern = self.required(&f, "pattern", "the scenario").and_then(|n| {
             let p = self.string(n, "pattern")?;
-            if PATTERNS.contains(&p.as_str()) {
+            let known = patterns();
+            if known.contains(&p.as_str()) {
                 Some(p)
             } else {
                 self.err(
                     n.loc,
                     format!(
                         "unknown pattern '{p}' (expected one of: {})",
-                        one_of(&PATTERNS)
+                        one_of(&known)
                     ),
                 );
                 None

@@ -1,5 +1,6 @@
 //! The patterns the proxy serves and the one registry that describes them: per pattern its gRPC
-//! service, the permission each method needs, its capabilities and its streaming methods. Server
+//! service, the permission each method needs, its streaming methods, its capabilities (each
+//! [`Capability`] names its pattern) and the namespace settings that apply. Server
 //! wiring, authorization (fail-closed for methods not listed), config validation and the harness all
 //! read [`REGISTRY`], so adding a pattern starts here.
 
@@ -95,6 +96,9 @@ pub struct PatternSpec {
     pub service: &'static str,
     /// Every method; a method not listed is refused.
     pub methods: &'static [MethodSpec],
+    /// The namespace settings (`limits:` keys) that apply to it; a namespace of this pattern
+    /// setting another is a config error.
+    pub settings: &'static [&'static str],
 }
 
 impl PatternSpec {
@@ -123,12 +127,26 @@ pub static REGISTRY: [PatternSpec; 3] = [
             unary("BatchSet", Write),
             unary("BatchDelete", Write),
         ],
+        settings: &[
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_batch_size",
+            "max_scan_page",
+        ],
     },
     PatternSpec {
         pattern: Pattern::Pubsub,
         name: "pubsub",
         service: "prism.pubsub.v1.PubSub",
         methods: &[stream("Subscribe", Read), unary("Publish", Write)],
+        settings: &[
+            "max_name_bytes",
+            "max_value_bytes",
+            "max_message_headers",
+            "max_message_header_bytes",
+            "max_streams",
+            "subscriber_buffer",
+        ],
     },
     PatternSpec {
         pattern: Pattern::Queue,
@@ -139,6 +157,14 @@ pub static REGISTRY: [PatternSpec; 3] = [
             unary("Enqueue", Write),
             unary("Ack", Write),
             unary("Nack", Write),
+        ],
+        settings: &[
+            "max_name_bytes",
+            "max_value_bytes",
+            "max_message_headers",
+            "max_message_header_bytes",
+            "max_streams",
+            "max_attempts",
         ],
     },
 ];
@@ -163,6 +189,28 @@ mod tests {
                 p.capabilities().count() > 0,
                 "{} has capabilities",
                 p.name()
+            );
+        }
+    }
+
+    #[test]
+    fn every_namespace_setting_belongs_to_some_pattern() {
+        let all = crate::limits::LimitsConfig {
+            max_key_bytes: Some(1),
+            max_value_bytes: Some(1),
+            max_batch_size: Some(1),
+            max_scan_page: Some(1),
+            max_name_bytes: Some(1),
+            max_message_headers: Some(1),
+            max_message_header_bytes: Some(1),
+            max_streams: Some(1),
+            subscriber_buffer: Some(1),
+            max_attempts: Some(1),
+        };
+        for setting in all.set_names() {
+            assert!(
+                REGISTRY.iter().any(|s| s.settings.contains(&setting)),
+                "{setting} applies to no pattern"
             );
         }
     }

@@ -1,7 +1,6 @@
 //! Parsing the KeyValue steps: each operation's arguments and what it must return.
 
 use super::model::*;
-use crate::scenario::code::StatusCode;
 use crate::scenario::parse::{Ctx, Fields, Scope};
 use crate::scenario::yaml::{Located, Node};
 
@@ -183,24 +182,7 @@ impl Ctx {
         let f = self.fields(n, &format!("expect (for {op})"), &allowed)?;
         let mut e = Expect::default();
         if let Some(code) = f.get("error") {
-            let name = self.string(code, "error")?;
-            match StatusCode::from_name(&name) {
-                Some(c) if c.name() == "OK" => self.err(
-                    code.loc,
-                    "error: OK is not an error; leave `error` out to expect success",
-                ),
-                Some(c) => e.error = Some(c),
-                None => {
-                    let names: Vec<&str> = StatusCode::names().filter(|n| *n != "OK").collect();
-                    self.err(
-                        code.loc,
-                        format!(
-                            "unknown status code '{name}' (expected one of: {})",
-                            names.join(", ")
-                        ),
-                    );
-                }
-            }
+            e.error = self.status_code(code);
             if let Some((k, loc, _)) = f
                 .entries
                 .iter()

@@ -3,7 +3,6 @@
 //! `nack`, `expect_silence` and `disconnect` name them.
 
 use super::model::*;
-use crate::scenario::code::StatusCode;
 use crate::scenario::model::{Location, NamespaceRef, Operand, ValueSpec};
 use crate::scenario::parse::{Ctx, Fields, Scope, one_of};
 use crate::scenario::yaml::{Located, Node};
@@ -403,31 +402,6 @@ impl Ctx {
                 self.err(
                     n.loc,
                     "which must be all, unknown, { position: N } or { payload: VALUE }",
-                );
-                None
-            }
-        }
-    }
-
-    fn status_code(&mut self, code: &Located) -> Option<StatusCode> {
-        let name = self.string(code, "error")?;
-        match StatusCode::from_name(&name) {
-            Some(c) if c.name() == "OK" => {
-                self.err(
-                    code.loc,
-                    "error: OK is not an error; leave `error` out to expect success",
-                );
-                None
-            }
-            Some(c) => Some(c),
-            None => {
-                let names: Vec<&str> = StatusCode::names().filter(|n| *n != "OK").collect();
-                self.err(
-                    code.loc,
-                    format!(
-                        "unknown status code '{name}' (expected one of: {})",
-                        names.join(", ")
-                    ),
                 );
                 None
             }
