@@ -237,6 +237,17 @@ fn bad_config_exits_2_with_location() {
     assert!(stderr.contains(&expected), "{stderr}");
 }
 
+/// Reads a stream to its end; the status it ended with (`None`: it ended without one).
+async fn ending<T>(mut s: tonic::Streaming<T>) -> Option<tonic::Status> {
+    loop {
+        match s.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => return Some(e),
+        }
+    }
+}
+
 #[tokio::test]
 async fn sigterm_with_live_streams_ends_them_unavailable_and_exits_within_the_bound() {
     use prism_proto::pubsub::v1 as ps;
@@ -255,15 +266,7 @@ async fn sigterm_with_live_streams_ends_them_unavailable_and_exits_within_the_bo
             .unwrap()
             .into_inner();
         s.message().await.unwrap().expect("confirmation");
-        streams.push(tokio::spawn(async move {
-            loop {
-                match s.message().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return None,
-                    Err(e) => return Some(e),
-                }
-            }
-        }));
+        streams.push(tokio::spawn(ending(s)));
     }
     let mut queue = client.namespace("jobs").queue();
     for i in 0..10 {
@@ -288,15 +291,7 @@ async fn sigterm_with_live_streams_ends_them_unavailable_and_exits_within_the_bo
             .into_inner();
         s.message().await.unwrap().expect("registration");
         s.message().await.unwrap().expect("a delivery held unacked");
-        streams.push(tokio::spawn(async move {
-            loop {
-                match s.message().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return None,
-                    Err(e) => return Some(e),
-                }
-            }
-        }));
+        streams.push(tokio::spawn(ending(s)));
     }
     let started = Instant::now();
     assert_eq!(proxy.terminate(Duration::from_secs(15)).await, Some(0));

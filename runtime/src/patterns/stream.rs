@@ -85,11 +85,19 @@ pub struct StreamGuard {
 }
 
 impl StreamGuard {
-    /// Admits a stream on `route` for the caller of `request`: RESOURCE_EXHAUSTED when the namespace
-    /// already has `max_streams` live ones.
-    pub fn admit<T>(
+    /// Unix seconds after which the caller of `request` is no longer authenticated, if ever.
+    pub fn valid_until<T>(request: &Request<T>) -> Option<u64> {
+        request
+            .extensions()
+            .get::<Arc<Principal>>()
+            .and_then(|p| p.valid_until)
+    }
+
+    /// Admits a stream on `route` for a caller authenticated until `valid_until`:
+    /// RESOURCE_EXHAUSTED when the namespace already has `max_streams` live ones.
+    pub fn admit(
         route: &Arc<NamespaceRoute>,
-        request: &Request<T>,
+        valid_until: Option<u64>,
         drain: &Drain,
     ) -> Result<StreamGuard, Status> {
         let max = route.limits.max_streams;
@@ -106,10 +114,6 @@ impl StreamGuard {
             )));
         }
         let slot = StreamSlot(route.clone());
-        let valid_until = request
-            .extensions()
-            .get::<Arc<Principal>>()
-            .and_then(|p| p.valid_until);
         let expires_in = valid_until.map(|until| {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -305,7 +305,7 @@ impl KvCas for MemStore {
     }
 }
 
-crate::kv_store_with_every_capability!(MemStore, "memstore");
+crate::kv_store_with_every_capability!(MemStore);
 
 #[cfg(test)]
 mod tests {

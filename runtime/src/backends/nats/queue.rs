@@ -49,35 +49,33 @@ impl NatsQueue {
         format!("PRISM_Q_{}", digest(&[&self.nats.prefix, ns]))
     }
 
-    /// The namespace's stream, created on first use.
-    async fn stream(&self, ns: &str) -> StoreResult<stream::Stream> {
+    /// Makes sure the namespace's stream exists (one JetStream request the first time, none after);
+    /// its name.
+    async fn ensure_stream(&self, ns: &str) -> StoreResult<String> {
         let name = self.stream_name(ns);
-        let config = stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{}.q.{}.*", self.nats.prefix, token(ns))],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            max_age: self.retention,
-            ..Default::default()
-        };
         let known = self
             .streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&name);
-        let stream = if known {
-            self.js.get_stream(&name).await.map_err(unavailable)?
-        } else {
-            let s = self.js.get_or_create_stream(config).await.map_err(|e| {
+        if !known {
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{}.q.{}.*", self.nats.prefix, token(ns))],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                max_age: self.retention,
+                ..Default::default()
+            };
+            self.js.get_or_create_stream(config).await.map_err(|e| {
                 StoreError::Unavailable(format!("JetStream stream {name}: {e}").into())
             })?;
             self.streams
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(name);
-            s
-        };
-        Ok(stream)
+                .insert(name.clone());
+        }
+        Ok(name)
     }
 }
 
@@ -141,7 +139,7 @@ impl QueueAdapter for NatsQueue {
             ));
         }
         check_size(&self.nats.client, message.payload.len(), &message.headers)?;
-        self.stream(ns).await?;
+        self.ensure_stream(ns).await?;
         let headers = headers_out(
             &message.headers,
             &message.message_id,
@@ -173,7 +171,11 @@ impl QueueAdapter for NatsQueue {
         queue: &str,
         group: &str,
     ) -> StoreResult<Box<dyn QueueConsumer>> {
-        let stream = self.stream(ns).await?;
+        let stream = self
+            .js
+            .get_stream(self.ensure_stream(ns).await?)
+            .await
+            .map_err(unavailable)?;
         let name = format!("g_{}", digest(&[ns, queue, group]));
         let config = pull::Config {
             durable_name: Some(name.clone()),

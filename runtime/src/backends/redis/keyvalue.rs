@@ -174,4 +174,4 @@ impl KvCas for RedisStore {
     }
 }
 
-crate::kv_store_with_every_capability!(RedisStore, "redis");
+crate::kv_store_with_every_capability!(RedisStore);

@@ -180,4 +180,4 @@ impl KvCas for SqliteStore {
     }
 }
 
-crate::kv_store_with_every_capability!(SqliteStore, "sqlite");
+crate::kv_store_with_every_capability!(SqliteStore);

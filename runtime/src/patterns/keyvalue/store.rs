@@ -169,8 +169,6 @@ pub trait KvCas: Send + Sync {
 
 /// A KeyValue adapter: basic operations plus the optional capabilities it really implements.
 pub trait KvStore: KvBasic {
-    /// The backend kind, e.g. `memstore`.
-    fn kind(&self) -> &'static str;
     /// `keyvalue.ttl`, if offered.
     fn ttl(&self) -> Option<&dyn KvTtl> {
         None
@@ -206,15 +204,13 @@ pub trait KvStore: KvBasic {
     }
 }
 
-/// Implements [`KvStore`] for an adapter that offers every KeyValue capability: `kind` plus each
-/// accessor returning the adapter itself (which must implement every capability trait).
+/// Implements [`KvStore`] for an adapter that offers every KeyValue capability: each accessor
+/// returns the adapter itself (which must implement every capability trait). The backend's kind is
+/// its bundle's (`Backend::kind`).
 #[macro_export]
 macro_rules! kv_store_with_every_capability {
-    ($store:ty, $kind:literal) => {
+    ($store:ty) => {
         impl $crate::patterns::keyvalue::store::KvStore for $store {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
             fn ttl(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvTtl> {
                 Some(self)
             }

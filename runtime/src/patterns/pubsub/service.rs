@@ -80,10 +80,9 @@ impl PubSub for PubSubService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let route = crate::router::route_of(&request)?;
-        route.require(Capability::PubSubBasic)?;
-        let guard = StreamGuard::admit(&route, &request, &self.drain)?;
+        let valid_until = StreamGuard::valid_until(&request);
         let (call, r) = routed(request, Capability::PubSubBasic)?;
+        let guard = StreamGuard::admit(&call.route, valid_until, &self.drain)?;
         check_name("topic", &r.topic, &call.route.limits)?;
         let adapter = adapter(&call)?;
         let mut subscription = call

@@ -307,10 +307,9 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
-        let route = crate::router::route_of(&request)?;
-        route.require(Capability::QueueBasic)?;
-        let guard = StreamGuard::admit(&route, &request, &self.drain)?;
+        let valid_until = StreamGuard::valid_until(&request);
         let (call, r) = routed(request, Capability::QueueBasic)?;
+        let guard = StreamGuard::admit(&call.route, valid_until, &self.drain)?;
         check_queue(&r.queue, &call)?;
         let group = group_of(&call, r.group)?;
         if r.max_in_flight > MAX_IN_FLIGHT {
