@@ -5,12 +5,21 @@ use super::*;
 #[async_trait]
 impl KvBasic for RedisStore {
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
-        let reply: Value = GET
-            .key(self.data_key(ns, key))
-            .invoke_async(&mut self.conn.clone())
+        // Two plain commands in one MULTI/EXEC round trip: atomic like a script, but without
+        // running Lua on the server for the most common call.
+        let data_key = self.data_key(ns, key);
+        let (fields, pttl): (Value, Value) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&data_key)
+            .arg("v")
+            .arg("n")
+            .cmd("PTTL")
+            .arg(&data_key)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(classify)?;
-        entry(&reply)
+        hmget_entry(&fields, &pttl)
     }
 
     async fn set(

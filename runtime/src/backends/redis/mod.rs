@@ -60,14 +60,6 @@ fn default_response_ms() -> u64 {
 }
 
 /// `{v, n, pttl}` of a live key, or nil.
-static GET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local r = redis.call('HMGET', KEYS[1], 'v', 'n')
-          if not r[2] then return false end
-          return {r[1], r[2], redis.call('PTTL', KEYS[1])}",
-    )
-});
-
 /// Write with optional condition. ARGV: value, ttl_ms, mode (''/'absent'/'version'), expected, member.
 /// Returns {version} or {-1, current} (exists) or {-2, current-or-''} (version mismatch).
 static SET: LazyLock<Script> = LazyLock::new(|| {
@@ -270,20 +262,37 @@ fn as_i64(v: &Value) -> Option<i64> {
     }
 }
 
-/// `{v, n, pttl}` → entry; nil/false → `None`.
+/// A value, its version and its `PTTL` reply → entry.
+fn entry_from(value: &Value, version: &Value, pttl: &Value) -> StoreResult<Entry> {
+    let bad = |v: &Value| bad_reply("get", v);
+    Ok(Entry {
+        value: Bytes::from(as_bytes(value).ok_or_else(|| bad(value))?),
+        version: as_u64(version).ok_or_else(|| bad(version))?,
+        ttl: u64::try_from(as_i64(pttl).ok_or_else(|| bad(pttl))?)
+            .ok()
+            .map(Duration::from_millis),
+    })
+}
+
+/// `{v, n, pttl}` (an item of `BATCH_GET`) → entry; nil/false → `None`.
 fn entry(v: &Value) -> StoreResult<Option<Entry>> {
     match v {
         Value::Nil | Value::Boolean(false) => Ok(None),
         Value::Array(parts) if parts.len() == 3 => {
-            let value = as_bytes(&parts[0]).ok_or_else(|| bad_reply("get", v))?;
-            let version = as_u64(&parts[1]).ok_or_else(|| bad_reply("get", v))?;
-            let pttl = as_i64(&parts[2]).ok_or_else(|| bad_reply("get", v))?;
-            Ok(Some(Entry {
-                value: Bytes::from(value),
-                version,
-                ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
-            }))
+            entry_from(&parts[0], &parts[1], &parts[2]).map(Some)
         }
+        other => Err(bad_reply("get", other)),
+    }
+}
+
+/// The replies of `HMGET key v n` and `PTTL key` → entry; no version (no such key) → `None`.
+fn hmget_entry(fields: &Value, pttl: &Value) -> StoreResult<Option<Entry>> {
+    match fields {
+        Value::Array(parts) => match parts.as_slice() {
+            [_, Value::Nil] => Ok(None),
+            [value, version] => entry_from(value, version, pttl).map(Some),
+            _ => Err(bad_reply("get", fields)),
+        },
         other => Err(bad_reply("get", other)),
     }
 }
