@@ -68,9 +68,10 @@ pub struct ServerLimits {
     /// Most calls served at once per connection; more wait their turn (default 256).
     #[serde(default = "default_max_streams_usize")]
     pub max_in_flight_per_connection: usize,
-    /// Threads serving calls: 0 (default) is one per core; 1 runs everything on one thread, which
-    /// spends no CPU waking idle workers and suits small hosts and sidecars (see the README's
-    /// Performance section for the measured difference).
+    /// Threads serving calls: 0 (default) is one thread on a host with at most two cores and one
+    /// per core above; 1 runs everything on one thread, which spends no CPU waking idle workers and
+    /// gathers each answer into one write (see the README's Performance section for the measured
+    /// difference).
     #[serde(default)]
     pub worker_threads: usize,
     /// Most client connections open at once; a connection over it is closed at accept, with a log

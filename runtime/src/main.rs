@@ -61,7 +61,8 @@ fn main() -> std::process::ExitCode {
                 );
                 return Ok(());
             }
-            runtime(config.server.worker_threads)?.block_on(serve(config, cli.listen))
+            let threads = worker_threads(config.server.worker_threads);
+            runtime(threads)?.block_on(serve(config, cli.listen, threads))
         });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -72,15 +73,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The async runtime `server.worker_threads` asks for: one thread, or a pool (0: one per core).
-fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if worker_threads == 1 {
+/// The threads `server.worker_threads` asks for. 0 (the default) is one thread on a host with at
+/// most two cores — where the proxy shares them with its callers and backends, and one thread
+/// measured faster and cheaper per call than two (README, Performance) — and one per core above.
+fn worker_threads(configured: usize) -> usize {
+    match configured {
+        0 => match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            cores @ 3.. => cores,
+            _ => 1,
+        },
+        n => n,
+    }
+}
+
+/// The async runtime for `threads`: one thread (current-thread runtime), or a pool.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        if worker_threads > 1 {
-            b.worker_threads(worker_threads);
-        }
+        b.worker_threads(threads);
         b
     };
     builder
@@ -89,7 +101,11 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(config: ProxyConfig, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+async fn serve(
+    config: ProxyConfig,
+    listen: Option<std::net::SocketAddr>,
+    worker_threads: usize,
+) -> anyhow::Result<()> {
     let proxy = Proxy::open(&config).await?;
     let (listener, addr) = Proxy::bind(listen.unwrap_or(config.listen)).await?;
     for route in proxy.router().routes() {
@@ -101,7 +117,7 @@ async fn serve(config: ProxyConfig, listen: Option<std::net::SocketAddr>) -> any
             "namespace ready"
         );
     }
-    tracing::info!(%addr, worker_threads = config.server.worker_threads, "prism-proxy listening");
+    tracing::info!(%addr, worker_threads, "prism-proxy listening");
     proxy
         .serve(listener, prism_runtime::shutdown::signal())
         .await

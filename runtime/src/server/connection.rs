@@ -2,6 +2,7 @@
 //! handshake timeout or carries no call for the idle timeout, and drained (GOAWAY, in-flight calls
 //! finish) when the proxy drains. The accept loop cuts whatever is still open when the drain bound passes.
 
+use super::cork::Corked;
 use super::counters::TransportCounters;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -308,6 +309,7 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
     mut drain: watch::Receiver<bool>,
 ) {
     let preface = Arc::new(AtomicBool::new(false));
+    let cork = Corked::<Watched>::fits_this_runtime();
     let io = Watched {
         stream,
         read: 0,
@@ -323,7 +325,11 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
         max_stream_calls: settings.max_stream_calls.max(1),
         counters: settings.counters.clone(),
     };
-    let mut conn = pin!(settings.http2.serve_connection(TokioIo::new(io), service));
+    let mut conn = pin!(
+        settings
+            .http2
+            .serve_connection(TokioIo::new(Corked::new(io, cork)), service)
+    );
     let opened = Instant::now();
     let mut draining = *drain.borrow();
     let mut closing: Option<Instant> = None;

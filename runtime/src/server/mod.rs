@@ -8,6 +8,7 @@
 
 mod body;
 mod connection;
+mod cork;
 pub mod counters;
 mod listener;
 pub mod protocol;
