@@ -52,15 +52,19 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-log "cargo clippy --all-targets -- -D warnings (default features, then the container provisioner)"
+log "cargo clippy --all-targets -- -D warnings (default features, then the optional ones: the container provisioner, goose)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy -p prism-conform --features container --all-targets --quiet -- -D warnings
+cargo clippy -p prism-conform --features container,goose --all-targets --quiet -- -D warnings
 
 log "tests"
 if need_cmd cargo-nextest; then
     cargo nextest run --workspace --no-fail-fast
+    log "the goose load driver (feature goose)"
+    cargo nextest run -p prism-conform --features goose --test load --no-fail-fast -E 'test(goose)'
 else
     cargo test --workspace --no-fail-fast
+    log "the goose load driver (feature goose)"
+    cargo test -p prism-conform --features goose --test load --no-fail-fast goose
 fi
 
 log "doc tests"

@@ -1,15 +1,38 @@
 //! `prism-conform load` end to end on memstore: a short run of a shipped profile through a real
-//! `prism-proxy` process with the direct baseline, and every report written. No timing is asserted —
-//! figures belong in benchmarks, not tests.
+//! `prism-proxy` process with the direct baseline on two client threads, and every report written;
+//! a run against a proxy that was already running (`--target`). No timing is asserted — figures
+//! belong in benchmarks (`ci/load-vs-h2load.sh`, `ci/proxy-hop.sh`), not tests.
 
 use prism_conform::load::profile::LoadProfile;
-use prism_conform::load::{self, LoadOptions};
+use prism_conform::load::proxy_process::{ProxyProcess, proxy_binary};
+use prism_conform::load::{self, DriverKind, ExternalProxy, LoadOptions};
 use prism_conform::provision::Mode;
 use std::path::Path;
 use std::time::Duration;
 
 fn profiles() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/load")
+}
+
+/// Options for a short memstore run of `profile` into `report_dir`; tests change what they test.
+fn options(profile: LoadProfile, report_dir: &Path) -> LoadOptions {
+    LoadOptions {
+        profile,
+        backend: "memstore".into(),
+        mode: Mode::Auto,
+        urls: Default::default(),
+        users: Some(2),
+        duration: Some(Duration::from_secs(1)),
+        rate: None,
+        connections: 1,
+        proxy_threads: 1,
+        client_threads: 1,
+        baseline_direct: false,
+        report_dir: report_dir.to_path_buf(),
+        driver: DriverKind::Lean,
+        target: None,
+        progress: false,
+    }
 }
 
 #[test]
@@ -19,6 +42,7 @@ fn every_shipped_profile_parses() {
         "kv-write-heavy",
         "kv-large-values",
         "kv-scan-mixed",
+        "kv-get",
     ] {
         let p = LoadProfile::load(name, &profiles()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(p.name, name);
@@ -51,19 +75,10 @@ async fn a_short_run_writes_every_report() {
     let mut profile = LoadProfile::load("kv-scan-mixed", &profiles()).unwrap();
     profile.keys.count = 200;
     let summary = load::run(LoadOptions {
-        profile,
-        backend: "memstore".into(),
-        mode: Mode::Auto,
-        urls: Default::default(),
-        users: Some(2),
-        duration: Some(Duration::from_secs(1)),
-        rate: None,
         connections: 2,
-        proxy_threads: 1,
+        client_threads: 2,
         baseline_direct: true,
-        report_dir: dir.path().to_path_buf(),
-        goose: Default::default(),
-        progress: false,
+        ..options(profile, dir.path())
     })
     .await
     .unwrap();
@@ -84,19 +99,19 @@ async fn a_short_run_writes_every_report() {
     let direct = summary.direct.as_ref().expect("direct baseline ran");
     assert!(direct.calls > 0);
     assert_eq!(summary.added.len(), 5, "overall plus one row per operation");
-    assert!(summary.proxy_peak_rss_mib > 0.0, "peak RSS read from /proc");
+    assert!(
+        summary.proxy_peak_rss_mib.is_some_and(|m| m > 0.0),
+        "peak RSS read from /proc"
+    );
+    assert_eq!(
+        (summary.driver.as_str(), summary.client_threads),
+        ("lean", 2)
+    );
     assert!(
         summary.driver_cpu_seconds_per_1000 > 0.0,
         "the load generator's CPU read from /proc"
     );
-    for file in [
-        "load-summary.json",
-        "load-summary.md",
-        "index.html",
-        "goose-report.html",
-        "goose-report.json",
-        "goose-report.md",
-    ] {
+    for file in ["load-summary.json", "load-summary.md", "index.html"] {
         let path = dir.path().join(file);
         assert!(
             path.is_file() && std::fs::metadata(&path).unwrap().len() > 0,
@@ -109,4 +124,66 @@ async fn a_short_run_writes_every_report() {
             && html.contains("latency over time")
             && html.contains("latency by percentile")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_against_a_running_proxy_measures_it_by_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &config,
+        "auth: { mode: none }\nbackends:\n  m: { type: memstore }\nnamespaces:\n  bench: { pattern: keyvalue, backend: m }\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binary = proxy_binary().expect("prism-proxy is built beside the tests");
+    let mut proxy = ProxyProcess::start(&binary, &config, port, &dir.path().join("proxy.log"))
+        .await
+        .unwrap();
+    let pid = proxy.pid();
+    let profile = LoadProfile::load("kv-get", &profiles()).unwrap();
+    let summary = load::run(LoadOptions {
+        users: Some(4),
+        duration: Some(Duration::from_millis(500)),
+        proxy_threads: 0,
+        target: Some(ExternalProxy {
+            url: proxy.url.clone(),
+            namespace: "bench".into(),
+            token: String::new(),
+            pid: Some(pid),
+        }),
+        ..options(profile, &dir.path().join("reports"))
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+    assert_eq!(summary.backend, "target");
+    let get = &summary.proxy.operations[0];
+    assert_eq!((get.op.as_str(), get.errors), ("get", 0));
+    assert!(get.ok > 0, "Gets of the preloaded key went through");
+    assert!(summary.proxy_cpu_seconds_per_1000.is_some_and(|c| c > 0.0));
+    assert!(summary.direct.is_none());
+}
+
+#[cfg(feature = "goose")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goose_drives_the_users_and_writes_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut profile = LoadProfile::load("kv-read-heavy", &profiles()).unwrap();
+    profile.keys.count = 100;
+    let summary = load::run(LoadOptions {
+        driver: DriverKind::Goose(Box::default()),
+        ..options(profile, dir.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.driver, "goose");
+    assert!(summary.proxy.calls > 0);
+    for file in ["goose-report.html", "goose-report.json", "goose-report.md"] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
 }

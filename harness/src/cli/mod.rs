@@ -32,6 +32,8 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 ///   prism-conform run --backend redis --backend-url redis=redis://cache:6379
 ///   prism-conform run --target http://127.0.0.1:8980 --namespace keyvalue=orders
 ///   prism-conform load --profile kv-read-heavy --backend redis --baseline direct
+///   prism-conform load --profile kv-get --users 32 --target http://127.0.0.1:8980 \
+///                      --namespace cache --token-file token.jwt   a proxy that is already running
 ///   prism-conform backends                         what each backend needs and how it would run here
 ///   prism-conform check scenarios/                 validate YAML without running
 ///   prism-conform list                             scenarios, backends and capabilities
@@ -50,8 +52,8 @@ pub struct Cli {
 enum Command {
     /// Run scenarios against backends (default: every scenario on memstore and sqlite).
     Run(Box<run::RunArgs>),
-    /// Run a load profile through a prism-proxy process (goose), with HDR µs percentiles, the
-    /// proxy's CPU and memory, and optionally the direct baseline and added latency.
+    /// Run a load profile through a prism-proxy process (or a running proxy, --target), with HDR µs
+    /// percentiles, the proxy's and the load generator's CPU, and optionally the direct baseline.
     Load(Box<load::LoadArgs>),
     /// List scenarios, and the embedded backends with their capabilities.
     List(inspect::ListArgs),

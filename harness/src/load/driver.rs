@@ -3,8 +3,8 @@
 
 use super::profile::{LoadOp, LoadProfile, MixEntry};
 use super::stats::Recorder;
+use super::wire::Wire;
 use bytes::Bytes;
-use prism_proto::client::KeyValue;
 use prism_proto::keyvalue::v1 as pb;
 use prism_runtime::patterns::keyvalue::store::{Condition, KvStore};
 use std::sync::Arc;
@@ -17,71 +17,57 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// One call's outcome: Ok, or the status code name.
 pub type CallResult = Result<(), String>;
 
-/// The operations a load user needs.
-pub trait Driver: Send + Sync {
+/// The operations a load user needs; each user owns its driver (no shared state on the hot path).
+pub trait Driver: Send {
     /// Get; returns the version when found.
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>>;
+    fn get<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>>;
     /// Set.
     fn set<'a>(
-        &'a self,
+        &'a mut self,
         key: &'a str,
         value: Bytes,
         if_version: Option<u64>,
     ) -> BoxFuture<'a, CallResult>;
     /// Delete.
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult>;
+    fn delete<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, CallResult>;
     /// Exists.
-    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult>;
+    fn exists<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, CallResult>;
     /// One Scan page starting after `after`.
-    fn scan<'a>(&'a self, prefix: &'a str, after: &'a str, page: u32) -> BoxFuture<'a, CallResult>;
+    fn scan<'a>(
+        &'a mut self,
+        prefix: &'a str,
+        after: &'a str,
+        page: u32,
+    ) -> BoxFuture<'a, CallResult>;
 }
 
-fn code(s: tonic::Status) -> String {
-    crate::scenario::code::StatusCode::from(s.code())
-        .name()
-        .to_string()
+/// The KeyValue methods' paths.
+mod path {
+    pub const GET: &str = "/prism.keyvalue.v1.KeyValue/Get";
+    pub const SET: &str = "/prism.keyvalue.v1.KeyValue/Set";
+    pub const DELETE: &str = "/prism.keyvalue.v1.KeyValue/Delete";
+    pub const EXISTS: &str = "/prism.keyvalue.v1.KeyValue/Exists";
+    pub const SCAN: &str = "/prism.keyvalue.v1.KeyValue/Scan";
 }
 
-/// Calls through the proxy, over one or more HTTP/2 connections taken in turn.
+/// Calls through the proxy on one HTTP/2 connection (one user's handle on it).
 pub struct GrpcDriver {
-    clients: Vec<KeyValue>,
-    next: AtomicU64,
-}
-
-impl GrpcDriver {
-    /// A driver over `clients` (each on the load namespace, with its token; one per connection).
-    ///
-    /// # Panics
-    /// When `clients` is empty.
-    pub fn new(clients: Vec<KeyValue>) -> Self {
-        assert!(!clients.is_empty(), "a GrpcDriver needs a client");
-        Self {
-            clients,
-            next: AtomicU64::new(0),
-        }
-    }
-
-    /// The next connection's client (a cheap handle clone).
-    fn kv(&self) -> KeyValue {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        self.clients[n % self.clients.len()].clone()
-    }
+    /// The connection.
+    pub wire: Wire,
 }
 
 impl Driver for GrpcDriver {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>> {
+    fn get<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>> {
         Box::pin(async move {
-            let r = self
-                .kv()
-                .get(pb::GetRequest { key: key.into() })
-                .await
-                .map_err(code)?
-                .into_inner();
+            let r: pb::GetResponse = self
+                .wire
+                .unary(path::GET, &pb::GetRequest { key: key.into() })
+                .await?;
             Ok(r.found.then_some(r.version))
         })
     }
     fn set<'a>(
-        &'a self,
+        &'a mut self,
         key: &'a str,
         value: Bytes,
         if_version: Option<u64>,
@@ -93,37 +79,51 @@ impl Driver for GrpcDriver {
                 if_version,
                 ..Default::default()
             };
-            self.kv().set(req).await.map(|_| ()).map_err(code)
-        })
-    }
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult> {
-        Box::pin(async move {
-            self.kv()
-                .delete(pb::DeleteRequest { key: key.into() })
+            self.wire
+                .unary::<_, pb::SetResponse>(path::SET, &req)
                 .await
                 .map(|_| ())
-                .map_err(code)
         })
     }
-    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult> {
+    fn delete<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
-            self.kv()
-                .exists(pb::ExistsRequest { key: key.into() })
+            self.wire
+                .unary::<_, pb::DeleteResponse>(
+                    path::DELETE,
+                    &pb::DeleteRequest { key: key.into() },
+                )
                 .await
                 .map(|_| ())
-                .map_err(code)
         })
     }
-    fn scan<'a>(&'a self, prefix: &'a str, after: &'a str, page: u32) -> BoxFuture<'a, CallResult> {
+    fn exists<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
-            let cursor = cursor_after(after);
+            self.wire
+                .unary::<_, pb::ExistsResponse>(
+                    path::EXISTS,
+                    &pb::ExistsRequest { key: key.into() },
+                )
+                .await
+                .map(|_| ())
+        })
+    }
+    fn scan<'a>(
+        &'a mut self,
+        prefix: &'a str,
+        after: &'a str,
+        page: u32,
+    ) -> BoxFuture<'a, CallResult> {
+        Box::pin(async move {
             let req = pb::ScanRequest {
                 prefix: prefix.into(),
-                cursor,
+                cursor: cursor_after(after),
                 limit: page,
                 keys_only: false,
             };
-            self.kv().scan(req).await.map(|_| ()).map_err(code)
+            self.wire
+                .unary::<_, pb::ScanResponse>(path::SCAN, &req)
+                .await
+                .map(|_| ())
         })
     }
 }
@@ -135,6 +135,7 @@ fn cursor_after(after: &str) -> String {
 }
 
 /// Calls the adapter in-process, without gRPC.
+#[derive(Clone)]
 pub struct DirectDriver {
     /// The adapter.
     pub store: Arc<dyn KvStore>,
@@ -155,7 +156,7 @@ fn store_code(e: prism_runtime::patterns::keyvalue::store::StoreError) -> String
 }
 
 impl Driver for DirectDriver {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>> {
+    fn get<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>> {
         Box::pin(async move {
             Ok(self
                 .store
@@ -166,7 +167,7 @@ impl Driver for DirectDriver {
         })
     }
     fn set<'a>(
-        &'a self,
+        &'a mut self,
         key: &'a str,
         value: Bytes,
         if_version: Option<u64>,
@@ -187,7 +188,7 @@ impl Driver for DirectDriver {
             }
         })
     }
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult> {
+    fn delete<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
             self.store
                 .delete(&self.ns, key)
@@ -196,7 +197,7 @@ impl Driver for DirectDriver {
                 .map_err(store_code)
         })
     }
-    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CallResult> {
+    fn exists<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
             self.store
                 .exists(&self.ns, key)
@@ -205,7 +206,12 @@ impl Driver for DirectDriver {
                 .map_err(store_code)
         })
     }
-    fn scan<'a>(&'a self, prefix: &'a str, after: &'a str, page: u32) -> BoxFuture<'a, CallResult> {
+    fn scan<'a>(
+        &'a mut self,
+        prefix: &'a str,
+        after: &'a str,
+        page: u32,
+    ) -> BoxFuture<'a, CallResult> {
         Box::pin(async move {
             let Some(scan) = self.store.scan() else {
                 return Err("UNIMPLEMENTED".into());
@@ -225,19 +231,47 @@ impl Driver for DirectDriver {
     }
 }
 
-/// What every user of one run shares: the profile's mix, key space, values, pacing and recorder.
+/// What every user of one run shares: the profile's mix, key space, values and pacing. Each user
+/// keeps its own random state and records into its thread's recorder.
 pub struct Workload {
     /// Key prefix of this run.
     pub prefix: String,
     mix: Vec<MixEntry>,
     total_weight: u32,
-    keys: usize,
+    keys: Vec<String>,
     values: Bytes,
     sizes: (usize, usize),
     pace: Option<(std::sync::OnceLock<Instant>, Duration, AtomicU64)>,
-    seed: AtomicU64,
-    /// Where calls are recorded.
-    pub recorder: Recorder,
+}
+
+/// One operation to run: its mix entry, key and (for writes) value.
+#[derive(Clone, Debug)]
+pub struct Pick<'a> {
+    /// The mix entry (operation and scan page).
+    pub entry: MixEntry,
+    /// The key.
+    pub key: &'a str,
+    /// The value, for Set and Cas.
+    pub value: Option<Bytes>,
+}
+
+/// A user's random state: SplitMix64, cheap and uncorrelated enough for picking keys and ops.
+#[derive(Clone, Copy, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// The state of user `n`.
+    pub fn for_user(n: usize) -> Self {
+        Self(0x5eed ^ (n as u64).wrapping_mul(0xA24B_AED4_963E_E407))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 impl Workload {
@@ -253,37 +287,27 @@ impl Workload {
             )
         });
         Self {
+            keys: (0..profile.keys.count.max(1))
+                .map(|i| format!("{prefix}k{i:08}"))
+                .collect(),
             prefix,
             total_weight: profile.mix.iter().map(|m| m.weight).sum(),
             mix: profile.mix.clone(),
-            keys: profile.keys.count,
             values,
             sizes,
             pace,
-            seed: AtomicU64::new(0x5eed),
-            recorder: Recorder::new(),
         }
     }
 
-    fn next_random(&self) -> u64 {
-        // SplitMix64 over a shared counter: cheap, uncorrelated enough for picking keys and ops.
-        let mut z = self
-            .seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    /// The key with index `i` (made once, when the workload is).
+    pub fn key(&self, i: usize) -> &str {
+        &self.keys[i % self.keys.len()]
     }
 
-    /// The key with index `i`.
-    pub fn key(&self, i: usize) -> String {
-        format!("{}k{i:08}", self.prefix)
-    }
-
-    fn value(&self) -> Bytes {
+    fn value(&self, rng: &mut Rng) -> Bytes {
         let (lo, hi) = self.sizes;
         let len = if hi > lo {
-            lo + (self.next_random() as usize % (hi - lo + 1))
+            lo + (rng.next() as usize % (hi - lo + 1))
         } else {
             lo
         };
@@ -291,9 +315,10 @@ impl Workload {
     }
 
     /// Writes every key once (untimed), so reads hit.
-    pub async fn preload(&self, driver: &dyn Driver) -> Result<(), String> {
-        for i in 0..self.keys {
-            driver.set(&self.key(i), self.value(), None).await?;
+    pub async fn preload(&self, driver: &mut dyn Driver) -> Result<(), String> {
+        let mut rng = Rng::for_user(usize::MAX);
+        for key in &self.keys {
+            driver.set(key, self.value(&mut rng), None).await?;
         }
         Ok(())
     }
@@ -309,11 +334,9 @@ impl Workload {
         }
     }
 
-    /// Picks one operation by weight, runs it through `driver`, records it, and returns it with
-    /// its latency and outcome (for goose).
-    pub async fn step(&self, driver: &dyn Driver) -> (LoadOp, Duration, CallResult) {
-        self.wait_turn().await;
-        let mut pick = (self.next_random() % u64::from(self.total_weight.max(1))) as u32;
+    /// Picks the next operation by weight: its mix entry, key and value.
+    pub fn pick(&self, rng: &mut Rng) -> Pick<'_> {
+        let mut pick = (rng.next() % u64::from(self.total_weight.max(1))) as u32;
         let entry = self
             .mix
             .iter()
@@ -327,17 +350,42 @@ impl Workload {
             })
             .copied()
             .unwrap_or(self.mix[0]);
-        let key = self.key(self.next_random() as usize % self.keys);
+        let key = self.key(rng.next() as usize);
+        let value = matches!(entry.op, LoadOp::Set | LoadOp::Cas).then(|| self.value(rng));
+        Pick { entry, key, value }
+    }
+
+    /// Picks one operation, runs it through `driver` when its turn comes, records it into
+    /// `recorder`, and returns it with its latency and outcome.
+    pub async fn step(
+        &self,
+        driver: &mut dyn Driver,
+        rng: &mut Rng,
+        recorder: &Recorder,
+    ) -> (LoadOp, Duration, CallResult) {
+        let pick = self.pick(rng);
+        self.call(driver, pick, recorder).await
+    }
+
+    /// Runs `pick` through `driver` when its turn comes and records it into `recorder`.
+    pub async fn call(
+        &self,
+        driver: &mut dyn Driver,
+        pick: Pick<'_>,
+        recorder: &Recorder,
+    ) -> (LoadOp, Duration, CallResult) {
+        self.wait_turn().await;
+        let Pick { entry, key, value } = pick;
         let started = Instant::now();
         let outcome = match entry.op {
-            LoadOp::Get => driver.get(&key).await.map(|_| ()),
-            LoadOp::Set => driver.set(&key, self.value(), None).await,
-            LoadOp::Delete => driver.delete(&key).await,
-            LoadOp::Exists => driver.exists(&key).await,
-            LoadOp::Scan => driver.scan(&self.prefix, &key, entry.page).await,
-            LoadOp::Cas => match driver.get(&key).await {
+            LoadOp::Get => driver.get(key).await.map(|_| ()),
+            LoadOp::Set => driver.set(key, value.unwrap_or_default(), None).await,
+            LoadOp::Delete => driver.delete(key).await,
+            LoadOp::Exists => driver.exists(key).await,
+            LoadOp::Scan => driver.scan(&self.prefix, key, entry.page).await,
+            LoadOp::Cas => match driver.get(key).await {
                 Ok(version) => match driver
-                    .set(&key, self.value(), Some(version.unwrap_or(0)))
+                    .set(key, value.unwrap_or_default(), Some(version.unwrap_or(0)))
                     .await
                 {
                     Err(c) if c == "ABORTED" => Ok(()), // a lost race is the expected outcome of CAS
@@ -347,7 +395,7 @@ impl Workload {
             },
         };
         let latency = started.elapsed();
-        self.recorder.record(entry.op, latency, outcome.clone());
+        recorder.record(entry.op, latency, outcome.clone());
         (entry.op, latency, outcome)
     }
 }

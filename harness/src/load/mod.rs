@@ -1,20 +1,23 @@
-//! `prism-conform load`: a load profile through a `prism-proxy` process (goose drives the users and
-//! writes its own reports), optionally the same profile straight on the adapter in-process
-//! (`--baseline direct`), HDR microsecond percentiles for both, the added latency between them, and
-//! the proxy's CPU and peak memory read from the OS.
+//! `prism-conform load`: a load profile through a `prism-proxy` process (or a proxy already running,
+//! `--target`), optionally the same profile straight on the adapter in-process (`--baseline
+//! direct`), HDR microsecond percentiles for both, the added latency between them, and the proxy's
+//! and the load generator's own CPU and peak memory read from the OS. The users run on lean client
+//! threads ([`users`], [`wire`]); with the `goose` feature, `--driver goose` lets goose drive them and
+//! write its reports.
 
 pub mod driver;
+#[cfg(feature = "goose")]
+pub mod goose_driver;
 pub mod profile;
 pub mod proxy_process;
 pub mod report;
 pub mod stats;
+pub mod users;
+pub mod wire;
 
 use crate::provision::{self, Mode, ProvisionError};
 use crate::tokens::TokenMint;
 use driver::{DirectDriver, Driver, GrpcDriver, Workload};
-use goose::config::GooseConfiguration;
-use goose::prelude::*;
-use prism_proto::client::PrismClient;
 use prism_runtime::backends::BackendConfig;
 use profile::{LoadProfile, Thresholds};
 use proxy_process::{ProxyProcess, proxy_binary, usage_of};
@@ -23,7 +26,32 @@ use stats::RunStats;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use users::{Plan, Setup};
+use wire::Wire;
+
+/// A proxy the run did not start (`--target`).
+#[derive(Clone, Debug)]
+pub struct ExternalProxy {
+    /// Its URL, e.g. `http://127.0.0.1:8980`.
+    pub url: String,
+    /// The KeyValue namespace to load.
+    pub namespace: String,
+    /// A bearer token with read and write on it (empty: none).
+    pub token: String,
+    /// Its process id, to read its CPU and memory (absent: not reported).
+    pub pid: Option<u32>,
+}
+
+/// Who drives the users.
+#[derive(Clone, Debug)]
+pub enum DriverKind {
+    /// Prism's lean client threads (the default).
+    Lean,
+    /// Goose (users, hatch and its reports), with its per-call cost on the hot path.
+    #[cfg(feature = "goose")]
+    Goose(Box<goose::config::GooseConfiguration>),
+}
 
 /// What to run.
 pub struct LoadOptions {
@@ -43,14 +71,18 @@ pub struct LoadOptions {
     pub rate: Option<f64>,
     /// HTTP/2 connections to the proxy, shared round robin by the users.
     pub connections: usize,
-    /// The proxy's `server.worker_threads` (0: one per core).
+    /// The proxy's `server.worker_threads` (0: the proxy's default).
     pub proxy_threads: usize,
+    /// Client threads of the load generator (each a current-thread runtime).
+    pub client_threads: usize,
     /// Also run the direct baseline.
     pub baseline_direct: bool,
     /// Where reports go.
     pub report_dir: PathBuf,
-    /// Goose's own settings (from the CLI); Prism fills host, users, run time and report files.
-    pub goose: GooseConfiguration,
+    /// Who drives the users.
+    pub driver: DriverKind,
+    /// A proxy already running, instead of provisioning a backend and starting one.
+    pub target: Option<ExternalProxy>,
     /// Show a live progress line.
     pub progress: bool,
 }
@@ -98,13 +130,18 @@ pub struct LoadSummary {
     pub direct: Option<RunStats>,
     /// proxy − direct per operation and overall.
     pub added: Vec<AddedLatency>,
-    /// Proxy CPU seconds (user + system) per 1,000 calls.
-    pub proxy_cpu_seconds_per_1000: f64,
-    /// Proxy peak resident memory.
-    pub proxy_peak_rss_mib: f64,
-    /// CPU seconds per 1,000 calls of the load generator itself (goose, the gRPC client and the
-    /// users), in the proxy run: on a small machine it competes with the proxy for the same cores.
+    /// Proxy CPU seconds (user + system) per 1,000 calls (absent for a `--target` without its pid).
+    pub proxy_cpu_seconds_per_1000: Option<f64>,
+    /// Proxy peak resident memory (absent for a `--target` without its pid).
+    pub proxy_peak_rss_mib: Option<f64>,
+    /// CPU seconds per 1,000 calls of the load generator itself (its client threads, the gRPC
+    /// client and the users), in the proxy run: on a small machine it competes with the proxy for
+    /// the same cores.
     pub driver_cpu_seconds_per_1000: f64,
+    /// Who drove the users (`lean` or `goose`).
+    pub driver: String,
+    /// Client threads of the lean driver.
+    pub client_threads: usize,
     /// The profile's thresholds.
     pub thresholds: Thresholds,
     /// Thresholds the run violated, each named.
@@ -131,66 +168,62 @@ fn free_port() -> Result<u16, LoadError> {
         .map_err(|e| LoadError::Environment(format!("no free port: {e}")))
 }
 
-async fn spawn_users(
-    workload: Arc<Workload>,
-    driver: Arc<dyn Driver>,
-    users: usize,
-    hatch: usize,
-    duration: Duration,
-) {
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..users {
-        let (workload, driver) = (workload.clone(), driver.clone());
-        let delay = Duration::from_secs_f64(i as f64 / hatch.max(1) as f64);
-        tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            while started.elapsed() < duration {
-                let _ = workload.step(driver.as_ref()).await;
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-}
-
-fn progress_line(
-    label: &str,
-    workload: &Arc<Workload>,
-    enabled: bool,
-) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
-    let bar = if enabled {
+fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
+    if enabled {
         indicatif::ProgressBar::new_spinner()
     } else {
         indicatif::ProgressBar::hidden()
-    };
-    let (b, w, label) = (bar.clone(), workload.clone(), label.to_string());
-    let started = Instant::now();
-    let task = tokio::spawn(async move {
-        loop {
-            let (calls, failures) = w.recorder.counts();
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            b.set_message(format!(
-                "{label}: {:.0}s  {:.0} ops/s  {calls} calls  {failures} errors",
-                secs,
-                calls as f64 / secs
-            ));
-            b.tick();
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
-    (bar, task)
+    }
 }
 
-/// Runs the profile; writes goose's reports, `load-summary.{json,md}` and `index.html`.
-pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
-    let profile = &opts.profile;
-    let users = opts.users.unwrap_or(profile.users);
-    let duration = opts
-        .duration
-        .or_else(|| profile::parse_duration(&profile.duration))
-        .unwrap_or(Duration::from_secs(10));
-    std::fs::create_dir_all(&opts.report_dir)
-        .map_err(|e| LoadError::Environment(format!("{}: {e}", opts.report_dir.display())))?;
+/// The progress callback of a measurement: elapsed time, ops/s, calls and errors.
+fn ticker(bar: &indicatif::ProgressBar, label: &str) -> impl Fn(u64, u64) {
+    let (bar, label) = (bar.clone(), label.to_string());
+    let started = std::time::Instant::now();
+    move |calls, failures| {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!(
+            "{label}: {secs:.0}s  {:.0} ops/s  {calls} calls  {failures} errors",
+            calls as f64 / secs
+        ));
+        bar.tick();
+    }
+}
+
+/// The proxy under load: one this run started, or `--target`.
+struct UnderLoad {
+    url: String,
+    namespace: String,
+    token: String,
+    process: Option<ProxyProcess>,
+    pid: Option<u32>,
+    /// The provisioned backend (kept alive for the run) and its config, when this run started it.
+    backend: Option<provision::Provisioned>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl UnderLoad {
+    fn usage(&self) -> Option<proxy_process::Usage> {
+        match (&self.process, self.pid) {
+            (Some(p), _) => Some(p.usage()),
+            (None, Some(pid)) => Some(usage_of(pid)),
+            (None, None) => None,
+        }
+    }
+}
+
+async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
+    if let Some(t) = &opts.target {
+        return Ok(UnderLoad {
+            url: t.url.clone(),
+            namespace: t.namespace.clone(),
+            token: t.token.clone(),
+            process: None,
+            pid: t.pid,
+            backend: None,
+            _dir: None,
+        });
+    }
     let dir = provision::run_dir()?;
     let backend = provision::provision(&opts.backend, opts.mode, &opts.urls, dir.path()).await?;
     eprintln!(
@@ -199,7 +232,6 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         backend.method,
         backend.took.as_secs_f64()
     );
-
     // The proxy process, with authentication on as in production.
     let mint = TokenMint::new();
     let auth = mint
@@ -224,9 +256,9 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
     );
     std::fs::write(&config_path, yaml).map_err(|e| LoadError::Environment(e.to_string()))?;
     let binary = proxy_binary().ok_or_else(|| {
-        LoadError::Environment("prism-proxy is not built next to prism-conform; run `cargo build --release --bins` first".into())
+        LoadError::Environment("prism-proxy is not built next to prism-conform; run `cargo build --release --workspace --bins` first (or set PRISM_PROXY_BIN)".into())
     })?;
-    let mut proxy = ProxyProcess::start(
+    let process = ProxyProcess::start(
         &binary,
         &config_path,
         free_port()?,
@@ -239,17 +271,55 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         .remove("default")
         .flatten()
         .unwrap_or_default();
-    let connections = opts.connections.max(1);
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let client = PrismClient::connect(proxy.url.clone())
-            .await
-            .map_err(|e| LoadError::Environment(e.to_string()))?
-            .with_token(&token)
-            .map_err(|e| LoadError::Environment(e.to_string()))?;
-        clients.push(client.namespace("load").keyvalue());
-    }
-    let grpc: Arc<dyn Driver> = Arc::new(GrpcDriver::new(clients));
+    Ok(UnderLoad {
+        url: process.url.clone(),
+        namespace: "load".into(),
+        token,
+        pid: None,
+        process: Some(process),
+        backend: Some(backend),
+        _dir: Some(dir),
+    })
+}
+
+/// The lean driver's setup: client thread `t` of `threads` opens its share of `connections`
+/// (every `threads`-th one) and hands them to its users in turn.
+fn grpc_setup(proxy: &UnderLoad, connections: usize, threads: usize) -> Setup {
+    let (url, ns, token) = (
+        proxy.url.clone(),
+        proxy.namespace.clone(),
+        proxy.token.clone(),
+    );
+    Arc::new(move |t, users| {
+        let (url, ns, token) = (url.clone(), ns.clone(), token.clone());
+        Box::pin(async move {
+            let mut wires = Vec::new();
+            for _ in (t..connections.max(threads)).step_by(threads) {
+                wires.push(Wire::connect(&url, &ns, &token).await?);
+            }
+            Ok((0..users)
+                .map(|u| {
+                    Box::new(GrpcDriver {
+                        wire: wires[u % wires.len()].clone(),
+                    }) as Box<dyn Driver>
+                })
+                .collect())
+        })
+    })
+}
+
+/// Runs the profile; writes `load-summary.{json,md}` and `index.html` (and goose's reports with
+/// `--driver goose`).
+pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
+    let profile = &opts.profile;
+    let users = opts.users.unwrap_or(profile.users).max(1);
+    let duration = opts
+        .duration
+        .or_else(|| profile::parse_duration(&profile.duration))
+        .unwrap_or(Duration::from_secs(10));
+    std::fs::create_dir_all(&opts.report_dir)
+        .map_err(|e| LoadError::Environment(format!("{}: {e}", opts.report_dir.display())))?;
+    let mut proxy = start_proxy(&opts).await?;
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -259,106 +329,68 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
     );
     let workload = Arc::new(Workload::new(profile, format!("load/{run_id}/"), opts.rate));
     if profile.keys.preload {
+        let wire = Wire::connect(&proxy.url, &proxy.namespace, &proxy.token)
+            .await
+            .map_err(LoadError::Environment)?;
         workload
-            .preload(grpc.as_ref())
+            .preload(&mut GrpcDriver { wire })
             .await
             .map_err(|c| LoadError::Environment(format!("preload failed: {c}")))?;
     }
-
-    // Through the proxy, driven by goose.
-    let mut goose = opts.goose.clone();
-    goose.host = Some(proxy.url.clone());
-    goose.users = Some(users);
-    goose
-        .increase_rate
-        .get_or_insert_with(|| profile.hatch_rate.to_string());
-    goose.run_time = Some(format!("{}s", duration.as_secs().max(1)));
-    if goose.report_file.is_empty() {
-        goose.report_file = ["goose-report.html", "goose-report.json", "goose-report.md"]
-            .iter()
-            .map(|f| opts.report_dir.join(f).display().to_string())
-            .collect();
-    }
-    goose.quiet = goose.quiet.max(1);
-    goose.no_print_metrics = true;
-    let (wl, drv) = (workload.clone(), grpc.clone());
-    let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
-        let (wl, drv) = (wl.clone(), drv.clone());
-        Box::pin(async move {
-            let (op, latency, outcome) = wl.step(drv.as_ref()).await;
-            let _ = user
-                .record_custom_request_duration(
-                    "GRPC",
-                    op.name(),
-                    latency,
-                    outcome.is_ok(),
-                    None,
-                    outcome.as_ref().err().map(String::as_str),
-                )
-                .await;
-            Ok(())
-        })
-    }))
-    .set_name("keyvalue");
+    let threads = match opts.driver {
+        DriverKind::Lean => opts.client_threads,
+        // Goose runs its users on this runtime: one "thread" opens every connection.
+        #[cfg(feature = "goose")]
+        DriverKind::Goose(_) => 1,
+    };
+    let plan = Plan::new(users, profile.hatch_rate, duration, threads);
+    let setup = grpc_setup(&proxy, opts.connections.max(1), plan.threads);
     let before = proxy.usage();
     let driver_before = usage_of(std::process::id());
-    let started = Instant::now();
-    let (bar, ticker) = progress_line("proxy", &workload, opts.progress);
-    let attack = GooseAttack::initialize_with_config(goose)
-        .map_err(|e| LoadError::Environment(format!("goose: {e}")))?
-        .register_scenario(scenario!("keyvalue").register_transaction(transaction))
-        .execute()
-        .await;
-    ticker.abort();
+    let bar = progress_bar(opts.progress);
+    let measured = match &opts.driver {
+        DriverKind::Lean => {
+            users::drive(plan, workload.clone(), setup, ticker(&bar, "proxy")).await
+        }
+        #[cfg(feature = "goose")]
+        DriverKind::Goose(config) => {
+            goose_driver::drive(
+                plan,
+                workload.clone(),
+                setup,
+                (**config).clone(),
+                &proxy.url,
+                &opts.report_dir,
+            )
+            .await
+        }
+    };
     bar.finish_and_clear();
-    attack.map_err(|e| LoadError::Environment(format!("goose: {e}")))?;
-    let elapsed = started.elapsed();
+    let measured = measured.map_err(LoadError::Environment)?;
     let after = proxy.usage();
     let driver_after = usage_of(std::process::id());
-    proxy.stop();
-    let proxy_stats = workload.recorder.summary("proxy", elapsed);
+    if let Some(p) = proxy.process.as_mut() {
+        p.stop();
+    }
+    let proxy_stats = measured.recorder.summary("proxy", measured.elapsed);
 
-    // The same profile straight on the adapter, in this process.
-    let direct = if opts.baseline_direct {
-        let opened = prism_runtime::backends::open("direct", &backend.config, Default::default())
-            .await
-            .map_err(|e| LoadError::Environment(e.to_string()))?;
-        let direct_driver: Arc<dyn Driver> = Arc::new(DirectDriver {
-            store: opened.keyvalue.clone().ok_or_else(|| {
-                LoadError::Environment(format!("backend type {} offers no KeyValue", opened.kind))
-            })?,
-            ns: "load-direct".into(),
-        });
-        let wl = Arc::new(Workload::new(profile, format!("load/{run_id}/"), opts.rate));
-        if profile.keys.preload {
-            wl.preload(direct_driver.as_ref())
-                .await
-                .map_err(|c| LoadError::Environment(format!("preload failed: {c}")))?;
+    // The same profile straight on the adapter, in this process, on the same client threads.
+    let direct = match (&proxy.backend, opts.baseline_direct) {
+        (Some(b), true) => {
+            Some(direct_run(profile, &b.config, plan, &run_id, opts.rate, opts.progress).await?)
         }
-        let (bar, ticker) = progress_line("direct", &wl, opts.progress);
-        let started = Instant::now();
-        spawn_users(
-            wl.clone(),
-            direct_driver,
-            users,
-            profile.hatch_rate,
-            duration,
-        )
-        .await;
-        ticker.abort();
-        bar.finish_and_clear();
-        let stats = wl.recorder.summary("direct", started.elapsed());
-        opened.close().await;
-        Some(stats)
-    } else {
-        None
+        _ => None,
     };
-    drop(backend);
+    drop(proxy.backend.take());
 
     let calls = proxy_stats.calls.max(1) as f64;
     let mut summary = LoadSummary {
         profile: profile.name.clone(),
-        backend: opts.backend.clone(),
+        backend: if opts.target.is_some() {
+            "target".into()
+        } else {
+            opts.backend.clone()
+        },
         users,
         rate: opts.rate.or(profile.rate),
         added: direct
@@ -367,10 +399,18 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
             .unwrap_or_default(),
         proxy: proxy_stats,
         direct,
-        proxy_cpu_seconds_per_1000: (after.cpu_seconds - before.cpu_seconds) / calls * 1000.0,
-        proxy_peak_rss_mib: after.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        proxy_cpu_seconds_per_1000: before
+            .zip(after)
+            .map(|(b, a)| (a.cpu_seconds - b.cpu_seconds) / calls * 1000.0),
+        proxy_peak_rss_mib: after.map(|a| a.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
         driver_cpu_seconds_per_1000: (driver_after.cpu_seconds - driver_before.cpu_seconds) / calls
             * 1000.0,
+        driver: match opts.driver {
+            DriverKind::Lean => "lean".into(),
+            #[cfg(feature = "goose")]
+            DriverKind::Goose(_) => "goose".into(),
+        },
+        client_threads: plan.threads,
         thresholds: profile.thresholds,
         violations: Vec::new(),
     };
@@ -378,6 +418,46 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
     report::write(&summary, &opts.report_dir)
         .map_err(|e| LoadError::Environment(format!("writing reports: {e}")))?;
     Ok(summary)
+}
+
+/// The direct baseline: the profile on the backend's KeyValue adapter opened in this process.
+async fn direct_run(
+    profile: &LoadProfile,
+    config: &BackendConfig,
+    plan: Plan,
+    run_id: &str,
+    rate: Option<f64>,
+    progress: bool,
+) -> Result<RunStats, LoadError> {
+    let opened = prism_runtime::backends::open("direct", config, Default::default())
+        .await
+        .map_err(|e| LoadError::Environment(e.to_string()))?;
+    let driver = DirectDriver {
+        store: opened.keyvalue.clone().ok_or_else(|| {
+            LoadError::Environment(format!("backend type {} offers no KeyValue", opened.kind))
+        })?,
+        ns: "load-direct".into(),
+    };
+    let wl = Arc::new(Workload::new(profile, format!("load/{run_id}/"), rate));
+    if profile.keys.preload {
+        wl.preload(&mut driver.clone())
+            .await
+            .map_err(|c| LoadError::Environment(format!("preload failed: {c}")))?;
+    }
+    let setup: Setup = Arc::new(move |_, users| {
+        let driver = driver.clone();
+        Box::pin(async move {
+            Ok((0..users)
+                .map(|_| Box::new(driver.clone()) as Box<dyn Driver>)
+                .collect())
+        })
+    });
+    let bar = progress_bar(progress);
+    let measured = users::drive(plan, wl, setup, ticker(&bar, "direct")).await;
+    bar.finish_and_clear();
+    let measured = measured.map_err(LoadError::Environment)?;
+    opened.close().await;
+    Ok(measured.recorder.summary("direct", measured.elapsed))
 }
 
 fn added(proxy: &RunStats, direct: &RunStats) -> Vec<AddedLatency> {

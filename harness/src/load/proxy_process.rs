@@ -113,6 +113,11 @@ impl ProxyProcess {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time and peak RSS so far, from `/proc/<pid>`.
     pub fn usage(&self) -> Usage {
         usage_of(self.child.id())

@@ -94,10 +94,22 @@ pub fn markdown(s: &LoadSummary) -> String {
             );
         }
     }
+    match (s.proxy_cpu_seconds_per_1000, s.proxy_peak_rss_mib) {
+        (Some(cpu), Some(rss)) => {
+            let _ = write!(
+                out,
+                "\nProxy process: {cpu:.4} CPU seconds per 1,000 calls, peak RSS {rss:.1} MiB."
+            );
+        }
+        _ => out.push_str("\nProxy process: not measured (--target without --proxy-pid)."),
+    }
     let _ = writeln!(
         out,
-        "\nProxy process: {:.4} CPU seconds per 1,000 calls, peak RSS {:.1} MiB. Load generator: {:.4} CPU seconds per 1,000 calls.",
-        s.proxy_cpu_seconds_per_1000, s.proxy_peak_rss_mib, s.driver_cpu_seconds_per_1000
+        " Load generator ({} driver, {} client thread{}): {:.4} CPU seconds per 1,000 calls.",
+        s.driver,
+        s.client_threads,
+        if s.client_threads == 1 { "" } else { "s" },
+        s.driver_cpu_seconds_per_1000
     );
     if !s.proxy.errors.is_empty() {
         out.push_str("\nErrors by status: ");
@@ -257,10 +269,15 @@ pub fn html(s: &LoadSummary) -> String {
         );
     }
     let md = markdown(s).replace('&', "&amp;").replace('<', "&lt;");
+    let goose = if s.driver == "goose" {
+        "<p>Goose's own reports: <a href=\"goose-report.html\">goose-report.html</a></p>"
+    } else {
+        ""
+    };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Prism load: {} on {}</title></head>\
          <body style=\"font-family:sans-serif;max-width:1000px;margin:auto\"><h1>Prism load: {} on {}</h1>\
-         <pre>{md}</pre>{body}<p>Goose's own reports: <a href=\"goose-report.html\">goose-report.html</a></p></body></html>\n",
+         <pre>{md}</pre>{body}{goose}</body></html>\n",
         s.profile, s.backend, s.profile, s.backend
     )
 }

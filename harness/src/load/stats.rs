@@ -75,6 +75,45 @@ impl Recorder {
         }
     }
 
+    /// Counts a call of `op` given up at the end of the run (no answer within the grace period)
+    /// as a `DEADLINE_EXCEEDED` failure.
+    pub fn record_abandoned(&self, op: LoadOp) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut ops) = self.ops.lock() {
+            *ops.entry(op)
+                .or_default()
+                .errors
+                .entry("DEADLINE_EXCEEDED".into())
+                .or_default() += 1;
+        }
+    }
+
+    /// Adds everything `other` recorded (another client thread's calls) to this recorder.
+    pub fn merge(&self, other: &Recorder) {
+        let (Ok(mut mine), Ok(theirs)) = (self.ops.lock(), other.ops.lock()) else {
+            return;
+        };
+        for (op, stats) in theirs.iter() {
+            let into = mine.entry(*op).or_default();
+            if let Some(all) = &stats.all {
+                let _ = into.all.get_or_insert_with(histogram).add(all);
+            }
+            while into.per_second.len() < stats.per_second.len() {
+                into.per_second.push(histogram());
+            }
+            for (i, h) in stats.per_second.iter().enumerate() {
+                let _ = into.per_second[i].add(h);
+            }
+            for (code, n) in &stats.errors {
+                *into.errors.entry(code.clone()).or_default() += n;
+            }
+        }
+        let (calls, failures) = other.counts();
+        self.calls.fetch_add(calls, Ordering::Relaxed);
+        self.failures.fetch_add(failures, Ordering::Relaxed);
+    }
+
     /// Calls so far and failures so far (for the progress bar).
     pub fn counts(&self) -> (u64, u64) {
         (
