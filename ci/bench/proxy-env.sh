@@ -92,13 +92,15 @@ TICK=$(getconf CLK_TCK)
 proxy_cpu() { awk -v t="$TICK" '{print ($14 + $15) / t}' "/proc/$PROXY/stat"; }
 # CPU seconds of this shell's finished children (each tool runs as one): cutime + cstime.
 children_cpu() { awk -v t="$TICK" '{print ($16 + $17) / t}' "/proc/$$/stat"; }
+# The DATA bytes h2load received, from its output file.
+h2_data() { awk '/^traffic:/ {for (i=2;i<=NF;i++) if ($i == "data") {gsub(/[()]/, "", $(i-1)); print $(i-1)}}' "$1"; }
 # h2load's figures from its output and per-request log: "ops/s p50_us succeeded data_bytes"
 # (h2load appends to its log: remove it before each run).
 h2_figures() { # h2_figures OUT LOG
     local reqs rps data p50
     reqs=$(awk '/^requests:/ {print $8}' "$1")
     rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$1")
-    data=$(awk '/^traffic:/ {for (i=2;i<=NF;i++) if ($i == "data") {gsub(/[()]/, "", $(i-1)); print $(i-1)}}' "$1")
+    data=$(h2_data "$1")
     p50=$(cut -f3 "$2" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     echo "$rps $p50 $reqs $data"
 }
@@ -110,7 +112,7 @@ answer_bytes() { # answer_bytes NS BODY PATH → sets ANSWER to the bytes of one
     local key="$PORT $1 $3"
     if [ -z "${ANSWER_BYTES[$key]:-}" ]; then
         h2 "$1" "$2" "$3" -n 1 -m 1 >"$WORK/one.out"
-        ANSWER_BYTES[$key]=$(awk '/^traffic:/ {for (i=2;i<=NF;i++) if ($i == "data") {gsub(/[()]/, "", $(i-1)); print $(i-1)}}' "$WORK/one.out")
+        ANSWER_BYTES[$key]=$(h2_data "$WORK/one.out")
     fi
     ANSWER=${ANSWER_BYTES[$key]}
 }

@@ -247,6 +247,66 @@ class KeyValueCases(RpcAssertions):
         got = self.get(key)
         self.assertEqual((got.value, got.version), (b"first", first.version))
 
+    def test_delete_and_exists(self):
+        key = self.prefix + "k"
+        self.set(key, b"v")
+        exists = self.kv.Exists(keyvalue_pb2.ExistsRequest(key=key), metadata=self.md, timeout=TIMEOUT)
+        self.assertTrue(exists.exists)
+        deleted = self.kv.Delete(keyvalue_pb2.DeleteRequest(key=key), metadata=self.md, timeout=TIMEOUT)
+        self.assertTrue(deleted.deleted)
+        again = self.kv.Delete(keyvalue_pb2.DeleteRequest(key=key), metadata=self.md, timeout=TIMEOUT)
+        self.assertFalse(again.deleted, "a second delete finds nothing")
+        gone = self.kv.Exists(keyvalue_pb2.ExistsRequest(key=key), metadata=self.md, timeout=TIMEOUT)
+        self.assertFalse(gone.exists)
+        self.assertFalse(self.get(key).found)
+
+    def test_batch_set_get_delete_in_request_order(self):
+        keys = [self.prefix + n for n in ("z", "a", "m")]
+        entries = [keyvalue_pb2.BatchSetEntry(key=k, value=k.encode()) for k in keys]
+        written = self.kv.BatchSet(
+            keyvalue_pb2.BatchSetRequest(entries=entries), metadata=self.md, timeout=TIMEOUT
+        )
+        self.assertEqual(len(written.versions), 3)
+        self.assertTrue(all(v > 0 for v in written.versions))
+        asked = [keys[2], self.prefix + "absent", keys[0]]
+        got = self.kv.BatchGet(
+            keyvalue_pb2.BatchGetRequest(keys=asked), metadata=self.md, timeout=TIMEOUT
+        )
+        self.assertEqual(
+            [(r.found, r.value) for r in got.results],
+            [(True, keys[2].encode()), (False, b""), (True, keys[0].encode())],
+        )
+        self.assertEqual(got.results[0].version, written.versions[2])
+        deleted = self.kv.BatchDelete(
+            keyvalue_pb2.BatchDeleteRequest(keys=keys + [self.prefix + "absent"]),
+            metadata=self.md,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual(deleted.deleted, 3, "the absent key is not counted")
+        self.assertFalse(self.get(keys[1]).found)
+
+    def test_expire_sets_and_removes_the_ttl(self):
+        key = self.prefix + "k"
+        self.set(key, b"v")
+        self.assertEqual(self.get(key).ttl_ms, 0)
+        set_ttl = self.kv.Expire(
+            keyvalue_pb2.ExpireRequest(key=key, ttl_ms=600_000), metadata=self.md, timeout=TIMEOUT
+        )
+        self.assertTrue(set_ttl.updated)
+        ttl = self.get(key).ttl_ms
+        self.assertTrue(0 < ttl <= 600_000, ttl)
+        cleared = self.kv.Expire(
+            keyvalue_pb2.ExpireRequest(key=key, ttl_ms=0), metadata=self.md, timeout=TIMEOUT
+        )
+        self.assertTrue(cleared.updated)
+        self.assertEqual(self.get(key).ttl_ms, 0)
+        missing = self.kv.Expire(
+            keyvalue_pb2.ExpireRequest(key=self.prefix + "absent", ttl_ms=1000),
+            metadata=self.md,
+            timeout=TIMEOUT,
+        )
+        self.assertFalse(missing.updated)
+
     def test_admin_capabilities(self):
         caps = self.admin.GetCapabilities(
             admin_pb2.GetCapabilitiesRequest(namespace=self.NAMESPACE),

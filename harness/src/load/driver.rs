@@ -355,18 +355,6 @@ impl Workload {
         Pick { entry, key, value }
     }
 
-    /// Picks one operation, runs it through `driver` when its turn comes, records it into
-    /// `recorder`, and returns it with its latency and outcome.
-    pub async fn step(
-        &self,
-        driver: &mut dyn Driver,
-        rng: &mut Rng,
-        recorder: &Recorder,
-    ) -> (LoadOp, Duration, CallResult) {
-        let pick = self.pick(rng);
-        self.call(driver, pick, recorder).await
-    }
-
     /// Runs `pick` through `driver` when its turn comes and records it into `recorder`.
     pub async fn call(
         &self,

@@ -73,7 +73,8 @@ pub async fn drive(
             let (op, latency, outcome) = {
                 let mut guard = state.lock().await;
                 let (driver, rng) = &mut *guard;
-                wl.step(driver.as_mut(), rng, &rec).await
+                let pick = wl.pick(rng);
+                wl.call(driver.as_mut(), pick, &rec).await
             };
             let _ = user
                 .record_custom_request_duration(

@@ -145,7 +145,12 @@ pub async fn drive(
     }
     let started = Instant::now();
     let _ = start_tx.send(true);
-    let mut all = futures_join(done);
+    // Done when every thread has said so (or has gone).
+    let mut all = std::pin::pin!(async move {
+        for d in done {
+            let _ = d.await;
+        }
+    });
     loop {
         tokio::select! {
             _ = &mut all => break,
@@ -164,15 +169,4 @@ pub async fn drive(
         recorder.merge(r);
     }
     Ok(Measured { recorder, elapsed })
-}
-
-/// Resolves when every thread has said it is done (or has gone).
-fn futures_join(
-    done: Vec<tokio::sync::oneshot::Receiver<()>>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        for d in done {
-            let _ = d.await;
-        }
-    })
 }
