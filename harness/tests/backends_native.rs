@@ -269,6 +269,8 @@ async fn redis_index_sweep_drops_expired_keys() {
         key_prefix: "sweep-test".into(),
         connect_timeout_ms: 2000,
         response_timeout_ms: 5000,
+        retention_hours: 1,
+        claim_idle_secs: 600,
     };
     let store = RedisStore::open(&config).await.unwrap();
     store

@@ -233,6 +233,8 @@ fn networked_config(name: &str, url: &str) -> BackendConfig {
             key_prefix: "prism-conform".into(),
             connect_timeout_ms: 2000,
             response_timeout_ms: 5000,
+            retention_hours: 24,
+            claim_idle_secs: 600,
         }),
         "nats" => BackendConfig::Nats(NatsConfig {
             url,

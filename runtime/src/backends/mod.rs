@@ -51,10 +51,10 @@ impl BackendConfig {
     /// The patterns a backend of this type offers (what [`open`] builds adapters for).
     pub fn patterns(&self) -> &'static [Pattern] {
         match self {
-            BackendConfig::Memstore(_) => &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue],
-            BackendConfig::Sqlite(_) | BackendConfig::Redis(_) | BackendConfig::Postgres(_) => {
-                &[Pattern::Keyvalue]
+            BackendConfig::Memstore(_) | BackendConfig::Redis(_) => {
+                &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue]
             }
+            BackendConfig::Sqlite(_) | BackendConfig::Postgres(_) => &[Pattern::Keyvalue],
             BackendConfig::Nats(_) => &[Pattern::Pubsub, Pattern::Queue],
         }
     }
@@ -220,16 +220,18 @@ pub async fn open(
             Ok(backend)
         }
         BackendConfig::Redis(cfg) => {
-            let store = redis::RedisStore::open(cfg)
-                .await
-                .map_err(|source| OpenError::Redis {
-                    url: cfg.url.redacted(),
-                    source,
-                })?;
-            store.spawn_sweeper();
-            let shared = Arc::new(store);
-            let mut backend = Backend::new(kind, health(shared.clone()), Closer::Nothing);
-            backend.keyvalue = Some(shared);
+            let connection =
+                redis::Connection::open(cfg)
+                    .await
+                    .map_err(|source| OpenError::Redis {
+                        url: cfg.url.redacted(),
+                        source,
+                    })?;
+            let (kv, pubsub, queue) = connection.adapters(cfg);
+            let mut backend = Backend::new(kind, health(kv.clone()), Closer::Nothing);
+            backend.keyvalue = Some(kv);
+            backend.pubsub = Some(pubsub);
+            backend.queue = Some(queue);
             Ok(backend)
         }
         BackendConfig::Postgres(cfg) => {

@@ -40,6 +40,12 @@ pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<(), Statu
     Ok(())
 }
 
+/// `name`'s bytes in hex: a token that holds no separator, wildcard or space of any backend, and
+/// keeps two different names apart wherever it stands.
+pub fn hex_token(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Header name prefixes applications may not use: a backend gives some of them meaning (NATS
 /// JetStream's `Nats-Msg-Id` deduplicates, `Nats-Expected-*` makes a publish conditional), and Prism
 /// keeps its own in `Prism-*`.

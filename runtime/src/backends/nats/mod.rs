@@ -56,9 +56,7 @@ fn default_connect_ms() -> u64 {
 }
 
 /// A token for `name` in a subject: its bytes in hex (never `.`, `*`, `>` or whitespace).
-pub(crate) fn token(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::patterns::names::hex_token as token;
 
 /// A short stable name (JetStream stream and consumer names have a length limit).
 pub(crate) fn digest(parts: &[&str]) -> String {

@@ -2,19 +2,19 @@
 //! acked messages stay for groups created later), a subject per queue, one durable pull consumer per
 //! queue and group with explicit acks. JetStream's delivery count is the attempt; the proxy acks and
 //! returns deliveries through their reply subjects. Each consumer pulls one message at a time,
-//! only when the proxy asks, through a task of its own (see [`fetcher`]).
+//! only when the proxy asks, through a task of its own ([`fetcher`]).
 
 use super::{Nats, check_size, digest, headers_in, headers_out, token, unavailable};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::patterns::capability::Capability;
 use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use crate::patterns::queue::fetcher::{self, Take};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 /// How long one pull waits for a message.
 const PULL_WAIT: Duration = Duration::from_secs(1);
@@ -193,12 +193,9 @@ impl QueueAdapter for NatsQueue {
             .map_err(|e| {
                 StoreError::Unavailable(format!("JetStream consumer {name}: {e}").into())
             })?;
-        let (asks, rx) = mpsc::channel(1);
-        tokio::spawn(fetcher(consumer, rx));
-        Ok(Box::new(NatsConsumer {
-            asks,
+        Ok(fetcher::consumer(Pulling {
+            consumer,
             client: self.nats.client.clone(),
-            waiting: None,
         }))
     }
 
@@ -234,106 +231,41 @@ impl QueueAdapter for NatsQueue {
     }
 }
 
-type Ask = oneshot::Sender<StoreResult<Received>>;
-type PullConsumer = jetstream::consumer::Consumer<pull::Config>;
-
-/// Serves the consumer's asks one pull at a time (a pull of one message, waiting up to
-/// [`PULL_WAIT`]): nothing is pulled that nobody asked for, and no pull request outlives the
-/// consumer by more than that. A message that arrives after its asker left is kept for the next
-/// ask, or returned to JetStream at once when the consumer goes.
-async fn fetcher(consumer: PullConsumer, mut asks: mpsc::Receiver<Ask>) {
-    let mut kept: Option<jetstream::Message> = None;
-    while let Some(ask) = asks.recv().await {
-        let message = match kept.take() {
-            Some(m) => m,
-            None => match pull_one(&consumer, &ask).await {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    let _ = ask.send(Err(e));
-                    continue;
-                }
-            },
-        };
-        match received(&message) {
-            Ok(r) => {
-                if let Err(Ok(_)) = ask.send(Ok(r)) {
-                    kept = Some(message);
-                }
-            }
-            Err(e) => {
-                let _ = message.ack_with(jetstream::AckKind::Term).await;
-                let _ = ask.send(Err(e));
-            }
-        }
-    }
-    if let Some(m) = kept {
-        let _ = m.ack_with(jetstream::AckKind::Nak(None)).await;
-    }
+/// One consumer's pulls: one message at a time, waiting up to [`PULL_WAIT`], so no pull request
+/// outlives the consumer by more than that.
+struct Pulling {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    client: async_nats::Client,
 }
 
-/// Pulls until a message arrives, or until the asker has left (`None`). JetStream ends each pull
-/// with a status after its messages, so a message sent for a pull is never missed.
-async fn pull_one(consumer: &PullConsumer, ask: &Ask) -> StoreResult<Option<jetstream::Message>> {
-    loop {
-        let mut batch = consumer
+#[async_trait]
+impl Take for Pulling {
+    async fn take(&mut self) -> StoreResult<Option<Received>> {
+        // JetStream ends each pull with a status after its messages, so a message sent for a pull
+        // is never missed.
+        let mut batch = self
+            .consumer
             .batch()
             .max_messages(1)
             .expires(PULL_WAIT)
             .messages()
             .await
             .map_err(unavailable)?;
-        if let Some(item) = batch.next().await {
-            return item.map(Some).map_err(unavailable);
-        }
-        if ask.is_closed() {
+        let Some(item) = batch.next().await else {
             return Ok(None);
-        }
-    }
-}
-
-struct NatsConsumer {
-    asks: mpsc::Sender<Ask>,
-    client: async_nats::Client,
-    /// The answer to an ask whose `next` was dropped before it arrived: the next call takes it,
-    /// so a message handed over is never lost between the fetcher and the proxy.
-    waiting: Option<oneshot::Receiver<StoreResult<Received>>>,
-}
-
-#[async_trait]
-impl QueueConsumer for NatsConsumer {
-    async fn next(&mut self) -> StoreResult<Received> {
-        if self.waiting.is_none() {
-            let (tx, rx) = oneshot::channel();
-            self.asks
-                .send(tx)
-                .await
-                .map_err(|_| unavailable("the JetStream fetcher ended"))?;
-            self.waiting = Some(rx);
-        }
-        let rx = self.waiting.as_mut().expect("set above");
-        let answer = rx.await;
-        self.waiting = None;
-        answer.map_err(|_| unavailable("the JetStream fetcher ended"))?
-    }
-}
-
-impl Drop for NatsConsumer {
-    fn drop(&mut self) {
-        // An answer that arrived for a `next` the proxy dropped (the stream ended at that moment)
-        // goes back to JetStream now, not after ack_wait.
-        let Some(mut waiting) = self.waiting.take() else {
-            return;
         };
-        waiting.close();
-        if let Ok(Ok(received)) = waiting.try_recv() {
-            let client = self.client.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = client.publish(received.receipt, "-NAK".into()).await;
-                    let _ = client.flush().await;
-                });
+        let message = item.map_err(unavailable)?;
+        match received(&message) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+                Err(e)
             }
         }
+    }
+
+    async fn give_back(&mut self, received: Received) {
+        let _ = self.client.publish(received.receipt, "-NAK".into()).await;
+        let _ = self.client.flush().await;
     }
 }

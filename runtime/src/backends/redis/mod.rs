@@ -1,6 +1,6 @@
-//! `redis`: KeyValue on Redis (redis crate, tokio, connection manager) with every capability.
+//! `redis`: KeyValue, PubSub and Queue on Redis (redis crate, tokio, connection manager).
 //!
-//! Layout, per namespace `ns` under the configured `key_prefix` (default `prism`):
+//! KeyValue's layout, per namespace `ns` under the configured `key_prefix` (default `prism`):
 //! - `prism:ns:d:<key>` — a hash `{v: value, n: version}`; expiry is the hash's own Redis TTL, so an
 //!   expired key is gone for every read at once;
 //! - `prism:ns:i` — a sorted set of the namespace's keys (all score 0), giving byte-ordered scans with
@@ -13,9 +13,15 @@
 //! snapshot, a key present for the whole scan is returned exactly once, keys written behind the cursor
 //! during a scan are not seen, and keys written ahead of it are.
 //!
-//! This file holds the config, the connection and the helpers; `keyvalue.rs` the KeyValue adapter.
+//! This file holds the config, the connection and the helpers; `keyvalue.rs`, `pubsub.rs` (Redis
+//! pub/sub) and `queue.rs` (Redis Streams) the adapters, each documenting its keys.
 
 mod keyvalue;
+mod pubsub;
+mod queue;
+
+pub use pubsub::RedisPubSub;
+pub use queue::RedisQueue;
 
 use crate::patterns::keyvalue::keys::prefix_end;
 use crate::patterns::keyvalue::store::{
@@ -47,6 +53,15 @@ pub struct RedisConfig {
     /// Per-command timeout in milliseconds; a backend that does not answer gives UNAVAILABLE.
     #[serde(default = "default_response_ms")]
     pub response_timeout_ms: u64,
+    /// How long queue messages stay in their stream, in hours (they stay after being acked, so a
+    /// group created later still sees them; default 168).
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+    /// How long a delivery may stay pending before any consumer takes it over, in seconds: what a
+    /// proxy that crashed had out (default 600). Visibility timeouts longer than this may see a
+    /// second delivery.
+    #[serde(default = "default_claim_idle")]
+    pub claim_idle_secs: u64,
 }
 
 fn default_prefix() -> String {
@@ -57,6 +72,78 @@ fn default_connect_ms() -> u64 {
 }
 fn default_response_ms() -> u64 {
     5000
+}
+fn default_retention() -> u64 {
+    168
+}
+fn default_claim_idle() -> u64 {
+    600
+}
+
+/// The client and shared connection every adapter of one Redis backend uses.
+pub(crate) struct Connection {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects (lazily: a Redis that is down now gives UNAVAILABLE per call until it is back).
+    pub(crate) async fn open(config: &RedisConfig) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.url.expose())?;
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let response_timeout = Duration::from_millis(config.response_timeout_ms);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let mut probe = conn.clone();
+        if let Err(e) = redis::cmd("PING").query_async::<String>(&mut probe).await {
+            tracing::warn!(url = %config.url, error = %e, "redis is not answering yet; calls get UNAVAILABLE until it does");
+        }
+        Ok(Self {
+            client,
+            conn,
+            prefix: config.key_prefix.clone(),
+            connect_timeout,
+            response_timeout,
+        })
+    }
+
+    /// The bundle: KeyValue, PubSub and Queue over this connection.
+    pub(crate) fn adapters(
+        self,
+        config: &RedisConfig,
+    ) -> (Arc<RedisStore>, Arc<RedisPubSub>, Arc<RedisQueue>) {
+        let kv = RedisStore {
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+            namespaces: Arc::default(),
+        };
+        kv.spawn_sweeper();
+        let shared = Arc::new(self);
+        (
+            Arc::new(kv),
+            Arc::new(RedisPubSub::new(shared.clone())),
+            Arc::new(RedisQueue::new(
+                shared,
+                Duration::from_secs(config.retention_hours.max(1) * 3600),
+                Duration::from_secs(config.claim_idle_secs.max(1)),
+            )),
+        )
+    }
 }
 
 /// `{v, n, pttl}` of a live key, or nil.
@@ -306,22 +393,12 @@ fn ttl_arg(ttl: Option<Duration>) -> String {
 }
 
 impl RedisStore {
-    /// Connects (lazily: a Redis that is down now gives UNAVAILABLE per call until it is back).
+    /// A KeyValue store alone on its own connection (lazily connected, like the bundle's).
     pub async fn open(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.expose())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-        let mut probe = conn.clone();
-        if let Err(e) = redis::cmd("PING").query_async::<String>(&mut probe).await {
-            tracing::warn!(url = %config.url, error = %e, "redis is not answering yet; calls get UNAVAILABLE until it does");
-        }
+        let connection = Connection::open(config).await?;
         Ok(Self {
-            conn,
-            prefix: config.key_prefix.clone(),
+            conn: connection.conn,
+            prefix: connection.prefix,
             namespaces: Arc::default(),
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod adapter;
 mod deliveries;
+pub mod fetcher;
 pub mod service;
 
 pub use service::QueueService;
