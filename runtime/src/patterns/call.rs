@@ -34,6 +34,16 @@ pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
     }
 }
 
+/// The status that ends a stream on a backend error. An outage also marks the backend down, so
+/// its health check reconnects it before the next call instead of that call finding the broken
+/// connection.
+pub fn stream_status(route: &NamespaceRoute, e: StoreError) -> Status {
+    if let StoreError::Unavailable(cause) = &e {
+        route.backend.health.report_unavailable(cause.to_string());
+    }
+    status(route, e)
+}
+
 /// UNIMPLEMENTED naming `capability` (for an adapter accessor that returned `None`).
 pub fn unimplemented(route: &NamespaceRoute, capability: Capability) -> Status {
     route.require(capability).err().unwrap_or_else(|| {

@@ -22,6 +22,9 @@ pub enum Capability {
     /// Set with `if_absent` / `if_version`.
     #[serde(rename = "keyvalue.cas")]
     KvCas,
+    /// Acknowledged writes survive a proxy restart and a backend restart (a crash of its process).
+    #[serde(rename = "keyvalue.durable")]
+    KvDurable,
     /// Publish and Subscribe: every live subscriber gets every later message.
     #[serde(rename = "pubsub.basic")]
     PubSubBasic,
@@ -54,12 +57,13 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 14] = [
+    pub const ALL: [Capability; 15] = [
         Capability::KvBasic,
         Capability::KvTtl,
         Capability::KvScan,
         Capability::KvBatch,
         Capability::KvCas,
+        Capability::KvDurable,
         Capability::PubSubBasic,
         Capability::PubSubOrdered,
         Capability::QueueBasic,
@@ -79,6 +83,7 @@ impl Capability {
             Capability::KvScan => "keyvalue.scan",
             Capability::KvBatch => "keyvalue.batch",
             Capability::KvCas => "keyvalue.cas",
+            Capability::KvDurable => "keyvalue.durable",
             Capability::PubSubBasic => "pubsub.basic",
             Capability::PubSubOrdered => "pubsub.ordered",
             Capability::QueueBasic => "queue.basic",
@@ -98,7 +103,8 @@ impl Capability {
             | Capability::KvTtl
             | Capability::KvScan
             | Capability::KvBatch
-            | Capability::KvCas => Pattern::Keyvalue,
+            | Capability::KvCas
+            | Capability::KvDurable => Pattern::Keyvalue,
             Capability::PubSubBasic | Capability::PubSubOrdered => Pattern::Pubsub,
             Capability::QueueBasic
             | Capability::QueueRedelivery

@@ -146,19 +146,30 @@ pub(crate) fn headers_in(
     Ok((headers, id, at))
 }
 
+/// `Err(Unavailable)` unless the client is connected: a message published while it reconnects
+/// would wait in the client's buffer and go out later, after the caller was told it failed.
+pub(crate) fn connected(client: &async_nats::Client) -> StoreResult<()> {
+    if client.connection_state() == async_nats::connection::State::Connected {
+        Ok(())
+    } else {
+        Err(unavailable("not connected to the NATS server"))
+    }
+}
+
 /// The NATS connection and what both adapters share.
 #[derive(Debug)]
 pub(crate) struct Nats {
     client: async_nats::Client,
     prefix: String,
+    /// Counts the times the connection was lost: a subscription ends when it changes, since the
+    /// client's resubscription after a reconnect would hide the messages missed meanwhile.
+    disconnects: tokio::sync::watch::Sender<u64>,
 }
 
 #[async_trait]
 impl Ping for Nats {
     async fn ping(&self) -> StoreResult<()> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(unavailable("not connected to the NATS server"));
-        }
+        connected(&self.client)?;
         self.client.flush().await.map_err(unavailable)
     }
 }
@@ -169,7 +180,15 @@ pub(super) async fn open(
     cfg: &NatsConfig,
     health: impl FnOnce(Arc<dyn Ping>) -> Arc<Health>,
 ) -> Result<Backend, async_nats::ConnectError> {
+    let (disconnects, _) = tokio::sync::watch::channel(0u64);
+    let lost = disconnects.clone();
     let client = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            if matches!(event, async_nats::Event::Disconnected) {
+                lost.send_modify(|n| *n += 1);
+            }
+            std::future::ready(())
+        })
         .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms.max(1)))
         .retry_on_initial_connect()
         .connect(cfg.url.expose())
@@ -191,6 +210,7 @@ pub(super) async fn open(
     let nats = Arc::new(Nats {
         client: client.clone(),
         prefix: cfg.subject_prefix.clone(),
+        disconnects,
     });
     let mut backend = Backend::new(kind, health(nats.clone()), Closer::Nothing);
     backend.pubsub = Some(Arc::new(NatsPubSub::new(nats.clone())));

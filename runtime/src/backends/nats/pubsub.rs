@@ -1,8 +1,10 @@
 //! nats's PubSub adapter: core NATS publish and subscribe, one subject per namespace and topic. A
 //! subscription is confirmed only after a round trip to the server, so the server knows it before
-//! the client is told it is listening; the proxy's one connection keeps one publisher's order.
+//! the client is told it is listening; the proxy's one connection keeps one publisher's order. A
+//! subscription ends (UNAVAILABLE) when the connection is lost: what was published meanwhile is
+//! gone, so the subscriber is told rather than resubscribed silently.
 
-use super::{Nats, check_size, headers_in, headers_out, token, unavailable};
+use super::{Nats, check_size, connected, headers_in, headers_out, token, unavailable};
 use crate::backends::error::StoreResult;
 use crate::patterns::capability::Capability;
 use crate::patterns::pubsub::adapter::{PubSubAdapter, Published, Subscription};
@@ -51,6 +53,7 @@ impl PubSubAdapter for NatsPubSub {
             message.published_at_ms,
         );
         let client = &self.nats.client;
+        connected(client)?;
         client
             .publish_with_headers(self.subject(ns, &message.topic), headers, message.payload)
             .await
@@ -61,12 +64,22 @@ impl PubSubAdapter for NatsPubSub {
 
     async fn subscribe(&self, ns: &str, topic: &str) -> StoreResult<Subscription> {
         let client = &self.nats.client;
+        let mut lost = self.nats.disconnects.subscribe();
+        lost.mark_unchanged();
         let subscriber = client
             .subscribe(self.subject(ns, topic))
             .await
             .map_err(unavailable)?;
         client.flush().await.map_err(unavailable)?;
         let topic = topic.to_string();
-        Ok(Box::pin(subscriber.map(move |m| published(&topic, m))))
+        let messages = subscriber
+            .map(move |m| published(&topic, m))
+            .take_until(async move {
+                let _ = lost.changed().await;
+            })
+            .chain(futures_util::stream::once(std::future::ready(Err(
+                unavailable("the connection to the NATS server was lost; subscribe again"),
+            ))));
+        Ok(Box::pin(messages))
     }
 }

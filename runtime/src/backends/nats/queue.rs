@@ -4,7 +4,7 @@
 //! returns deliveries through their reply subjects. Each consumer pulls one message at a time,
 //! only when the proxy asks, through a task of its own ([`fetcher`]).
 
-use super::{Nats, check_size, digest, headers_in, headers_out, token, unavailable};
+use super::{Nats, check_size, connected, digest, headers_in, headers_out, token, unavailable};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::patterns::capability::Capability;
 use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
@@ -139,6 +139,7 @@ impl QueueAdapter for NatsQueue {
             ));
         }
         check_size(&self.nats.client, message.payload.len(), &message.headers)?;
+        connected(&self.nats.client)?;
         self.ensure_stream(ns).await?;
         let headers = headers_out(
             &message.headers,
@@ -193,13 +194,17 @@ impl QueueAdapter for NatsQueue {
             .map_err(|e| {
                 StoreError::Unavailable(format!("JetStream consumer {name}: {e}").into())
             })?;
+        let mut lost = self.nats.disconnects.subscribe();
+        lost.mark_unchanged();
         Ok(fetcher::consumer(Pulling {
             consumer,
             client: self.nats.client.clone(),
+            lost,
         }))
     }
 
     async fn ack(&self, _ns: &str, _queue: &str, _group: &str, receipt: &str) -> StoreResult<()> {
+        connected(&self.nats.client)?;
         // A request, so the ack is known to be processed when this returns.
         self.nats
             .client
@@ -223,6 +228,7 @@ impl QueueAdapter for NatsQueue {
             format!("-NAK {{\"delay\":{}}}", delay.as_nanos())
         };
         let client = &self.nats.client;
+        connected(client)?;
         client
             .publish(receipt.to_string(), body.into())
             .await
@@ -232,29 +238,47 @@ impl QueueAdapter for NatsQueue {
 }
 
 /// One consumer's pulls: one message at a time, waiting up to [`PULL_WAIT`], so no pull request
-/// outlives the consumer by more than that.
+/// outlives the consumer by more than that. The consumer ends (UNAVAILABLE) when the connection
+/// is lost, as a subscription does, and a pull the server does not end in time is an outage.
+type PullConsumer = jetstream::consumer::Consumer<pull::Config>;
+
 struct Pulling {
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    consumer: PullConsumer,
     client: async_nats::Client,
+    lost: tokio::sync::watch::Receiver<u64>,
+}
+
+/// One pull of at most one message; JetStream ends each pull with a status after its messages, so
+/// a message sent for a pull is never missed.
+async fn pull(consumer: &PullConsumer) -> StoreResult<Option<jetstream::Message>> {
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(PULL_WAIT)
+        .messages()
+        .await
+        .map_err(unavailable)?;
+    match batch.next().await {
+        None => Ok(None),
+        Some(item) => item.map(Some).map_err(unavailable),
+    }
 }
 
 #[async_trait]
 impl Take for Pulling {
     async fn take(&mut self) -> StoreResult<Option<Received>> {
-        // JetStream ends each pull with a status after its messages, so a message sent for a pull
-        // is never missed.
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(1)
-            .expires(PULL_WAIT)
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = batch.next().await else {
+        if self.lost.has_changed().unwrap_or(true) {
+            return Err(unavailable("the connection to the NATS server was lost"));
+        }
+        let pulled = tokio::select! {
+            pulled = tokio::time::timeout(PULL_WAIT * 3, pull(&self.consumer)) => pulled.unwrap_or_else(|_| {
+                Err(unavailable("no answer to a JetStream pull"))
+            }),
+            _ = self.lost.changed() => Err(unavailable("the connection to the NATS server was lost")),
+        };
+        let Some(message) = pulled? else {
             return Ok(None);
         };
-        let message = item.map_err(unavailable)?;
         match received(&message) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {

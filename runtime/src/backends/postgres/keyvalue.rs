@@ -231,4 +231,4 @@ impl KvCas for PostgresStore {
     }
 }
 
-crate::kv_store_with_every_capability!(PostgresStore);
+crate::kv_store_with_every_capability!(PostgresStore, durable = |_| true);

@@ -180,4 +180,8 @@ impl KvCas for SqliteStore {
     }
 }
 
-crate::kv_store_with_every_capability!(SqliteStore);
+// A database file is durable (WAL, synchronous commits); `:memory:` is gone with the process.
+crate::kv_store_with_every_capability!(
+    SqliteStore,
+    durable = |s| s.write.connect_options().get_filename() != std::path::Path::new(":memory:")
+);

@@ -185,6 +185,11 @@ pub trait KvStore: KvBasic {
     fn cas(&self) -> Option<&dyn KvCas> {
         None
     }
+    /// Whether acknowledged writes survive a proxy restart and a crash of the backend's process
+    /// (`keyvalue.durable`).
+    fn durable(&self) -> bool {
+        false
+    }
     /// The capabilities this adapter declares, derived from the accessors above.
     fn capabilities(&self) -> Vec<Capability> {
         let mut caps = vec![Capability::KvBasic];
@@ -200,16 +205,19 @@ pub trait KvStore: KvBasic {
         if self.cas().is_some() {
             caps.push(Capability::KvCas);
         }
+        if self.durable() {
+            caps.push(Capability::KvDurable);
+        }
         caps
     }
 }
 
 /// Implements [`KvStore`] for an adapter that offers every KeyValue capability: each accessor
 /// returns the adapter itself (which must implement every capability trait). The backend's kind is
-/// its bundle's (`Backend::kind`).
+/// its bundle's (`Backend::kind`). `durable = f` adds `keyvalue.durable` where `f(store)` holds.
 #[macro_export]
 macro_rules! kv_store_with_every_capability {
-    ($store:ty) => {
+    ($store:ty $(, durable = $durable:expr)?) => {
         impl $crate::patterns::keyvalue::store::KvStore for $store {
             fn ttl(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvTtl> {
                 Some(self)
@@ -223,6 +231,12 @@ macro_rules! kv_store_with_every_capability {
             fn cas(&self) -> Option<&dyn $crate::patterns::keyvalue::store::KvCas> {
                 Some(self)
             }
+            $(
+                fn durable(&self) -> bool {
+                    let durable: fn(&Self) -> bool = $durable;
+                    durable(self)
+                }
+            )?
         }
     };
 }

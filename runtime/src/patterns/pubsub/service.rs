@@ -5,7 +5,8 @@
 //! a slow subscriber, and nothing is lost silently.
 
 use super::adapter::{PubSubAdapter, Published};
-use crate::patterns::call::{Call, routed, status, unimplemented};
+use crate::backends::error::StoreError;
+use crate::patterns::call::{Call, routed, stream_status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
 use crate::patterns::stream::{Drain, Outgoing, StreamGuard, outgoing};
@@ -113,9 +114,9 @@ impl PubSub for PubSubService {
                             Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
                             Err(mpsc::error::TrySendError::Closed(_)) => return,
                         },
-                        Some(Err(e)) => break status(&route, e),
-                        None => break Status::unavailable(format!(
-                            "backend '{}' ended the subscription; subscribe again", route.backend_name
+                        Some(Err(e)) => break stream_status(&route, e),
+                        None => break stream_status(&route, StoreError::Unavailable(
+                            "the backend ended the subscription; subscribe again".into(),
                         )),
                     },
                 }

@@ -7,7 +7,7 @@
 use super::adapter::{QueueAdapter, QueuedMessage, Received};
 use super::deliveries::{Deliveries, NotOutstanding, Outstanding};
 use super::{DEAD_LETTER_SUFFIX, DEFAULT_GROUP};
-use crate::patterns::call::{Call, routed, status, unimplemented};
+use crate::patterns::call::{Call, routed, stream_status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
 use crate::patterns::stream::{Drain, Outgoing, Sending, StreamGuard, outgoing};
@@ -145,6 +145,39 @@ fn not_outstanding(queue: &str, group: &str, NotOutstanding(id): NotOutstanding)
 
 type Sent = Result<pb::ConsumeResponse, Status>;
 
+/// How long deliveries the backend could not take back are offered to it again before the
+/// backend's own lease is left to return them.
+const RETURN_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Keeps offering `left` back to the backend (it was down when they were returned), with a
+/// growing pause of up to 2 s, so they go out again soon after it is back.
+fn return_later(call: Call, adapter: Arc<dyn QueueAdapter>, mut left: Vec<Outstanding>) {
+    tokio::spawn(async move {
+        let back = Return {
+            call: &call,
+            adapter: &adapter,
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        while !left.is_empty() && started.elapsed() < RETURN_RETRY_FOR {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            let mut still = Vec::new();
+            for h in left {
+                if back.give_back(&h, Duration::ZERO).await.is_err() {
+                    still.push(h);
+                }
+            }
+            left = still;
+        }
+        if !left.is_empty() {
+            tracing::warn!(namespace = %call.route.name, deliveries = left.len(), "gave up returning deliveries; the backend's own lease returns them");
+        } else {
+            tracing::info!(namespace = %call.route.name, "returned the deliveries held when the backend went down");
+        }
+    });
+}
+
 /// One Consume stream's settings.
 struct Consumer {
     call: Call,
@@ -203,14 +236,14 @@ impl Consumer {
                             break e;
                         }
                     }
-                    Err(e) => break Some(status(&self.call.route, e)),
+                    Err(e) => break Some(stream_status(&self.call.route, e)),
                 },
             }
         };
         let held = self.deliveries.close_stream(stream);
         let returned = held.len();
         if let Some(e) = self.return_all(&back, held).await {
-            tracing::warn!(namespace = %self.call.route.name, queue = %self.queue, error = %e, "could not return deliveries at the stream's end; the backend redelivers them after its own lease");
+            tracing::warn!(namespace = %self.call.route.name, queue = %self.queue, error = %e, "could not return deliveries at the stream's end; returning them once the backend is back");
         } else if returned > 0 {
             tracing::debug!(namespace = %self.call.route.name, queue = %self.queue, returned, "returned unacked deliveries");
         }
@@ -221,13 +254,19 @@ impl Consumer {
         drop(guard);
     }
 
-    /// Returns deliveries to the queue at once; the first error, after trying them all.
+    /// Returns deliveries to the queue at once; the first error, after trying them all. What the
+    /// backend could not take back (it is down) is returned later, by [`return_later`].
     async fn return_all(&self, back: &Return<'_>, held: Vec<Outstanding>) -> Option<Status> {
         let mut first = None;
+        let mut left = Vec::new();
         for h in held {
             if let Err(e) = back.give_back(&h, Duration::ZERO).await {
                 first.get_or_insert(e);
+                left.push(h);
             }
+        }
+        if !left.is_empty() {
+            return_later(self.call.clone(), self.adapter.clone(), left);
         }
         first
     }
