@@ -93,7 +93,7 @@ const HEAD: &str =
 #[rstest]
 #[case::unknown_step(
     "  - expire_in: { key: \"${prefix}a\" }\n",
-    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel, restart_proxy)"
+    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel, restart_proxy, fault, within)"
 )]
 #[case::unknown_arg(
     "  - get: { key: \"${prefix}a\", keyy: 1 }\n",
@@ -128,6 +128,14 @@ const HEAD: &str =
     "  - scan: { prefix: \"${prefix}\" }\n  - get: { key: \"${prefix}a\" }\n",
     "s.yaml:6:5: this step uses keyvalue.scan, which is not in `requires` (add it)"
 )]
+#[case::unknown_fault(
+    "  - fault: { backend: explode }\n  - get: { key: \"${prefix}a\" }\n",
+    "s.yaml:6:23: fault.backend must be one of: kill, stop, start, restart, pause, resume (found \"explode\")"
+)]
+#[case::within_needs_steps(
+    "  - within: 5s\n  - get: { key: \"${prefix}a\" }\n",
+    "s.yaml:6:5: within is missing required key 'steps'"
+)]
 #[case::invalid_yaml(
     "  - get: { key: \"${prefix}a\"\n",
     "s.yaml:6:10: invalid YAML: unclosed bracket '{'"
@@ -151,9 +159,35 @@ fn every_error_in_a_file_is_reported_at_once() {
             "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue, pubsub, queue)",
             "s.yaml:4:28: `requires` lists keyvalue.scan, but no step uses it (remove it)",
             "s.yaml:6:31: unknown key 'x' in get (expected one of: key)",
-            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel, restart_proxy)",
+            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, sleep, eventually, repeat, parallel, restart_proxy, fault, within)",
         ]
     );
+}
+
+/// Durability may be required only where a step makes it observable: a restart or a fault.
+#[rstest]
+#[case::nothing_observes_it("  - set: { key: \"${prefix}a\", value: v }\n", false)]
+#[case::a_kill_does(
+    "  - set: { key: \"${prefix}a\", value: v }\n  - fault: { backend: kill }\n",
+    true
+)]
+#[case::a_proxy_restart_does(
+    "  - set: { key: \"${prefix}a\", value: v }\n  - restart_proxy: {}\n",
+    true
+)]
+#[case::a_pause_does_not(
+    "  - set: { key: \"${prefix}a\", value: v }\n  - fault: { backend: pause }\n",
+    false
+)]
+fn durability_is_required_only_where_a_step_observes_it(#[case] steps: &str, #[case] ok: bool) {
+    let yaml = format!(
+        "name: n\ndescription: d\npattern: keyvalue\nrequires: [keyvalue.basic, keyvalue.durable]\nsteps:\n{steps}"
+    );
+    let parsed = parse_scenario(&yaml, Path::new("s.yaml"));
+    assert_eq!(parsed.is_ok(), ok, "{parsed:?}");
+    if let Ok(s) = parsed {
+        assert!(s.runs_alone(), "a restart or a fault runs alone");
+    }
 }
 
 #[test]

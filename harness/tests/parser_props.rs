@@ -155,6 +155,8 @@ fn step() -> impl Strategy<Value = Step> {
     let leaf = prop_oneof![
         op_step().prop_map(|o| at(StepKind::Op(Box::new(o)))),
         (0u64..500).prop_map(|ms| at(StepKind::Sleep(Duration::from_millis(ms)))),
+        prop::sample::select(FaultAction::ALL.to_vec())
+            .prop_map(|(action, _)| at(StepKind::Fault(action))),
     ];
     leaf.prop_recursive(2, 12, 3, |inner| {
         let body = prop::collection::vec(inner, 1..3);
@@ -168,6 +170,10 @@ fn step() -> impl Strategy<Value = Step> {
                     steps,
                 }
             )),
+            (1u64..3000, body.clone()).prop_map(|(w, steps)| at(StepKind::Within {
+                within: Duration::from_millis(w),
+                steps,
+            })),
             (1u64..4, body).prop_map(|(workers, steps)| at(StepKind::Parallel {
                 branches: vec![Branch { workers, steps }],
                 tally: None,
@@ -193,8 +199,10 @@ fn used(steps: &[Step], out: &mut Vec<Capability>) {
                     }
                 }
             }
-            StepKind::Sleep(_) | StepKind::RestartProxy => {}
-            StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => used(steps, out),
+            StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
+            StepKind::Eventually { steps, .. }
+            | StepKind::Repeat { steps, .. }
+            | StepKind::Within { steps, .. } => used(steps, out),
             StepKind::Parallel { branches, .. } => {
                 branches.iter().for_each(|b| used(&b.steps, out))
             }

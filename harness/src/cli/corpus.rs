@@ -78,10 +78,13 @@ pub fn select(sel: &Selection) -> Result<Vec<Scenario>, u8> {
             .file_stem()
             .map(|x| x.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Relative to the corpus, so `faults/*` picks scenarios/faults/.
+        let in_corpus = s.file.strip_prefix(&sel.scenarios).unwrap_or(&s.file);
         sel.scenario_globs.is_empty()
             || globs.is_match(&s.name)
             || globs.is_match(&stem)
             || globs.is_match(&s.file)
+            || globs.is_match(in_corpus)
     };
     let picked: Vec<Scenario> = all
         .into_iter()

@@ -77,7 +77,8 @@ pub struct Selection {
     /// Only scenarios of this pattern: keyvalue, pubsub or queue (repeatable; any of them).
     #[arg(long = "pattern", value_name = "PATTERN")]
     patterns: Vec<String>,
-    /// Only scenarios whose name, file name or path matches this glob (repeatable).
+    /// Only scenarios whose name, file stem, or path (as given, or inside the corpus: `faults/*`)
+    /// matches this glob (repeatable).
     #[arg(long = "scenario", value_name = "GLOB")]
     scenario_globs: Vec<String>,
     /// Only scenarios with this tag (repeatable; any of them).

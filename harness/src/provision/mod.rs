@@ -12,6 +12,7 @@ pub mod container;
 pub mod process;
 
 use crate::runner::Target;
+use crate::scenario::model::FaultAction;
 use crate::tokens::TokenMint;
 use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
@@ -182,6 +183,23 @@ impl ServerHandle {
         match self {
             ServerHandle::Process(p) => p.start(),
             ServerHandle::Container(_) => Err("restarting a container is not supported yet".into()),
+        }
+    }
+
+    /// Whether `fault` steps can act on this server (only processes the harness runs, for now).
+    pub fn can_fault(&self) -> bool {
+        matches!(self, ServerHandle::Process(_))
+    }
+
+    /// Carries out a scenario's `fault` step (blocking: a start waits until the server answers).
+    pub fn fault(&mut self, action: FaultAction) -> Result<(), String> {
+        match action {
+            FaultAction::Kill => self.kill(),
+            FaultAction::Stop => self.stop(),
+            FaultAction::Start => self.start(),
+            FaultAction::Restart => self.stop().and_then(|()| self.start()),
+            FaultAction::Pause => self.pause(),
+            FaultAction::Resume => self.resume(),
         }
     }
 }
@@ -588,6 +606,7 @@ pub async fn launch(
             let mut t = target(&client, &b.name, &ns, Some(other), token).await?;
             t.tokens = Some(Arc::new(tokens));
             t.proxy = Some(proxy.clone());
+            t.server = b.server.clone();
             targets.push(t);
         }
     }
@@ -636,6 +655,7 @@ pub async fn target(
         token,
         tokens: None,
         proxy: None,
+        server: None,
         namespace: ns.to_string(),
         other_namespace: other,
         capabilities: caps

@@ -40,9 +40,26 @@ pub struct Session {
     pub progress: crate::ops::messaging::exec::Progress,
     /// The in-process proxy, for `restart_proxy`.
     pub proxy: Option<crate::provision::RunningProxy>,
+    /// The backend's server, for `fault` steps (when the harness started it).
+    pub server: Option<Arc<Mutex<crate::provision::ServerHandle>>>,
+    /// What the run measured on the way (fault and recovery times), for the case's report.
+    pub notes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Session {
+    /// Records a measurement for the case's report.
+    pub fn note(&self, note: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(note);
+    }
+
+    /// The measurements recorded so far, in order.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The KeyValue client for namespace `ns` with the token a step selects.
     pub fn client(&self, ns: NamespaceRef, token: Option<&str>) -> Result<KeyValue, Failure> {
         Ok(self.namespace_client(ns, token)?.keyvalue())
@@ -142,12 +159,54 @@ async fn run_step(
                 )
             })
         }
+        StepKind::Fault(action) => {
+            let what = Some(format!("fault: {{ backend: {} }}", action.name()));
+            let server = session.server.clone().ok_or_else(|| {
+                locate(
+                    step,
+                    what.clone(),
+                    Failure::message("fault steps need a server the harness started"),
+                )
+            })?;
+            let started = Instant::now();
+            let action = *action;
+            let done = tokio::task::spawn_blocking(move || {
+                server
+                    .lock()
+                    .map_err(|_| "the server handle is poisoned".to_string())?
+                    .fault(action)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the fault task failed: {e}")));
+            done.map_err(|e| locate(step, what, Failure::message(e)))?;
+            session.note(format!(
+                "line {}: {} took {} ms",
+                step.loc.line,
+                action.name(),
+                started.elapsed().as_millis()
+            ));
+            Ok(())
+        }
+        StepKind::Within { within, steps } => {
+            match tokio::time::timeout(*within, run_steps(session, steps, vars, tally)).await {
+                Ok(done) => done,
+                Err(_) => Err(locate(
+                    step,
+                    Some(format!("within: {}ms", within.as_millis())),
+                    Failure::message(format!(
+                        "the steps did not finish within {} ms (a call or receive hung)",
+                        within.as_millis()
+                    )),
+                )),
+            }
+        }
         StepKind::Eventually {
             within,
             every,
             steps,
         } => {
-            let deadline = Instant::now() + *within;
+            let started = Instant::now();
+            let deadline = started + *within;
             let mut attempts = 0u32;
             loop {
                 attempts += 1;
@@ -155,6 +214,13 @@ async fn run_step(
                 match run_steps(session, steps, &mut attempt_vars, tally).await {
                     Ok(()) => {
                         *vars = attempt_vars;
+                        if attempts > 1 {
+                            session.note(format!(
+                                "line {}: eventually satisfied after {} ms ({attempts} attempts)",
+                                step.loc.line,
+                                started.elapsed().as_millis()
+                            ));
+                        }
                         return Ok(());
                     }
                     Err(mut f) if Instant::now() + *every > deadline => {
@@ -286,8 +352,10 @@ fn flatten<'a>(
         match &step.kind {
             StepKind::Op(op) => out.push((step, Call::Op(op), vars.clone(), tallied)),
             StepKind::Msg(m) => out.push((step, Call::Msg(m), vars.clone(), tallied)),
-            StepKind::Sleep(_) | StepKind::RestartProxy => {}
-            StepKind::Eventually { steps, .. } => flatten(steps, vars, out, tallied),
+            StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
+            StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
+                flatten(steps, vars, out, tallied)
+            }
             StepKind::Repeat { steps, .. } => {
                 let mut v = vars.clone();
                 v.insert("i".into(), "0".into());

@@ -60,6 +60,8 @@ pub struct Target {
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
     /// The in-process proxy, for `restart_proxy` steps (`None` with `--target`).
     pub proxy: Option<crate::provision::RunningProxy>,
+    /// The backend's server when the harness started it, for `fault` steps.
+    pub server: Option<Arc<std::sync::Mutex<crate::provision::ServerHandle>>>,
     /// Namespace for scenarios.
     pub namespace: String,
     /// Second namespace on the same backend, for isolation scenarios.
@@ -160,6 +162,25 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
             "restarts the proxy, which the harness can do only with its in-process proxy".into(),
         );
     }
+    if scenario.injects_faults() {
+        let can = target
+            .server
+            .as_ref()
+            .is_some_and(|s| s.lock().is_ok_and(|s| s.can_fault()));
+        if !can {
+            return Some(format!(
+                "injects backend faults, which the harness can do only to a server it started as a process; backend '{}' is {}",
+                target.backend,
+                if target.proxy.is_none() {
+                    "behind --target"
+                } else if target.server.is_some() {
+                    "a container"
+                } else {
+                    "embedded or external"
+                }
+            ));
+        }
+    }
     if target.tokens.is_none() && scenario.uses_token_matrix() {
         return Some(
             "needs the token matrix, which the harness mints only for its in-process proxy".into(),
@@ -195,6 +216,8 @@ pub async fn run_case(
         messaging: Arc::default(),
         progress,
         proxy: target.proxy.clone(),
+        server: target.server.clone(),
+        notes: Arc::default(),
     };
     let mut vars = HashMap::from([("prefix".to_string(), unique_prefix(scenario))]);
     let missing: Vec<Capability> = scenario
@@ -207,7 +230,12 @@ pub async fn run_case(
         if missing.is_empty() {
             run_steps(&session, &scenario.steps, &mut vars, None).await?;
             let verdict = session.messaging.finish()?;
-            Ok((CaseStatus::Passed, verdict.map(|v| v.summary())))
+            let mut notes: Vec<String> = verdict.map(|v| v.summary()).into_iter().collect();
+            notes.extend(session.take_notes());
+            Ok((
+                CaseStatus::Passed,
+                (!notes.is_empty()).then(|| notes.join("; ")),
+            ))
         } else if !scenario.calls_need_any(&missing) {
             // Only properties are missing (ordering, durability): no call can be refused, and the
             // scenario's steps would only test what the backend does not promise.
@@ -303,13 +331,13 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let mut results: Vec<Vec<Option<CaseReport>>> =
         plan.iter().map(|(_, l)| vec![None; l.len()]).collect();
-    // Scenarios that restart the proxy run last and alone: a restart would cut every other
-    // scenario's streams and calls.
+    // Scenarios that restart the proxy or fault a backend run last and alone: either would cut
+    // every other scenario's streams and calls.
     for exclusive in [false, true] {
         let mut tasks = tokio::task::JoinSet::new();
         for (slot, (ti, list)) in plan.iter().enumerate() {
             for (si, scenario) in list.iter().enumerate() {
-                if scenario.restarts_proxy() != exclusive {
+                if scenario.runs_alone() != exclusive {
                     continue;
                 }
                 let target = targets[*ti].clone();

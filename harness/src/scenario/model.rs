@@ -35,67 +35,73 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Whether any step selects a token other than the default one.
-    pub fn uses_token_matrix(&self) -> bool {
-        fn walk(steps: &[Step]) -> bool {
-            steps.iter().any(|s| match &s.kind {
-                StepKind::Op(o) => o.token.as_deref().is_some_and(|t| t != "default"),
-                StepKind::Msg(m) => m
-                    .caller()
-                    .is_some_and(|c| c.token.as_deref().is_some_and(|t| t != "default")),
-                StepKind::Sleep(_) | StepKind::RestartProxy => false,
-                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
-                StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
+    /// Whether any step, at any depth, satisfies `pred`.
+    pub fn any_step(&self, pred: impl Fn(&StepKind) -> bool) -> bool {
+        fn walk(steps: &[Step], pred: &dyn Fn(&StepKind) -> bool) -> bool {
+            steps.iter().any(|s| {
+                pred(&s.kind)
+                    || match &s.kind {
+                        StepKind::Eventually { steps, .. }
+                        | StepKind::Repeat { steps, .. }
+                        | StepKind::Within { steps, .. } => walk(steps, pred),
+                        StepKind::Parallel { branches, .. } => {
+                            branches.iter().any(|b| walk(&b.steps, pred))
+                        }
+                        StepKind::Op(_)
+                        | StepKind::Msg(_)
+                        | StepKind::Sleep(_)
+                        | StepKind::RestartProxy
+                        | StepKind::Fault(_) => false,
+                    }
             })
         }
-        walk(&self.steps)
+        walk(&self.steps, &pred)
+    }
+
+    /// Whether any step selects a token other than the default one.
+    pub fn uses_token_matrix(&self) -> bool {
+        let not_default = |t: &Option<String>| t.as_deref().is_some_and(|t| t != "default");
+        self.any_step(|k| match k {
+            StepKind::Op(o) => not_default(&o.token),
+            StepKind::Msg(m) => m.caller().is_some_and(|c| not_default(&c.token)),
+            _ => false,
+        })
     }
 
     /// Whether some call step needs one of `caps` (so a backend without it must refuse that call).
     pub fn calls_need_any(&self, caps: &[Capability]) -> bool {
-        fn walk(steps: &[Step], caps: &[Capability]) -> bool {
-            steps.iter().any(|s| match &s.kind {
-                StepKind::Op(o) => o.op.needs().iter().any(|c| caps.contains(c)),
-                StepKind::Msg(m) => m.needs().iter().any(|c| caps.contains(c)),
-                StepKind::Sleep(_) | StepKind::RestartProxy => false,
-                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => {
-                    walk(steps, caps)
-                }
-                StepKind::Parallel { branches, .. } => {
-                    branches.iter().any(|b| walk(&b.steps, caps))
-                }
-            })
-        }
-        walk(&self.steps, caps)
+        self.any_step(|k| match k {
+            StepKind::Op(o) => o.op.needs().iter().any(|c| caps.contains(c)),
+            StepKind::Msg(m) => m.needs().iter().any(|c| caps.contains(c)),
+            _ => false,
+        })
     }
 
-    /// Whether any step restarts the proxy (such scenarios run alone, after the others).
+    /// Whether any step restarts the proxy.
     pub fn restarts_proxy(&self) -> bool {
-        fn walk(steps: &[Step]) -> bool {
-            steps.iter().any(|s| match &s.kind {
-                StepKind::RestartProxy => true,
-                StepKind::Op(_) | StepKind::Msg(_) | StepKind::Sleep(_) => false,
-                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
-                StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
-            })
-        }
-        walk(&self.steps)
+        self.any_step(|k| matches!(k, StepKind::RestartProxy))
+    }
+
+    /// Whether any step kills, stops, starts or freezes the backend's server.
+    pub fn injects_faults(&self) -> bool {
+        self.any_step(|k| matches!(k, StepKind::Fault(_)))
+    }
+
+    /// Whether the scenario must run alone, after the others: a proxy restart or a backend fault
+    /// would cut every other scenario's calls and streams.
+    pub fn runs_alone(&self) -> bool {
+        self.restarts_proxy() || self.injects_faults()
     }
 
     /// Whether any step addresses the run's second namespace.
     pub fn uses_other_namespace(&self) -> bool {
-        fn walk(steps: &[Step]) -> bool {
-            steps.iter().any(|s| match &s.kind {
-                StepKind::Op(o) => o.namespace == NamespaceRef::Other,
-                StepKind::Msg(m) => m
-                    .caller()
-                    .is_some_and(|c| c.namespace == NamespaceRef::Other),
-                StepKind::Sleep(_) | StepKind::RestartProxy => false,
-                StepKind::Eventually { steps, .. } | StepKind::Repeat { steps, .. } => walk(steps),
-                StepKind::Parallel { branches, .. } => branches.iter().any(|b| walk(&b.steps)),
-            })
-        }
-        walk(&self.steps)
+        self.any_step(|k| match k {
+            StepKind::Op(o) => o.namespace == NamespaceRef::Other,
+            StepKind::Msg(m) => m
+                .caller()
+                .is_some_and(|c| c.namespace == NamespaceRef::Other),
+            _ => false,
+        })
     }
 }
 
@@ -119,6 +125,15 @@ pub enum StepKind {
     Sleep(Duration),
     /// Drain the in-process proxy and serve again on the same address and backends.
     RestartProxy,
+    /// Act on the backend's server (one the harness started).
+    Fault(FaultAction),
+    /// `steps` must all finish within a bound (a call that hangs fails the step).
+    Within {
+        /// The bound.
+        within: Duration,
+        /// The steps.
+        steps: Vec<Step>,
+    },
     /// Retry `steps` until all pass, within a bound.
     Eventually {
         /// Give up after this long.
@@ -142,6 +157,43 @@ pub enum StepKind {
         /// When set, ops without their own expectation are counted instead of judged.
         tally: Option<Tally>,
     },
+}
+
+/// What a `fault` step does to the backend's server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// SIGKILL, as a crash would.
+    Kill,
+    /// A graceful stop.
+    Stop,
+    /// Start it again on the same port and data, and wait until it answers.
+    Start,
+    /// A graceful stop, then a start.
+    Restart,
+    /// Freeze it (SIGSTOP): connections stay open, nothing answers.
+    Pause,
+    /// Let a paused server go on (SIGCONT).
+    Resume,
+}
+
+impl FaultAction {
+    /// Every action with its YAML name.
+    pub const ALL: [(FaultAction, &'static str); 6] = [
+        (FaultAction::Kill, "kill"),
+        (FaultAction::Stop, "stop"),
+        (FaultAction::Start, "start"),
+        (FaultAction::Restart, "restart"),
+        (FaultAction::Pause, "pause"),
+        (FaultAction::Resume, "resume"),
+    ];
+
+    /// The YAML name.
+    pub fn name(self) -> &'static str {
+        FaultAction::ALL
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map_or("kill", |(_, n)| n)
+    }
 }
 
 /// A group of identical concurrent workers.

@@ -42,7 +42,15 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Control step names.
-pub const CONTROLS: [&str; 5] = ["sleep", "eventually", "repeat", "parallel", "restart_proxy"];
+pub const CONTROLS: [&str; 7] = [
+    "sleep",
+    "eventually",
+    "repeat",
+    "parallel",
+    "restart_proxy",
+    "fault",
+    "within",
+];
 /// The patterns a scenario may name: every pattern of the proxy's registry.
 pub fn patterns() -> Vec<&'static str> {
     prism_runtime::patterns::REGISTRY
@@ -109,6 +117,9 @@ impl<'n> Fields<'n> {
 pub(crate) struct Ctx {
     errors: Vec<(Location, String)>,
     pub(crate) used: BTreeMap<Capability, Location>,
+    /// Capabilities a scenario may require though no call needs them: what its steps make
+    /// observable (durability, once a step restarts the proxy or faults the backend).
+    pub(crate) observed: HashSet<Capability>,
     pub(crate) handles: BTreeMap<String, HandleKind>,
     pattern: Option<String>,
 }
@@ -449,7 +460,7 @@ impl Ctx {
             }
         }
         for (cap, loc) in requires.iter().zip(&requires_at) {
-            if !self.used.contains_key(cap) {
+            if !self.used.contains_key(cap) && !self.observed.contains(cap) {
                 self.err(
                     *loc,
                     format!("`requires` lists {cap}, but no step uses it (remove it)"),
@@ -577,7 +588,50 @@ impl Ctx {
                     if self.pattern.as_deref() == Some("queue") {
                         self.used.entry(Capability::QueueDurable).or_insert(loc);
                     }
+                    self.observed.insert(Capability::KvDurable);
                     StepKind::RestartProxy
+                }
+                "fault" => {
+                    self.fields(n, "the fault step", &["fault"])?;
+                    let args = self.fields(&head.1, "fault", &["backend"])?;
+                    let action = self.required(&args, "backend", "fault")?;
+                    let names: Vec<&str> = FaultAction::ALL.iter().map(|(_, n)| *n).collect();
+                    let found = match &action.node {
+                        Node::Str(s) => FaultAction::ALL.iter().find(|(_, n)| n == s),
+                        _ => None,
+                    };
+                    let Some((action, _)) = found else {
+                        let found = match &action.node {
+                            Node::Str(s) => format!("{s:?}"),
+                            other => other.kind().to_string(),
+                        };
+                        self.err(
+                            action.loc,
+                            format!(
+                                "fault.backend must be one of: {} (found {found})",
+                                one_of(&names)
+                            ),
+                        );
+                        return None;
+                    };
+                    if matches!(
+                        action,
+                        FaultAction::Kill | FaultAction::Stop | FaultAction::Restart
+                    ) {
+                        self.observed
+                            .extend([Capability::KvDurable, Capability::QueueDurable]);
+                    }
+                    StepKind::Fault(*action)
+                }
+                "within" => {
+                    let f = self.fields(n, "the within step", &["within", "steps"])?;
+                    let within = self.duration(&head.1, "within");
+                    let body = self.required(&f, "steps", "within")?;
+                    let steps = self.steps(body, "within.steps", scope);
+                    StepKind::Within {
+                        within: within?,
+                        steps,
+                    }
                 }
                 "eventually" => {
                     let f = self.fields(n, "the eventually step", &["eventually", "steps"])?;

@@ -44,6 +44,16 @@ fn step(s: &Step) -> Value {
         StepKind::RestartProxy => {
             m.insert("restart_proxy".into(), json!({}));
         }
+        StepKind::Fault(action) => {
+            m.insert("fault".into(), json!({ "backend": action.name() }));
+        }
+        StepKind::Within {
+            within,
+            steps: body,
+        } => {
+            m.insert("within".into(), ms(*within));
+            m.insert("steps".into(), steps(body));
+        }
         StepKind::Eventually {
             within,
             every,
