@@ -51,6 +51,63 @@ fn every_shipped_profile_parses() {
 }
 
 #[test]
+fn the_messaging_profiles_parse_and_a_messaging_profile_needs_its_section() {
+    for (name, pattern) in [("pubsub-fanout", "pubsub"), ("queue-work", "queue")] {
+        let p = LoadProfile::load(name, &profiles()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((p.pattern.as_str(), p.mix.len()), (pattern, 0));
+        assert!(
+            p.messaging
+                .is_some_and(|m| m.senders > 0 && m.receivers > 0)
+        );
+    }
+    let err = LoadProfile::parse("name: x\ndescription: d\npattern: queue\n", "p.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("needs messaging: { senders: N, receivers: N }"),
+        "{err}"
+    );
+    let err = LoadProfile::parse(
+        "name: x\ndescription: d\npattern: pubsub\nmessaging: { senders: 1, receivers: 1, drian: 1s }\n",
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("p.yaml:4:") && err.contains("drian"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_queue_run_balances_its_ledger_through_the_proxy_and_direct() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = LoadProfile::load("queue-work", &profiles()).unwrap();
+    let summary = load::run(LoadOptions {
+        baseline_direct: true,
+        rate: Some(400.0),
+        ..options(profile, dir.path())
+    })
+    .await
+    .unwrap();
+    for run in ["proxy", "direct"] {
+        let l = &summary.ledgers[run];
+        assert!(l.sent > 50, "{run}: {l:?}");
+        assert_eq!((l.arrived, l.lost), (l.sent, 0), "{run}: {l:?}");
+    }
+    let ops: Vec<&str> = summary
+        .proxy
+        .operations
+        .iter()
+        .map(|o| o.op.as_str())
+        .collect();
+    assert_eq!(ops, ["ack", "deliver", "enqueue", "work"]);
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    let md = std::fs::read_to_string(dir.path().join("load-summary.md")).unwrap();
+    assert!(md.contains("## Delivery ledger"), "{md}");
+}
+
+#[test]
 fn profile_mistakes_are_located() {
     let err = LoadProfile::parse(
         "name: x\ndescription: d\npattern: keyvalue\nmix:\n  - { op: get, wieght: 1 }\n",
@@ -95,7 +152,7 @@ async fn a_short_run_writes_every_report() {
         .iter()
         .map(|o| o.op.as_str())
         .collect();
-    assert_eq!(ops, ["get", "set", "scan", "cas"]);
+    assert_eq!(ops, ["cas", "get", "scan", "set"]);
     let direct = summary.direct.as_ref().expect("direct baseline ran");
     assert!(direct.calls > 0);
     assert_eq!(summary.added.len(), 5, "overall plus one row per operation");

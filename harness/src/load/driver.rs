@@ -383,7 +383,7 @@ impl Workload {
             },
         };
         let latency = started.elapsed();
-        recorder.record(entry.op, latency, outcome.clone());
+        recorder.record(entry.op.name(), latency, outcome.clone());
         (entry.op, latency, outcome)
     }
 }

@@ -8,6 +8,7 @@
 pub mod driver;
 #[cfg(feature = "goose")]
 pub mod goose_driver;
+pub mod messaging;
 pub mod profile;
 pub mod proxy_process;
 pub mod report;
@@ -142,6 +143,9 @@ pub struct LoadSummary {
     pub driver: String,
     /// Client threads of the lean driver.
     pub client_threads: usize,
+    /// The delivery ledger of a messaging profile, per run (`proxy`, `direct`).
+    #[serde(default)]
+    pub ledgers: BTreeMap<String, messaging::Ledger>,
     /// The profile's thresholds.
     pub thresholds: Thresholds,
     /// Thresholds the run violated, each named.
@@ -239,7 +243,7 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         .map_err(|e| LoadError::Environment(format!("cannot write keys: {e}")))?;
     let config_path = dir.path().join("proxy.yaml");
     let yaml = format!(
-        "server: {{ worker_threads: {} }}\nauth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n  b: {}\nnamespaces:\n  load: {{ pattern: keyvalue, backend: b }}\n",
+        "server: {{ worker_threads: {} }}\nauth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n  b: {}\nnamespaces:\n  load: {{ pattern: {}, backend: b }}\n",
         opts.proxy_threads,
         auth.hs256
             .as_ref()
@@ -253,6 +257,7 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         crate::tokens::ISSUER,
         crate::tokens::AUDIENCE,
         backend_yaml(&backend.config),
+        opts.profile.pattern,
     );
     std::fs::write(&config_path, yaml).map_err(|e| LoadError::Environment(e.to_string()))?;
     let binary = proxy_binary().ok_or_else(|| {
@@ -319,6 +324,9 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         .unwrap_or(Duration::from_secs(10));
     std::fs::create_dir_all(&opts.report_dir)
         .map_err(|e| LoadError::Environment(format!("{}: {e}", opts.report_dir.display())))?;
+    if let Some(load) = &profile.messaging {
+        return run_messaging(&opts, load, duration).await;
+    }
     let mut proxy = start_proxy(&opts).await?;
     let run_id = format!(
         "{:x}",
@@ -383,26 +391,60 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
     };
     drop(proxy.backend.take());
 
+    let usage = Usage {
+        proxy: before.zip(after),
+        driver: (driver_before, driver_after),
+    };
+    finish(
+        &opts,
+        users,
+        plan.threads,
+        proxy_stats,
+        direct,
+        usage,
+        BTreeMap::new(),
+    )
+}
+
+/// CPU and memory readings before and after the measurement.
+struct Usage {
+    proxy: Option<(proxy_process::Usage, proxy_process::Usage)>,
+    driver: (proxy_process::Usage, proxy_process::Usage),
+}
+
+/// The summary of a run, with its threshold check; writes the reports.
+fn finish(
+    opts: &LoadOptions,
+    users: usize,
+    client_threads: usize,
+    proxy_stats: RunStats,
+    direct: Option<RunStats>,
+    usage: Usage,
+    ledgers: BTreeMap<String, messaging::Ledger>,
+) -> Result<LoadSummary, LoadError> {
     let calls = proxy_stats.calls.max(1) as f64;
+    let (driver_before, driver_after) = usage.driver;
     let mut summary = LoadSummary {
-        profile: profile.name.clone(),
+        profile: opts.profile.name.clone(),
         backend: if opts.target.is_some() {
             "target".into()
         } else {
             opts.backend.clone()
         },
         users,
-        rate: opts.rate.or(profile.rate),
+        rate: opts.rate.or(opts.profile.rate),
         added: direct
             .as_ref()
             .map(|d| added(&proxy_stats, d))
             .unwrap_or_default(),
         proxy: proxy_stats,
         direct,
-        proxy_cpu_seconds_per_1000: before
-            .zip(after)
+        proxy_cpu_seconds_per_1000: usage
+            .proxy
             .map(|(b, a)| (a.cpu_seconds - b.cpu_seconds) / calls * 1000.0),
-        proxy_peak_rss_mib: after.map(|a| a.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+        proxy_peak_rss_mib: usage
+            .proxy
+            .map(|(_, a)| a.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
         driver_cpu_seconds_per_1000: (driver_after.cpu_seconds - driver_before.cpu_seconds) / calls
             * 1000.0,
         driver: match opts.driver {
@@ -410,14 +452,120 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
             #[cfg(feature = "goose")]
             DriverKind::Goose(_) => "goose".into(),
         },
-        client_threads: plan.threads,
-        thresholds: profile.thresholds,
+        client_threads,
+        ledgers,
+        thresholds: opts.profile.thresholds,
         violations: Vec::new(),
     };
     summary.violations = report::violations(&summary);
     report::write(&summary, &opts.report_dir)
         .map_err(|e| LoadError::Environment(format!("writing reports: {e}")))?;
     Ok(summary)
+}
+
+/// A messaging profile: senders and receivers through the proxy (one HTTP/2 connection), then,
+/// with `--baseline direct`, the same on the adapter in this process.
+async fn run_messaging(
+    opts: &LoadOptions,
+    load: &messaging::MessagingLoad,
+    duration: Duration,
+) -> Result<LoadSummary, LoadError> {
+    #[cfg(feature = "goose")]
+    if let DriverKind::Goose(_) = opts.driver {
+        return Err(LoadError::Environment(
+            "--driver goose drives KeyValue profiles only; messaging profiles use the lean driver"
+                .into(),
+        ));
+    }
+    let env = |e: &dyn std::fmt::Display| LoadError::Environment(e.to_string());
+    let mut proxy = start_proxy(opts).await?;
+    let name = format!(
+        "load/{:x}/m",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let mut client = prism_proto::client::PrismClient::connect(proxy.url.clone())
+        .await
+        .map_err(|e| env(&e))?;
+    if !proxy.token.is_empty() {
+        client = client.with_token(&proxy.token).map_err(|e| env(&e))?;
+    }
+    let ns = client.namespace(&proxy.namespace);
+    let bus: Arc<dyn messaging::Bus> = match opts.profile.pattern.as_str() {
+        "pubsub" => Arc::new(messaging::GrpcBus::PubSub {
+            client: ns.pubsub(),
+            topic: name.clone(),
+        }),
+        _ => Arc::new(messaging::GrpcBus::Queue {
+            client: ns.queue(),
+            queue: name.clone(),
+            max_in_flight: load.max_in_flight,
+        }),
+    };
+    let rate = opts.rate.or(opts.profile.rate);
+    let before = proxy.usage();
+    let driver_before = usage_of(std::process::id());
+    let bar = progress_bar(opts.progress);
+    let measured = messaging::drive(bus, load, duration, rate, ticker(&bar, "proxy")).await;
+    bar.finish_and_clear();
+    let measured = measured.map_err(LoadError::Environment)?;
+    let after = proxy.usage();
+    let driver_after = usage_of(std::process::id());
+    if let Some(p) = proxy.process.as_mut() {
+        p.stop();
+    }
+    let mut ledgers = BTreeMap::from([("proxy".to_string(), measured.ledger)]);
+    let proxy_stats = measured.recorder.summary("proxy", measured.elapsed);
+    let direct = match (&proxy.backend, opts.baseline_direct) {
+        (Some(b), true) => {
+            let opened = prism_runtime::backends::open("direct", &b.config, Default::default())
+                .await
+                .map_err(|e| env(&e))?;
+            let missing = || {
+                LoadError::Environment(format!(
+                    "backend type {} offers no {}",
+                    opened.kind, opts.profile.pattern
+                ))
+            };
+            let bus: Arc<dyn messaging::Bus> = match opts.profile.pattern.as_str() {
+                "pubsub" => Arc::new(messaging::DirectBus::PubSub {
+                    adapter: opened.pubsub.clone().ok_or_else(missing)?,
+                    ns: "load-direct".into(),
+                    topic: name.clone(),
+                }),
+                _ => Arc::new(messaging::DirectBus::Queue {
+                    adapter: opened.queue.clone().ok_or_else(missing)?,
+                    ns: "load-direct".into(),
+                    queue: name.clone(),
+                }),
+            };
+            let bar = progress_bar(opts.progress);
+            let measured =
+                messaging::drive(bus, load, duration, rate, ticker(&bar, "direct")).await;
+            bar.finish_and_clear();
+            let measured = measured.map_err(LoadError::Environment)?;
+            opened.close().await;
+            ledgers.insert("direct".into(), measured.ledger);
+            Some(measured.recorder.summary("direct", measured.elapsed))
+        }
+        _ => None,
+    };
+    drop(proxy.backend.take());
+    let usage = Usage {
+        proxy: before.zip(after),
+        driver: (driver_before, driver_after),
+    };
+    finish(
+        opts,
+        load.senders + load.receivers,
+        1,
+        proxy_stats,
+        direct,
+        usage,
+        ledgers,
+    )
 }
 
 /// The direct baseline: the profile on the backend's KeyValue adapter opened in this process.

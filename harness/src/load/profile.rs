@@ -35,8 +35,11 @@ pub struct LoadProfile {
     /// Value sizes.
     #[serde(default)]
     pub values: ValueSizes,
-    /// The operation mix.
+    /// The operation mix (KeyValue).
+    #[serde(default)]
     pub mix: Vec<MixEntry>,
+    /// Senders, receivers and payloads (PubSub and Queue).
+    pub messaging: Option<super::messaging::MessagingLoad>,
     /// Optional gates: the run exits 1 naming each one violated.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -248,16 +251,50 @@ impl LoadProfile {
             path: path.to_string(),
             message,
         };
-        if profile.pattern != "keyvalue" {
-            return Err(invalid(format!(
-                "pattern '{}' has no load driver yet (expected keyvalue)",
-                profile.pattern
-            )));
-        }
-        if profile.mix.is_empty() || profile.mix.iter().all(|m| m.weight == 0) {
-            return Err(invalid(
-                "mix needs at least one operation with a weight above 0".into(),
-            ));
+        match (profile.pattern.as_str(), &profile.messaging) {
+            ("keyvalue", None) => {
+                if profile.mix.is_empty() || profile.mix.iter().all(|m| m.weight == 0) {
+                    return Err(invalid(
+                        "mix needs at least one operation with a weight above 0".into(),
+                    ));
+                }
+            }
+            ("keyvalue", Some(_)) => {
+                return Err(invalid(
+                    "messaging: is for pubsub and queue profiles; a keyvalue profile has a mix"
+                        .into(),
+                ));
+            }
+            ("pubsub" | "queue", Some(m)) => {
+                if !profile.mix.is_empty() {
+                    return Err(invalid(format!(
+                        "a {} profile has no mix; its load is messaging: senders and receivers",
+                        profile.pattern
+                    )));
+                }
+                if m.senders == 0 || m.receivers == 0 {
+                    return Err(invalid(
+                        "messaging.senders and messaging.receivers must be at least 1".into(),
+                    ));
+                }
+                if parse_duration(&m.drain).is_none() {
+                    return Err(invalid(format!(
+                        "messaging.drain {:?} is not a duration such as 10s",
+                        m.drain
+                    )));
+                }
+            }
+            ("pubsub" | "queue", None) => {
+                return Err(invalid(format!(
+                    "a {} profile needs messaging: {{ senders: N, receivers: N }}",
+                    profile.pattern
+                )));
+            }
+            (other, _) => {
+                return Err(invalid(format!(
+                    "pattern '{other}' has no load driver (expected keyvalue, pubsub or queue)"
+                )));
+            }
         }
         if profile.users == 0 || profile.hatch_rate == 0 {
             return Err(invalid("users and hatch_rate must be at least 1".into()));

@@ -24,6 +24,14 @@ pub fn violations(s: &LoadSummary) -> Vec<String> {
             None => out.push("added_p99_us: needs --baseline direct".into()),
         }
     }
+    for (run, l) in &s.ledgers {
+        if l.lost > 0 {
+            out.push(format!(
+                "ledger ({run}): {} of {} expected deliveries lost (accepted by the backend, never delivered nor reported dropped)",
+                l.lost, l.expected
+            ));
+        }
+    }
     let failed: u64 = s.proxy.errors.values().sum();
     let rate = failed as f64 / s.proxy.calls.max(1) as f64;
     if let Some(max) = t.error_rate.filter(|m| rate > *m) {
@@ -82,6 +90,16 @@ pub fn markdown(s: &LoadSummary) -> String {
     );
     out.push_str("## Through the proxy\n\n");
     out.push_str(&table(&s.proxy));
+    if !s.ledgers.is_empty() {
+        out.push_str("\n## Delivery ledger\n\nOps: `publish`/`enqueue` are the send calls; `deliver` is send→arrival at a receiver; `ack` is the ack call and `work` enqueue→ack.\n\n| run | sent | expected | arrived | dropped (reported) | lost | duplicates | redeliveries |\n|---|---|---|---|---|---|---|---|\n");
+        for (run, l) in &s.ledgers {
+            let _ = writeln!(
+                out,
+                "| {run} | {} | {} | {} | {} | {} | {} | {} |",
+                l.sent, l.expected, l.arrived, l.dropped, l.lost, l.duplicates, l.redeliveries
+            );
+        }
+    }
     if let Some(d) = &s.direct {
         out.push_str("\n## Direct (adapter in-process, no gRPC)\n\n");
         out.push_str(&table(d));

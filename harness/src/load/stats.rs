@@ -1,7 +1,6 @@
 //! Microsecond HDR histograms per operation, per-second series for the latency-over-time plot, error
 //! counts by status, and the summaries the reports are written from.
 
-use super::profile::LoadOp;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,7 +25,8 @@ struct OpStats {
 /// Collects every call's latency and outcome; shared by all users of a run.
 pub struct Recorder {
     start: Instant,
-    ops: Mutex<BTreeMap<LoadOp, OpStats>>,
+    /// By operation name (`get`, `publish`, `deliver`, …).
+    ops: Mutex<BTreeMap<&'static str, OpStats>>,
     calls: AtomicU64,
     failures: AtomicU64,
 }
@@ -49,7 +49,7 @@ impl Recorder {
     }
 
     /// Records one call.
-    pub fn record(&self, op: LoadOp, latency: Duration, outcome: Result<(), String>) {
+    pub fn record(&self, op: &'static str, latency: Duration, outcome: Result<(), String>) {
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(MAX_US)
             .clamp(1, MAX_US);
@@ -77,7 +77,7 @@ impl Recorder {
 
     /// Counts a call of `op` given up at the end of the run (no answer within the grace period)
     /// as a `DEADLINE_EXCEEDED` failure.
-    pub fn record_abandoned(&self, op: LoadOp) {
+    pub fn record_abandoned(&self, op: &'static str) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.failures.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut ops) = self.ops.lock() {
@@ -142,7 +142,7 @@ impl Recorder {
                 *errors.entry(code.clone()).or_default() += n;
             }
             operations.push(OpSummary {
-                op: op.name().to_string(),
+                op: op.to_string(),
                 ok: all.len(),
                 errors: failed,
                 ops_per_sec: (all.len() + failed) as f64 / secs,

@@ -113,7 +113,7 @@ pub async fn drive(
                                 let outcome = tokio::select! {
                                     (_, _, outcome) = call => outcome,
                                     () = &mut give_up => {
-                                        recorder.record_abandoned(op);
+                                        recorder.record_abandoned(op.name());
                                         break;
                                     }
                                 };
