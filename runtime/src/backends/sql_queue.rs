@@ -233,23 +233,29 @@ mod tests {
         let wakers = Wakers::default();
         let mine = wakers.notify(&wake_key("ns", "q"));
         let other = wakers.notify(&wake_key("ns", "r"));
-        let woken = mine.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        let not_woken = other.notified();
-        tokio::pin!(not_woken);
-        not_woken.as_mut().enable();
-        wakers.wake(&wake_key("ns", "q"));
-        tokio::time::timeout(Duration::from_millis(100), woken)
-            .await
-            .expect("woken");
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), not_woken)
+        {
+            let woken = mine.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let not_woken = other.notified();
+            tokio::pin!(not_woken);
+            not_woken.as_mut().enable();
+            wakers.wake(&wake_key("ns", "q"));
+            tokio::time::timeout(Duration::from_millis(100), woken)
                 .await
-                .is_err()
-        );
+                .expect("woken");
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), not_woken)
+                    .await
+                    .is_err()
+            );
+        }
         drop((mine, other));
         let _kept = wakers.notify("x");
-        assert_eq!(wakers.queues().len(), 1, "queues nobody waits on are forgotten");
+        assert_eq!(
+            wakers.queues().len(),
+            1,
+            "queues nobody waits on are forgotten"
+        );
     }
 }

@@ -112,16 +112,16 @@ impl PubSubAdapter for PgPubSub {
     async fn publish(&self, ns: &str, message: Published) -> StoreResult<()> {
         let channel = channel(ns, &message.topic);
         let encoded = encode(&message);
-        let sent = match inline(ns, &encoded) {
-            Some(note) => {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(&channel)
-                    .bind(note)
-                    .execute(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query(
+        let sent =
+            match inline(ns, &encoded) {
+                Some(note) => {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&channel)
+                        .bind(note)
+                        .execute(&self.pool)
+                        .await
+                }
+                None => sqlx::query(
                     "WITH b AS (INSERT INTO prism_pubsub_bodies (body) VALUES ($3) RETURNING id)
                      SELECT pg_notify($1, 'r ' || $2 || ' ' || b.id) FROM b",
                 )
@@ -129,9 +129,8 @@ impl PubSubAdapter for PgPubSub {
                 .bind(hex_token(ns))
                 .bind(&encoded)
                 .execute(&self.pool)
-                .await
-            }
-        };
+                .await,
+            };
         sent.map(|_| ()).map_err(classify)
     }
 
@@ -140,7 +139,10 @@ impl PubSubAdapter for PgPubSub {
             .await
             .map_err(classify)?;
         listener.eager_reconnect(false);
-        listener.listen(&channel(ns, topic)).await.map_err(classify)?;
+        listener
+            .listen(&channel(ns, topic))
+            .await
+            .map_err(classify)?;
         let state = Listening {
             listener: Some(listener),
             pool: self.pool.clone(),
@@ -193,22 +195,26 @@ impl Listening {
                     }
                 },
                 Some(Note::Body(ns, id)) if ns == self.ns => {
-                    let body: Option<Vec<u8>> =
-                        match sqlx::query_scalar("SELECT body FROM prism_pubsub_bodies WHERE id = $1")
-                            .bind(id)
-                            .fetch_optional(&self.pool)
-                            .await
-                        {
-                            Ok(body) => body,
-                            Err(e) => {
-                                self.listener = None;
-                                return Some(Err(classify(e)));
-                            }
-                        };
+                    let body: Option<Vec<u8>> = match sqlx::query_scalar(
+                        "SELECT body FROM prism_pubsub_bodies WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    {
+                        Ok(body) => body,
+                        Err(e) => {
+                            self.listener = None;
+                            return Some(Err(classify(e)));
+                        }
+                    };
                     match body {
                         Some(body) => body,
                         None => {
-                            tracing::warn!(id, "skipped a message whose body was purged before it was read");
+                            tracing::warn!(
+                                id,
+                                "skipped a message whose body was purged before it was read"
+                            );
                             continue;
                         }
                     }
@@ -222,7 +228,9 @@ impl Listening {
             match decode(&encoded) {
                 Ok(m) if m.topic == self.topic => return Some(Ok(m)),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "skipped a notification that is not a Prism message"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipped a notification that is not a Prism message")
+                }
             }
         }
     }
@@ -238,7 +246,10 @@ mod tests {
         let long = "t".repeat(1000);
         let c = channel("ns", &long);
         assert!(c.len() <= 63, "{c}");
-        assert!(c.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        assert!(
+            c.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
         assert_ne!(channel("a", "b:c"), channel("a:b", "c"));
         assert_ne!(channel("ns", "t"), channel("other", "t"));
     }
@@ -259,7 +270,10 @@ mod tests {
         assert_eq!(ns, hex_token("ns"));
         let bytes = STANDARD.decode(b64).expect("base64");
         assert_eq!(decode(&bytes).expect("decodes"), message);
-        assert!(inline("ns", &[0u8; 6000]).is_none(), "over the NOTIFY limit");
+        assert!(
+            inline("ns", &[0u8; 6000]).is_none(),
+            "over the NOTIFY limit"
+        );
         assert_eq!(parse("r 6e73 17"), Some(Note::Body("6e73", 17)));
         assert_eq!(parse("x 6e73 17"), None);
         assert_eq!(parse("r 6e73 x"), None);

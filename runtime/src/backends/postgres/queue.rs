@@ -30,7 +30,7 @@ use std::time::Duration;
 const WAKE_CHANNEL: &str = "prism_queue_wake";
 
 /// Statements that create the queue tables (run with the store's other migrations).
-pub(super) const MIGRATIONS: [&str; 3] = [
+pub(super) const MIGRATIONS: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS prism_queue_messages (
         ns TEXT NOT NULL,
         queue TEXT NOT NULL,
@@ -57,6 +57,7 @@ pub(super) const MIGRATIONS: [&str; 3] = [
         visible_at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (ns, queue, grp, seq)
     )",
+    "CREATE INDEX IF NOT EXISTS prism_queue_deliveries_seq ON prism_queue_deliveries (ns, queue, seq)",
 ];
 
 /// Queues on PostgreSQL tables.
@@ -176,13 +177,15 @@ impl QueueAdapter for PgQueue {
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         self.listen();
         let woken = self.wakers.notify(&wake_key(ns, queue));
-        let known = sqlx::query("SELECT 1 FROM prism_queue_groups WHERE ns = $1 AND queue = $2 AND grp = $3")
-            .bind(ns)
-            .bind(queue)
-            .bind(group)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+        let known = sqlx::query(
+            "SELECT 1 FROM prism_queue_groups WHERE ns = $1 AND queue = $2 AND grp = $3",
+        )
+        .bind(ns)
+        .bind(queue)
+        .bind(group)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
         if known.is_none() {
             create_group(&self.pool, ns, queue, group).await?;
         }
