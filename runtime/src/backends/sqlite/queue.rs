@@ -85,7 +85,7 @@ struct Enqueue {
     queue: String,
     message: QueuedMessage,
     headers: String,
-    visible_at: i64,
+    delay_ms: i64,
     done: oneshot::Sender<StoreResult<()>>,
 }
 
@@ -134,6 +134,8 @@ async fn write_enqueues(claims: Arc<SqliteClaims>, mut rx: mpsc::UnboundedReceiv
 
 async fn insert_all(pool: &SqlitePool, batch: &[Enqueue]) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(classify)?;
+    // The delay counts from the write, not from the wait for the writer.
+    let now = now_ms();
     for e in batch {
         sqlx::query(
             "INSERT INTO prism_queue_messages
@@ -146,7 +148,7 @@ async fn insert_all(pool: &SqlitePool, batch: &[Enqueue]) -> StoreResult<()> {
         .bind(e.message.payload.as_ref())
         .bind(&e.headers)
         .bind(e.message.enqueued_at_ms)
-        .bind(e.visible_at)
+        .bind(now.saturating_add(e.delay_ms))
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
@@ -220,7 +222,7 @@ impl QueueAdapter for SqliteQueue {
             queue: queue.to_string(),
             headers: headers_json(&message.headers)?,
             message,
-            visible_at: now_ms().saturating_add(millis(delay)),
+            delay_ms: millis(delay),
             done,
         };
         let gone = || StoreError::Unavailable("the sqlite enqueue writer ended".into());
