@@ -265,6 +265,7 @@ fn networked_config(name: &str, url: &str) -> BackendConfig {
             url,
             pool: PoolConfig::default(),
             purge_interval_secs: 30,
+            claim_idle_secs: 600,
         }),
     }
 }
@@ -331,6 +332,7 @@ pub async fn provision(
                     _ => BackendConfig::Sqlite(SqliteConfig {
                         path: dir.join(format!("{name}.db")).display().to_string(),
                         readers: 4,
+                        claim_idle_secs: 600,
                     }),
                 };
                 let method = match name {

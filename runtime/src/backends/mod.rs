@@ -9,6 +9,7 @@ pub mod memstore;
 pub mod nats;
 pub mod postgres;
 pub mod redis;
+pub mod sql_queue;
 pub mod sqlite;
 
 use crate::patterns::Pattern;
@@ -54,7 +55,8 @@ impl BackendConfig {
             BackendConfig::Memstore(_) | BackendConfig::Redis(_) => {
                 &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue]
             }
-            BackendConfig::Sqlite(_) | BackendConfig::Postgres(_) => &[Pattern::Keyvalue],
+            BackendConfig::Sqlite(_) => &[Pattern::Keyvalue, Pattern::Queue],
+            BackendConfig::Postgres(_) => &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue],
             BackendConfig::Nats(_) => &[Pattern::Pubsub, Pattern::Queue],
         }
     }
@@ -216,6 +218,7 @@ pub async fn open(
             let shared = Arc::new(store);
             let mut backend =
                 Backend::new(kind, health(shared.clone()), Closer::Sqlite(shared.clone()));
+            backend.queue = Some(Arc::new(shared.queue()));
             backend.keyvalue = Some(shared);
             Ok(backend)
         }
@@ -248,6 +251,8 @@ pub async fn open(
                 health(shared.clone()),
                 Closer::Postgres(shared.clone()),
             );
+            backend.queue = Some(Arc::new(shared.queue()));
+            backend.pubsub = Some(Arc::new(shared.pubsub()));
             backend.keyvalue = Some(shared);
             Ok(backend)
         }

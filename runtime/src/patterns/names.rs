@@ -2,6 +2,7 @@
 //! payload sizes (each refusal names the field and the limit), and message ids.
 
 use crate::limits::Limits;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,21 @@ pub fn check_name(field: &str, value: &str, limits: &Limits) -> Result<(), Statu
 /// keeps two different names apart wherever it stands.
 pub fn hex_token(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A short stable name for `parts` (32 hex digits of a SHA-256 over each part and its length, so
+/// no two different lists of parts collide by shifting bytes between them): for backends whose
+/// names have a length limit (JetStream streams and consumers, PostgreSQL channels).
+pub fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.len().to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Header name prefixes applications may not use: a backend gives some of them meaning (NATS

@@ -15,7 +15,6 @@ use super::{Backend, Closer};
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,18 +57,7 @@ fn default_connect_ms() -> u64 {
 /// A token for `name` in a subject: its bytes in hex (never `.`, `*`, `>` or whitespace).
 pub(crate) use crate::patterns::names::hex_token as token;
 
-/// A short stable name (JetStream stream and consumer names have a length limit).
-pub(crate) fn digest(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.len().to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub(crate) use crate::patterns::names::digest;
 
 /// A NATS error that means the server could not be reached or did not answer (JetStream's refusals
 /// are mapped apart, in `queue.rs`).

@@ -1,4 +1,5 @@
-//! `postgres`: KeyValue on PostgreSQL (sqlx runtime queries, pooled) with every capability.
+//! `postgres`: KeyValue (every capability), Queue and PubSub on PostgreSQL (sqlx runtime queries,
+//! pooled).
 //!
 //! One table, `prism_kv (ns, key COLLATE "C", value, version, expires_at)`, primary key `(ns, key)`:
 //! namespaces are isolated by the `ns` column, and the "C" collation makes key order byte order. The
@@ -7,9 +8,16 @@
 //! filters `expires_at > now()`, so expired rows are invisible at once; a background task deletes them
 //! in bounded batches. Conditional writes are single statements (atomic).
 //!
-//! This file holds the config, the connection and the helpers; `keyvalue.rs` the KeyValue adapter.
+//! This file holds the config, the connection and the helpers; `keyvalue.rs` the KeyValue adapter,
+//! `queue.rs` the Queue adapter and `pubsub.rs` the PubSub adapter. Connections that `LISTEN`
+//! (each subscription's, and one per proxy for queue wake-ups) come from a pool of their own.
 
 mod keyvalue;
+mod pubsub;
+mod queue;
+
+pub use pubsub::PgPubSub;
+pub use queue::PgQueue;
 
 use crate::patterns::keyvalue::keys::prefix_end;
 use crate::patterns::keyvalue::store::{
@@ -21,7 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,10 +46,18 @@ pub struct PostgresConfig {
     /// Seconds between purges of expired rows (default 30); each purge deletes at most 1,000.
     #[serde(default = "default_purge_secs")]
     pub purge_interval_secs: u64,
+    /// Seconds after which a queue delivery taken but neither acked nor returned (its proxy
+    /// crashed) may be taken again (default 600).
+    #[serde(default = "default_claim_idle_secs")]
+    pub claim_idle_secs: u64,
 }
 
 fn default_purge_secs() -> u64 {
     30
+}
+
+fn default_claim_idle_secs() -> u64 {
+    600
 }
 
 /// Pool settings.
@@ -57,6 +73,10 @@ pub struct PoolConfig {
     /// How long a call waits for a connection before UNAVAILABLE, in milliseconds (default 5000).
     #[serde(default = "default_acquire_ms")]
     pub acquire_timeout_ms: u64,
+    /// Most connections held by `LISTEN`: one per PubSub subscription, one for queue wake-ups
+    /// (default 64).
+    #[serde(default = "default_listeners")]
+    pub listeners: u32,
 }
 
 impl Default for PoolConfig {
@@ -65,8 +85,13 @@ impl Default for PoolConfig {
             max: default_max(),
             min: 0,
             acquire_timeout_ms: default_acquire_ms(),
+            listeners: default_listeners(),
         }
     }
+}
+
+fn default_listeners() -> u32 {
+    64
 }
 
 fn default_max() -> u32 {
@@ -76,7 +101,7 @@ fn default_acquire_ms() -> u64 {
     5000
 }
 
-const MIGRATIONS: [&str; 3] = [
+const KV_MIGRATIONS: [&str; 3] = [
     "CREATE SEQUENCE IF NOT EXISTS prism_kv_version",
     r#"CREATE TABLE IF NOT EXISTS prism_kv (
         ns TEXT NOT NULL,
@@ -88,6 +113,14 @@ const MIGRATIONS: [&str; 3] = [
     )"#,
     "CREATE INDEX IF NOT EXISTS prism_kv_expires ON prism_kv (expires_at) WHERE expires_at IS NOT NULL",
 ];
+/// Every schema statement: KeyValue, Queue, PubSub.
+fn migrations() -> impl Iterator<Item = &'static str> {
+    KV_MIGRATIONS
+        .into_iter()
+        .chain(queue::MIGRATIONS)
+        .chain(pubsub::MIGRATIONS)
+}
+
 /// Arbitrary constant identifying Prism's schema lock.
 const MIGRATION_LOCK: i64 = 0x0050_5249_534d_4b56;
 
@@ -99,8 +132,10 @@ const PURGE_BATCH: i64 = 1000;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    listen_pool: PgPool,
     options: PgConnectOptions,
     purge_every: Duration,
+    claim_idle: Duration,
 }
 
 fn classify(e: sqlx::Error) -> StoreError {
@@ -172,10 +207,18 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
             .connect_with(options.clone())
             .await?;
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(config.pool.listeners.max(2))
+            .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options.clone());
         let store = Self {
             pool,
+            listen_pool,
             options,
             purge_every: Duration::from_secs(config.purge_interval_secs.max(1)),
+            claim_idle: Duration::from_secs(config.claim_idle_secs.max(1)),
         };
         store.migrate().await?;
         Ok(store)
@@ -187,13 +230,14 @@ impl PostgresStore {
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
             .await?;
-        for statement in MIGRATIONS {
+        for statement in migrations() {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
 
-    /// Starts the bounded background purge of expired rows; it ends when the pool closes.
+    /// Starts the bounded background purge of expired rows (and of PubSub bodies older than their
+    /// retention); it ends when the pool closes.
     /// If the database lost Prism's schema (e.g. it was recreated), the purge notices and recreates it,
     /// so calls recover from UNAVAILABLE within one purge interval.
     pub fn spawn_purger(&self) {
@@ -222,12 +266,32 @@ impl PostgresStore {
                     Err(e) => tracing::debug!(error = %e, "postgres purge of expired rows failed"),
                     Ok(_) => {}
                 }
+                let bodies = sqlx::query(
+                    "DELETE FROM prism_pubsub_bodies WHERE created_at < clock_timestamp() - $1::BIGINT * INTERVAL '1 second'",
+                )
+                .bind(i64::try_from(pubsub::BODY_RETENTION.as_secs()).unwrap_or(i64::MAX))
+                .execute(&pool)
+                .await;
+                if let Err(e) = bodies {
+                    tracing::debug!(error = %e, "postgres purge of old pubsub bodies failed");
+                }
             }
         });
     }
 
-    /// Closes the pool.
+    /// The Queue adapter on this database.
+    pub fn queue(&self) -> PgQueue {
+        PgQueue::new(self, self.claim_idle)
+    }
+
+    /// The PubSub adapter on this database.
+    pub fn pubsub(&self) -> PgPubSub {
+        PgPubSub::new(self)
+    }
+
+    /// Closes the pools (ending subscriptions and the queue listener).
     pub async fn close(&self) {
+        self.listen_pool.close().await;
         self.pool.close().await;
     }
 }

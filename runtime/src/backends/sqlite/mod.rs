@@ -1,4 +1,4 @@
-//! `sqlite`: a KeyValue backend on an SQLite file (or `:memory:`) through sqlx, with every capability.
+//! `sqlite`: KeyValue (every capability) and Queue on an SQLite file (or `:memory:`) through sqlx.
 //!
 //! One table holds every namespace (`ns`, `key` primary key, `WITHOUT ROWID` so scans walk key order).
 //! Writes go through a single-connection pool (SQLite has one writer anyway), so read-modify-write
@@ -6,9 +6,14 @@
 //! one-row sequence bumped in the same transaction as the write. Expired rows are filtered out of every
 //! read by `expires_at`, and a background task purges them in bounded batches.
 //!
-//! This file holds the config, the connection and the helpers; `keyvalue.rs` the KeyValue adapter.
+//! This file holds the config, the connection and the helpers; `keyvalue.rs` the KeyValue adapter,
+//! `queue.rs` the Queue adapter. PubSub is not offered: SQLite cannot tell other processes that a
+//! message was published.
 
 mod keyvalue;
+mod queue;
+
+pub use queue::SqliteQueue;
 
 use crate::patterns::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
@@ -32,10 +37,18 @@ pub struct SqliteConfig {
     /// Reader connections for a file database (default 4; `:memory:` always uses one connection).
     #[serde(default = "default_readers")]
     pub readers: u32,
+    /// Seconds after which a queue delivery taken but neither acked nor returned (its proxy
+    /// crashed) may be taken again (default 600).
+    #[serde(default = "default_claim_idle_secs")]
+    pub claim_idle_secs: u64,
 }
 
 fn default_readers() -> u32 {
     4
+}
+
+fn default_claim_idle_secs() -> u64 {
+    600
 }
 
 const SCHEMA: [&str; 3] = [
@@ -63,6 +76,9 @@ const PURGE_BATCH: i64 = 1000;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// Whether the database is a file (it outlives the process).
+    durable: bool,
+    claim_idle: Duration,
 }
 
 fn classify(e: sqlx::Error) -> StoreError {
@@ -80,6 +96,10 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
         .as_millis();
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn claim_idle(config: &SqliteConfig) -> Duration {
+    Duration::from_secs(config.claim_idle_secs.max(1))
 }
 
 fn expiry(now: i64, ttl: Option<Duration>) -> Option<i64> {
@@ -109,6 +129,8 @@ impl SqliteStore {
             let store = Self {
                 write: pool.clone(),
                 read: pool,
+                durable: false,
+                claim_idle: claim_idle(config),
             };
             store.migrate().await?;
             return Ok(store);
@@ -132,13 +154,15 @@ impl SqliteStore {
                 .connect_with(options.read_only(true))
                 .await?,
             write,
+            durable: true,
+            claim_idle: claim_idle(config),
         };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), sqlx::Error> {
-        for statement in SCHEMA {
+        for statement in SCHEMA.into_iter().chain(queue::SCHEMA) {
             sqlx::query(statement).execute(&self.write).await?;
         }
         Ok(())
@@ -164,6 +188,11 @@ impl SqliteStore {
                 }
             }
         });
+    }
+
+    /// The Queue adapter on this database.
+    pub fn queue(&self) -> SqliteQueue {
+        SqliteQueue::new(self, self.claim_idle)
     }
 
     /// Closes both pools.

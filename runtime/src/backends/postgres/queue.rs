@@ -1,0 +1,387 @@
+//! PostgreSQL's Queue adapter ([`sql_queue`](crate::backends::sql_queue) describes the shape).
+//! Tables, every key led by the namespace:
+//! - `prism_queue_messages (ns, queue, seq, …)` — the messages held, with the time they first
+//!   become due (for groups created later);
+//! - `prism_queue_groups (ns, queue, grp)` — the groups that exist;
+//! - `prism_queue_deliveries (ns, queue, grp, seq, attempts, visible_at)` — one row per group and
+//!   message not yet acked by that group. A message goes once every group has acked it.
+//!
+//! An enqueue is one statement (message, a delivery row per group, `NOTIFY`) committed before it
+//! returns. A new group locks the messages table against writes while it copies every message
+//! held, so no enqueue or ack falls between. A claim takes the group's first due row with
+//! `FOR UPDATE SKIP LOCKED`, raises its attempts and sets `visible_at` `claim_idle_secs` ahead: a
+//! crashed proxy's claims come back then. Every enqueue and return sends `NOTIFY` on one channel
+//! with the queue's key; one listener connection per proxy wakes its consumers of that queue.
+
+use super::{PgListener, PgPool, PostgresStore, classify};
+use crate::backends::error::StoreResult;
+use crate::backends::sql_queue::{
+    self, Claims, GroupRef, Taking, Wakers, headers_json, parse_receipt, wake_key,
+};
+use crate::patterns::capability::Capability;
+use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use crate::patterns::queue::fetcher;
+use async_trait::async_trait;
+use sqlx::Row;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// The channel enqueues and returns notify, with the queue's [`wake_key`] as payload.
+const WAKE_CHANNEL: &str = "prism_queue_wake";
+
+/// Statements that create the queue tables (run with the store's other migrations).
+pub(super) const MIGRATIONS: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS prism_queue_messages (
+        ns TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        message_id TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        headers TEXT NOT NULL,
+        enqueued_at_ms BIGINT NOT NULL,
+        visible_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (ns, queue, seq)
+    )",
+    "CREATE TABLE IF NOT EXISTS prism_queue_groups (
+        ns TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        PRIMARY KEY (ns, queue, grp)
+    )",
+    "CREATE TABLE IF NOT EXISTS prism_queue_deliveries (
+        ns TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        visible_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (ns, queue, grp, seq)
+    )",
+    "CREATE INDEX IF NOT EXISTS prism_queue_deliveries_seq ON prism_queue_deliveries (ns, queue, seq)",
+];
+
+/// Queues on PostgreSQL tables.
+#[derive(Debug)]
+pub struct PgQueue {
+    pool: PgPool,
+    listen_pool: PgPool,
+    wakers: Arc<Wakers>,
+    listening: Once,
+    lease_ms: i64,
+}
+
+impl PgQueue {
+    /// Queues in `store`'s database; claims are leased for `claim_idle`.
+    pub(super) fn new(store: &PostgresStore, claim_idle: Duration) -> Self {
+        Self {
+            pool: store.pool.clone(),
+            listen_pool: store.listen_pool.clone(),
+            wakers: Arc::default(),
+            listening: Once::new(),
+            lease_ms: i64::try_from(claim_idle.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Starts (once) the task that turns notifications into wake-ups; it ends with the pool.
+    fn listen(&self) {
+        self.listening.call_once(|| {
+            tokio::spawn(wake_on_notify(
+                self.listen_pool.clone(),
+                self.wakers.clone(),
+            ));
+        });
+    }
+}
+
+/// Listens on [`WAKE_CHANNEL`] and wakes the queue each notification names; after a lost
+/// connection, wakes every consumer (notifications may have been missed) and listens again.
+async fn wake_on_notify(pool: PgPool, wakers: Arc<Wakers>) {
+    while !pool.is_closed() {
+        let listener = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.eager_reconnect(false);
+            l.listen(WAKE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match listener.await {
+            Ok(mut listener) => {
+                wakers.wake_all();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) => wakers.wake(n.payload()),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "postgres queue listener lost");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "postgres queue listener could not start"),
+        }
+        wakers.wake_all();
+        tokio::time::sleep(sql_queue::MAX_WAIT).await;
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl QueueAdapter for PgQueue {
+    fn capabilities(&self) -> Vec<Capability> {
+        sql_queue::capabilities(true)
+    }
+
+    async fn enqueue(
+        &self,
+        ns: &str,
+        queue: &str,
+        message: QueuedMessage,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "WITH m AS (
+                INSERT INTO prism_queue_messages
+                    (ns, queue, message_id, payload, headers, enqueued_at_ms, visible_at)
+                VALUES ($1, $2, $3, $4, $5, $6,
+                        clock_timestamp() + $7::BIGINT * INTERVAL '1 millisecond')
+                RETURNING seq, visible_at),
+             d AS (
+                INSERT INTO prism_queue_deliveries (ns, queue, grp, seq, visible_at)
+                SELECT $1, $2, g.grp, m.seq, m.visible_at
+                FROM prism_queue_groups g CROSS JOIN m WHERE g.ns = $1 AND g.queue = $2)
+             SELECT pg_notify($8, $9)",
+        )
+        .bind(ns)
+        .bind(queue)
+        .bind(&message.message_id)
+        .bind(message.payload.as_ref())
+        .bind(headers_json(&message.headers)?)
+        .bind(message.enqueued_at_ms)
+        .bind(millis(delay))
+        .bind(WAKE_CHANNEL)
+        .bind(wake_key(ns, queue))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        ns: &str,
+        queue: &str,
+        group: &str,
+    ) -> StoreResult<Box<dyn QueueConsumer>> {
+        self.listen();
+        let woken = self.wakers.notify(&wake_key(ns, queue));
+        let known = sqlx::query(
+            "SELECT 1 FROM prism_queue_groups WHERE ns = $1 AND queue = $2 AND grp = $3",
+        )
+        .bind(ns)
+        .bind(queue)
+        .bind(group)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        if known.is_none() {
+            create_group(&self.pool, ns, queue, group).await?;
+        }
+        let group = GroupRef {
+            ns: ns.to_string(),
+            queue: queue.to_string(),
+            group: group.to_string(),
+        };
+        let claims = Arc::new(PgClaims {
+            pool: self.pool.clone(),
+            lease_ms: self.lease_ms,
+        });
+        Ok(fetcher::consumer(Taking::new(claims, group, woken)))
+    }
+
+    async fn ack(&self, ns: &str, queue: &str, group: &str, receipt: &str) -> StoreResult<()> {
+        let (seq, attempt) = parse_receipt(receipt)?;
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Deletes the group's row and locks the message, so of two groups acking at once the
+        // later one sees the other's row gone and deletes the message.
+        let held = sqlx::query(
+            "WITH d AS (
+                DELETE FROM prism_queue_deliveries
+                WHERE ns = $1 AND queue = $2 AND grp = $3 AND seq = $4 AND attempts = $5
+                RETURNING seq)
+             SELECT m.seq FROM prism_queue_messages m JOIN d ON m.seq = d.seq
+             WHERE m.ns = $1 AND m.queue = $2 FOR UPDATE OF m",
+        )
+        .bind(ns)
+        .bind(queue)
+        .bind(group)
+        .bind(seq)
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if held.is_some() {
+            sqlx::query(
+                "DELETE FROM prism_queue_messages m
+                 WHERE m.ns = $1 AND m.queue = $2 AND m.seq = $3 AND NOT EXISTS (
+                    SELECT 1 FROM prism_queue_deliveries d
+                    WHERE d.ns = $1 AND d.queue = $2 AND d.seq = $3)",
+            )
+            .bind(ns)
+            .bind(queue)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn nack(
+        &self,
+        ns: &str,
+        queue: &str,
+        group: &str,
+        receipt: &str,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let (seq, attempt) = parse_receipt(receipt)?;
+        sqlx::query(
+            "WITH r AS (
+                UPDATE prism_queue_deliveries
+                SET visible_at = clock_timestamp() + $6::BIGINT * INTERVAL '1 millisecond'
+                WHERE ns = $1 AND queue = $2 AND grp = $3 AND seq = $4 AND attempts = $5
+                RETURNING seq)
+             SELECT pg_notify($7, $8) FROM r",
+        )
+        .bind(ns)
+        .bind(queue)
+        .bind(group)
+        .bind(seq)
+        .bind(attempt)
+        .bind(millis(delay))
+        .bind(WAKE_CHANNEL)
+        .bind(wake_key(ns, queue))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+}
+
+/// Creates `group` with a delivery row for every message held. The table lock waits for
+/// enqueues and acks in flight and holds new ones back until the copy is committed.
+async fn create_group(pool: &PgPool, ns: &str, queue: &str, group: &str) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    sqlx::query("LOCK TABLE prism_queue_messages IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    let created = sqlx::query(
+        "INSERT INTO prism_queue_groups (ns, queue, grp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(ns)
+    .bind(queue)
+    .bind(group)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    if created.rows_affected() > 0 {
+        sqlx::query(
+            "INSERT INTO prism_queue_deliveries (ns, queue, grp, seq, visible_at)
+             SELECT ns, queue, $3, seq, visible_at FROM prism_queue_messages
+             WHERE ns = $1 AND queue = $2",
+        )
+        .bind(ns)
+        .bind(queue)
+        .bind(group)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    }
+    tx.commit().await.map_err(classify)
+}
+
+/// The claims of one consumer.
+struct PgClaims {
+    pool: PgPool,
+    lease_ms: i64,
+}
+
+#[async_trait]
+impl Claims for PgClaims {
+    async fn claim(&self, g: &GroupRef) -> StoreResult<Result<Received, Option<Duration>>> {
+        let row = sqlx::query(
+            "WITH next AS (
+                SELECT d.seq FROM prism_queue_deliveries d
+                JOIN prism_queue_messages m ON m.ns = d.ns AND m.queue = d.queue AND m.seq = d.seq
+                WHERE d.ns = $1 AND d.queue = $2 AND d.grp = $3 AND d.visible_at <= clock_timestamp()
+                ORDER BY d.seq LIMIT 1
+                FOR UPDATE OF d SKIP LOCKED)
+             UPDATE prism_queue_deliveries d
+             SET attempts = d.attempts + 1,
+                 visible_at = clock_timestamp() + $4::BIGINT * INTERVAL '1 millisecond'
+             FROM next, prism_queue_messages m
+             WHERE d.ns = $1 AND d.queue = $2 AND d.grp = $3 AND d.seq = next.seq
+               AND m.ns = $1 AND m.queue = $2 AND m.seq = next.seq
+             RETURNING d.seq, d.attempts, m.message_id, m.payload, m.headers, m.enqueued_at_ms",
+        )
+        .bind(&g.ns)
+        .bind(&g.queue)
+        .bind(&g.group)
+        .bind(self.lease_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        if let Some(r) = row {
+            let headers: String = r.get("headers");
+            return sql_queue::received(
+                r.get("seq"),
+                r.get("attempts"),
+                r.get("message_id"),
+                r.get("payload"),
+                &headers,
+                r.get("enqueued_at_ms"),
+            )
+            .map(Ok);
+        }
+        // Rows a concurrent claim took or locked are skipped above; what is due now is tried
+        // again at once.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT GREATEST(0, CEIL(EXTRACT(EPOCH FROM (MIN(visible_at) - clock_timestamp())) * 1000))::BIGINT
+             FROM prism_queue_deliveries WHERE ns = $1 AND queue = $2 AND grp = $3",
+        )
+        .bind(&g.ns)
+        .bind(&g.queue)
+        .bind(&g.group)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(Err(sql_queue::due_in(due)))
+    }
+
+    async fn unclaim(&self, g: &GroupRef, receipt: &str) -> StoreResult<()> {
+        let (seq, attempt) = parse_receipt(receipt)?;
+        sqlx::query(
+            "WITH r AS (
+                UPDATE prism_queue_deliveries
+                SET attempts = attempts - 1, visible_at = clock_timestamp()
+                WHERE ns = $1 AND queue = $2 AND grp = $3 AND seq = $4 AND attempts = $5
+                RETURNING seq)
+             SELECT pg_notify($6, $7) FROM r",
+        )
+        .bind(&g.ns)
+        .bind(&g.queue)
+        .bind(&g.group)
+        .bind(seq)
+        .bind(attempt)
+        .bind(WAKE_CHANNEL)
+        .bind(wake_key(&g.ns, &g.queue))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+}
