@@ -70,8 +70,8 @@ fi
 log "doc tests"
 cargo test --workspace --doc --quiet
 
-log "prism-conform run on memstore, sqlite, redis, postgres, nats → reports/"
-cargo run --quiet --bin prism-conform -- run --report-dir reports \
+log "prism-conform run on memstore, sqlite, redis, postgres, nats → reports/ (faults included)"
+cargo run --quiet --bin prism-conform -- run --report-dir reports --timeout 400 \
     --backend memstore --backend sqlite --backend redis --backend postgres --backend nats
 
 log "Python gRPC interop client (ci/interop) → prism-proxy"

@@ -476,7 +476,7 @@ fn a_namespace_whose_backend_lacks_its_pattern_or_disables_another_patterns_capa
     let e = ProxyConfig::parse(yaml, Path::new("p.yaml"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("p.yaml:7:14: namespace 'feed' serves the pubsub pattern, which backend 's' (type sqlite) does not offer (it offers: keyvalue)"), "{e}");
+    assert!(e.contains("p.yaml:7:14: namespace 'feed' serves the pubsub pattern, which backend 's' (type sqlite) does not offer (it offers: keyvalue, queue)"), "{e}");
     assert!(e.contains("p.yaml:12:28: namespace 'jobs' disables keyvalue.ttl, a capability of the keyvalue pattern"), "{e}");
 }
 

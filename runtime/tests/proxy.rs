@@ -159,7 +159,8 @@ async fn admin_lists_namespaces_and_capabilities() {
             "keyvalue.ttl",
             "keyvalue.scan",
             "keyvalue.batch",
-            "keyvalue.cas"
+            "keyvalue.cas",
+            "keyvalue.durable"
         ]
     );
     let limits = caps.limits.unwrap();
