@@ -495,7 +495,7 @@ fn balanced(counts: &Counts, queue: bool) -> bool {
 }
 
 fn ledger(counts: &Counts, queue: bool) -> Ledger {
-    let sent = counts.sent.lock().expect("sent lock").clone();
+    let sent = counts.sent.lock().expect("sent lock");
     let mut arrived = 0u64;
     for a in &counts.arrived {
         let a = a.lock().expect("arrived lock");

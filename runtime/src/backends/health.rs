@@ -193,13 +193,9 @@ impl Health {
         }
     }
 
-    /// Marks the backend down for an outage seen outside a call (a stream that lost its
-    /// connection): calls fail fast and the reconnect loop pings it until it answers.
-    pub fn report_unavailable(self: &Arc<Self>, reason: String) {
-        self.mark_down(reason);
-    }
-
-    fn mark_down(self: &Arc<Self>, reason: String) {
+    /// Marks the backend down (a call, or a stream that lost its connection, found it
+    /// unavailable): calls fail fast and the reconnect loop pings it until it answers.
+    pub fn mark_down(self: &Arc<Self>, reason: String) {
         self.note_down(reason);
         self.check_soon();
     }

@@ -7,7 +7,6 @@
 //! PostgreSQL, by `NOTIFY` from other proxies), and look again at least every [`MAX_WAIT`].
 
 use crate::backends::error::{StoreError, StoreResult};
-use crate::patterns::capability::Capability;
 use crate::patterns::names::hex_token;
 use crate::patterns::queue::adapter::{QueuedMessage, Received};
 use crate::patterns::queue::fetcher::Take;
@@ -20,22 +19,6 @@ use tokio::sync::Notify;
 /// Longest a consumer waits before looking again (for deliveries that became due, or wake-ups
 /// that were missed).
 pub const MAX_WAIT: Duration = Duration::from_millis(500);
-
-/// The capabilities of a SQL queue; `queue.durable` only when the database outlives the process.
-pub fn capabilities(durable: bool) -> Vec<Capability> {
-    let mut declared = vec![
-        Capability::QueueBasic,
-        Capability::QueueRedelivery,
-        Capability::QueueGroups,
-        Capability::QueueDeadLetter,
-        Capability::QueueDelay,
-        Capability::QueueOrdered,
-    ];
-    if durable {
-        declared.push(Capability::QueueDurable);
-    }
-    declared
-}
 
 /// One group of one queue in one namespace.
 #[derive(Clone, Debug)]

@@ -39,7 +39,7 @@ pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
 /// connection.
 pub fn stream_status(route: &NamespaceRoute, e: StoreError) -> Status {
     if let StoreError::Unavailable(cause) = &e {
-        route.backend.health.report_unavailable(cause.to_string());
+        route.backend.health.mark_down(cause.to_string());
     }
     status(route, e)
 }

@@ -6,7 +6,9 @@
 
 use crate::backends::error::{StoreError, StoreResult};
 use crate::patterns::capability::Capability;
-use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use crate::patterns::queue::adapter::{
+    QueueAdapter, QueueConsumer, QueuedMessage, Received, every_capability,
+};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -133,14 +135,7 @@ fn seq_of(receipt: &str) -> StoreResult<u64> {
 #[async_trait]
 impl QueueAdapter for MemQueue {
     fn capabilities(&self) -> Vec<Capability> {
-        vec![
-            Capability::QueueBasic,
-            Capability::QueueRedelivery,
-            Capability::QueueGroups,
-            Capability::QueueDeadLetter,
-            Capability::QueueDelay,
-            Capability::QueueOrdered,
-        ]
+        every_capability(false)
     }
 
     async fn enqueue(

@@ -16,8 +16,6 @@ use crate::patterns::pubsub::adapter::{PubSubAdapter, Published, Subscription};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use prism_proto::pubsub::v1 as pb;
-use prost::Message as _;
 use std::time::Duration;
 
 /// The largest `NOTIFY` payload PostgreSQL accepts is 7999 bytes.
@@ -58,29 +56,6 @@ fn channel(ns: &str, topic: &str) -> String {
     format!("prism_ps_{}", digest(&[ns, topic]))
 }
 
-fn encode(message: &Published) -> Vec<u8> {
-    pb::Message {
-        topic: message.topic.clone(),
-        payload: message.payload.clone(),
-        headers: message.headers.clone(),
-        message_id: message.message_id.clone(),
-        published_at_ms: message.published_at_ms,
-        dropped: 0,
-    }
-    .encode_to_vec()
-}
-
-fn decode(bytes: &[u8]) -> Result<Published, prost::DecodeError> {
-    let m = pb::Message::decode(bytes)?;
-    Ok(Published {
-        topic: m.topic,
-        payload: m.payload,
-        headers: m.headers,
-        message_id: m.message_id,
-        published_at_ms: m.published_at_ms,
-    })
-}
-
 /// What a notification carries: `i <ns hex> <base64 message>` or `r <ns hex> <body id>`.
 #[derive(Debug, PartialEq, Eq)]
 enum Note<'a> {
@@ -111,7 +86,7 @@ impl PubSubAdapter for PgPubSub {
 
     async fn publish(&self, ns: &str, message: Published) -> StoreResult<()> {
         let channel = channel(ns, &message.topic);
-        let encoded = encode(&message);
+        let encoded = message.encode();
         let sent =
             match inline(ns, &encoded) {
                 Some(note) => {
@@ -225,7 +200,7 @@ impl Listening {
                     continue;
                 }
             };
-            match decode(&encoded) {
+            match Published::decode(&encoded) {
                 Ok(m) if m.topic == self.topic => return Some(Ok(m)),
                 Ok(_) => {}
                 Err(e) => {
@@ -263,13 +238,13 @@ mod tests {
             message_id: "id".into(),
             published_at_ms: 42,
         };
-        let note = inline("ns", &encode(&message)).expect("fits");
+        let note = inline("ns", &message.encode()).expect("fits");
         let Some(Note::Inline(ns, b64)) = parse(&note) else {
             panic!("an inline note: {note}");
         };
         assert_eq!(ns, hex_token("ns"));
         let bytes = STANDARD.decode(b64).expect("base64");
-        assert_eq!(decode(&bytes).expect("decodes"), message);
+        assert_eq!(Published::decode(&bytes).expect("decodes"), message);
         assert!(
             inline("ns", &[0u8; 6000]).is_none(),
             "over the NOTIFY limit"

@@ -19,7 +19,9 @@ use crate::backends::sql_queue::{
     self, Claims, GroupRef, Taking, Wakers, headers_json, parse_receipt, wake_key,
 };
 use crate::patterns::capability::Capability;
-use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use crate::patterns::queue::adapter::{
+    QueueAdapter, QueueConsumer, QueuedMessage, Received, every_capability,
+};
 use crate::patterns::queue::fetcher;
 use async_trait::async_trait;
 use sqlx::Row;
@@ -131,7 +133,7 @@ fn millis(d: Duration) -> i64 {
 #[async_trait]
 impl QueueAdapter for PgQueue {
     fn capabilities(&self) -> Vec<Capability> {
-        sql_queue::capabilities(true)
+        every_capability(true)
     }
 
     async fn enqueue(

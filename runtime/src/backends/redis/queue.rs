@@ -18,7 +18,9 @@ use super::{Connection, bad_reply, classify};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{hex_token, now_ms};
-use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use crate::patterns::queue::adapter::{
+    QueueAdapter, QueueConsumer, QueuedMessage, Received, every_capability,
+};
 use crate::patterns::queue::fetcher::{self, Take};
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -205,14 +207,7 @@ async fn create_group(
 #[async_trait]
 impl QueueAdapter for RedisQueue {
     fn capabilities(&self) -> Vec<Capability> {
-        vec![
-            Capability::QueueBasic,
-            Capability::QueueRedelivery,
-            Capability::QueueGroups,
-            Capability::QueueDeadLetter,
-            Capability::QueueDelay,
-            Capability::QueueOrdered,
-        ]
+        every_capability(false)
     }
 
     async fn enqueue(

@@ -20,7 +20,9 @@ use crate::backends::sql_queue::{
     self, Claims, GroupRef, Taking, Wakers, headers_json, parse_receipt, wake_key,
 };
 use crate::patterns::capability::Capability;
-use crate::patterns::queue::adapter::{QueueAdapter, QueueConsumer, QueuedMessage, Received};
+use crate::patterns::queue::adapter::{
+    QueueAdapter, QueueConsumer, QueuedMessage, Received, every_capability,
+};
 use crate::patterns::queue::fetcher;
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -206,7 +208,7 @@ impl Drop for Relaxed {
 #[async_trait]
 impl QueueAdapter for SqliteQueue {
     fn capabilities(&self) -> Vec<Capability> {
-        sql_queue::capabilities(self.durable)
+        every_capability(self.durable)
     }
 
     async fn enqueue(

@@ -34,6 +34,16 @@ pub struct Received {
     pub receipt: String,
 }
 
+/// Every Queue capability, `queue.durable` only when `durable`: what an adapter that implements
+/// the whole pattern declares.
+pub fn every_capability(durable: bool) -> Vec<Capability> {
+    Capability::ALL
+        .into_iter()
+        .filter(|c| c.pattern() == crate::patterns::Pattern::Queue)
+        .filter(|c| durable || *c != Capability::QueueDurable)
+        .collect()
+}
+
 /// A Queue adapter (`queue.basic` and what else it declares).
 #[async_trait]
 pub trait QueueAdapter: Send + Sync {
