@@ -55,6 +55,9 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings (default features, then the optional ones: the container provisioner, goose)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p prism-conform --features container,goose --all-targets --quiet -- -D warnings
+# prism-conform's default build (the README's first command): memstore and SQLite only, the
+# runtime without its networked backends or JWKS client.
+cargo clippy -p prism-conform --lib --bins --quiet -- -D warnings
 
 log "tests"
 if need_cmd cargo-nextest; then
@@ -71,6 +74,8 @@ log "doc tests"
 cargo test --workspace --doc --quiet
 
 log "prism-conform run on memstore, sqlite, redis, postgres, nats → reports/ (faults included)"
+# `--bin` at the workspace root builds with every member's features (the runtime's networked
+# backends included), reusing what the tests compiled.
 cargo run --quiet --bin prism-conform -- run --report-dir reports --timeout 400 \
     --backend memstore --backend sqlite --backend redis --backend postgres --backend nats
 
@@ -78,3 +83,17 @@ log "Python gRPC interop client (ci/interop) → prism-proxy"
 need_cmd python3 || apt_install python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 ci/interop/run.sh
+
+log "prism-conform's default build (memstore and SQLite): the first command's corpus, and --backend redis refused with the feature to build"
+cargo build --quiet -p prism-conform
+target/debug/prism-conform run --report-dir target/default-build-reports
+set +e
+target/debug/prism-conform run --backend redis --report-dir target/default-build-reports 2>target/not-built.err
+code=$?
+set -e
+if [ "$code" -ne 2 ] || ! grep -q -- '--features networked' target/not-built.err; then
+    echo "expected exit 2 and the feature to build with, got exit $code:" >&2
+    cat target/not-built.err >&2
+    exit 1
+fi
+cat target/not-built.err

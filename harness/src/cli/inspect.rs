@@ -115,6 +115,13 @@ pub fn backends(_args: BackendsArgs) -> u8 {
     let docker = container::docker_endpoint();
     for b in BACKENDS {
         println!("{}", b.name);
+        if !prism_runtime::backends::is_built(b.name) {
+            println!(
+                "  not in this build: rebuild with `--features {}`",
+                provision::NETWORKED_FEATURE
+            );
+            continue;
+        }
         println!("  needs: {}", b.needs);
         let mut chosen = None;
         for mode in b.modes {

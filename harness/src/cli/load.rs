@@ -203,7 +203,9 @@ pub async fn load(args: LoadArgs) -> u8 {
             }
         }
         Err(LoadError::Provision(
-            e @ (ProvisionError::UnknownBackend(_) | ProvisionError::UnsupportedMode { .. }),
+            e @ (ProvisionError::UnknownBackend(_)
+            | ProvisionError::NotBuilt(_)
+            | ProvisionError::UnsupportedMode { .. }),
         )) => {
             eprintln!("prism-conform: {e}");
             EXIT_BAD_INPUT

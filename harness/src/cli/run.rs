@@ -96,9 +96,9 @@ fn pairs(list: &[String], flag: &str, example: &str) -> Result<BTreeMap<String, 
 fn provision_code(e: &ProvisionError) -> u8 {
     eprintln!("prism-conform: {e}");
     match e {
-        ProvisionError::UnknownBackend(_) | ProvisionError::UnsupportedMode { .. } => {
-            EXIT_BAD_INPUT
-        }
+        ProvisionError::UnknownBackend(_)
+        | ProvisionError::NotBuilt(_)
+        | ProvisionError::UnsupportedMode { .. } => EXIT_BAD_INPUT,
         ProvisionError::Environment(_) => EXIT_ENVIRONMENT,
     }
 }

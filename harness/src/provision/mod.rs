@@ -18,10 +18,8 @@ use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
 use prism_runtime::auth::config::AuthConfig;
 use prism_runtime::backends::BackendConfig;
+use prism_runtime::backends::config::{NatsConfig, PoolConfig, PostgresConfig, RedisConfig};
 use prism_runtime::backends::memstore::MemStoreConfig;
-use prism_runtime::backends::nats::NatsConfig;
-use prism_runtime::backends::postgres::{PoolConfig, PostgresConfig};
-use prism_runtime::backends::redis::RedisConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
 use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits};
 use prism_runtime::limits::LimitsConfig;
@@ -94,13 +92,22 @@ pub const BACKENDS: [BackendInfo; 5] = [
 /// Backends `prism-conform run` uses when none is named.
 pub const DEFAULT_BACKENDS: [&str; 2] = ["memstore", "sqlite"];
 
-/// Looks a backend up by name.
+/// Looks a backend up by name; a backend this build left out (see [`NETWORKED_FEATURE`]) is an
+/// error that says how to build it in.
 pub fn backend_info(name: &str) -> Result<&'static BackendInfo, ProvisionError> {
-    BACKENDS
+    let info = BACKENDS
         .iter()
         .find(|b| b.name == name)
-        .ok_or_else(|| ProvisionError::UnknownBackend(name.to_string()))
+        .ok_or_else(|| ProvisionError::UnknownBackend(name.to_string()))?;
+    if !prism_runtime::backends::is_built(name) {
+        return Err(ProvisionError::NotBuilt(name.to_string()));
+    }
+    Ok(info)
 }
+
+/// The cargo feature of `prism-conform` that builds in Redis, PostgreSQL and NATS (the default
+/// build has memstore and SQLite only, so the first `cargo run` compiles no network client).
+pub const NETWORKED_FEATURE: &str = "networked";
 
 /// Why a target could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +115,11 @@ pub enum ProvisionError {
     /// An unknown backend name (bad input).
     #[error("unknown backend '{0}' (expected one of: {names})", names = BACKENDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "))]
     UnknownBackend(String),
+    /// A backend whose adapter this build does not have (its cargo feature was off).
+    #[error(
+        "backend '{0}' is not in this build of prism-conform (the default build has memstore and sqlite); build it in with `--features {NETWORKED_FEATURE}`, e.g. cargo run --release -p prism-conform --features {NETWORKED_FEATURE} -- run --backend {0}"
+    )]
+    NotBuilt(String),
     /// A backend cannot be provisioned the requested way (bad input).
     #[error(
         "backend '{backend}' cannot be provisioned with --provision {mode:?} (it supports: {supported})"

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 /// Shortest time between two fetches of the JWKS URL triggered by unknown key ids.
 const EARLY_REFRESH_GAP: Duration = Duration::from_secs(10);
 /// Longest a JWKS fetch may take.
+#[cfg(feature = "jwks-url")]
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why key material could not be loaded.
@@ -128,6 +129,7 @@ pub fn parse_jwks(text: &str, source: &str) -> Result<Vec<PublicKey>, KeyError> 
     Ok(keys)
 }
 
+#[cfg(feature = "jwks-url")]
 async fn fetch(url: &str) -> Result<Vec<PublicKey>, KeyError> {
     let client = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
@@ -151,10 +153,28 @@ async fn fetch(url: &str) -> Result<Vec<PublicKey>, KeyError> {
     parse_jwks(&text, url)
 }
 
+/// Without the `jwks-url` feature there is no HTTP client: [`KeyStore::load`] refuses a JWKS URL
+/// before anything would fetch it.
+#[cfg(not(feature = "jwks-url"))]
+async fn fetch(url: &str) -> Result<Vec<PublicKey>, KeyError> {
+    Err(no_http_client(url))
+}
+
+#[cfg(not(feature = "jwks-url"))]
+fn no_http_client(url: &str) -> KeyError {
+    KeyError::Jwks(format!(
+        "auth.jwks_url {url}: this build of prism has no HTTP client (rebuild with the cargo feature `jwks-url`, on by default for prism-proxy), or give the keys as auth.jwks_file"
+    ))
+}
+
 impl KeyStore {
     /// Loads the secret and JWKS file, and fetches the JWKS URL once (a failed fetch is logged and
     /// retried by the refresher, so the proxy can start while the identity provider is down).
     pub async fn load(config: &AuthConfig) -> Result<Arc<Self>, KeyError> {
+        #[cfg(not(feature = "jwks-url"))]
+        if let Some(url) = &config.jwks_url {
+            return Err(no_http_client(url));
+        }
         let hs256 = read_secret(config)?;
         let mut public = Vec::new();
         if let Some(path) = &config.jwks_file {

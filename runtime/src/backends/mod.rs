@@ -2,12 +2,22 @@
 //! bundle of pattern adapters: it offers any subset of the patterns (KeyValue, PubSub, Queue), each
 //! through the adapter traits of `crate::patterns`. [`BackendConfig`] is the `type:`-tagged union the
 //! proxy config holds; [`open`] turns one into a running bundle.
+//!
+//! memstore and SQLite are in every build. Redis, PostgreSQL and NATS each sit behind a cargo
+//! feature of the same name (on by default for `prism-proxy`; `prism-conform` asks for them with
+//! `--features networked`), so a build that only needs the embedded backends does not compile
+//! three network clients. [`BUILT`] says which are in this build; opening one that is not gives
+//! [`OpenError::NotBuilt`].
 
+pub mod config;
 pub mod error;
 pub mod health;
 pub mod memstore;
+#[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod sql_queue;
 pub mod sqlite;
@@ -30,11 +40,29 @@ pub enum BackendConfig {
     /// SQLite file or `:memory:` (`type: sqlite`).
     Sqlite(sqlite::SqliteConfig),
     /// Redis (`type: redis`).
-    Redis(redis::RedisConfig),
+    Redis(config::RedisConfig),
     /// PostgreSQL (`type: postgres`).
-    Postgres(postgres::PostgresConfig),
+    Postgres(config::PostgresConfig),
     /// NATS with JetStream (`type: nats`).
-    Nats(nats::NatsConfig),
+    Nats(config::NatsConfig),
+}
+
+/// The backend types this build can open: memstore and sqlite always, the networked ones when
+/// their feature is on.
+pub const BUILT: &[&str] = &[
+    "memstore",
+    "sqlite",
+    #[cfg(feature = "redis")]
+    "redis",
+    #[cfg(feature = "postgres")]
+    "postgres",
+    #[cfg(feature = "nats")]
+    "nats",
+];
+
+/// Whether this build can open backends of type `kind`.
+pub fn is_built(kind: &str) -> bool {
+    BUILT.contains(&kind)
 }
 
 impl BackendConfig {
@@ -74,7 +102,16 @@ pub enum OpenError {
         #[source]
         source: sqlx::Error,
     },
+    /// The backend's type is not in this build (its cargo feature was off).
+    #[error(
+        "backend type `{kind}` is not in this build of prism: rebuild with the cargo feature `{kind}` (prism-proxy has it by default; prism-conform: `--features networked`)"
+    )]
+    NotBuilt {
+        /// The backend type.
+        kind: &'static str,
+    },
     /// The Redis URL is invalid.
+    #[cfg(feature = "redis")]
     #[error("cannot use redis at {url}: {source}")]
     Redis {
         /// The URL, password redacted.
@@ -84,6 +121,7 @@ pub enum OpenError {
         source: ::redis::RedisError,
     },
     /// The NATS server could not be reached.
+    #[cfg(feature = "nats")]
     #[error("cannot connect to nats at {url}: {source}")]
     Nats {
         /// The URL, password redacted.
@@ -93,6 +131,7 @@ pub enum OpenError {
         source: async_nats::ConnectError,
     },
     /// PostgreSQL could not be reached or migrated.
+    #[cfg(feature = "postgres")]
     #[error("cannot open postgres at {url}: {source}")]
     Postgres {
         /// The URL, password redacted.
@@ -107,6 +146,7 @@ pub enum OpenError {
 pub(crate) enum Closer {
     Nothing,
     Sqlite(Arc<sqlite::SqliteStore>),
+    #[cfg(feature = "postgres")]
     Postgres(Arc<postgres::PostgresStore>),
 }
 
@@ -183,6 +223,7 @@ impl Backend {
         match &self.closer {
             Closer::Nothing => {}
             Closer::Sqlite(store) => store.close().await,
+            #[cfg(feature = "postgres")]
             Closer::Postgres(store) => store.close().await,
         }
     }
@@ -198,6 +239,7 @@ pub async fn open(
     let kind = config.kind();
     match config {
         BackendConfig::Memstore(_) => Ok(memstore::open(kind, health)),
+        #[cfg(feature = "nats")]
         BackendConfig::Nats(cfg) => {
             nats::open(kind, cfg, health)
                 .await
@@ -222,6 +264,7 @@ pub async fn open(
             backend.keyvalue = Some(shared);
             Ok(backend)
         }
+        #[cfg(feature = "redis")]
         BackendConfig::Redis(cfg) => {
             let connection =
                 redis::Connection::open(cfg)
@@ -237,6 +280,7 @@ pub async fn open(
             backend.queue = Some(queue);
             Ok(backend)
         }
+        #[cfg(feature = "postgres")]
         BackendConfig::Postgres(cfg) => {
             let store = postgres::PostgresStore::open(cfg, calls.timeout())
                 .await
@@ -256,5 +300,7 @@ pub async fn open(
             backend.keyvalue = Some(shared);
             Ok(backend)
         }
+        #[allow(unreachable_patterns)] // reachable only when a networked backend is left out
+        _ => Err(OpenError::NotBuilt { kind }),
     }
 }

@@ -9,50 +9,13 @@ mod queue;
 pub use pubsub::NatsPubSub;
 pub use queue::NatsQueue;
 
+pub use super::config::NatsConfig;
 use super::error::{StoreError, StoreResult};
 use super::health::{Health, Ping};
 use super::{Backend, Closer};
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Config of a `nats` backend.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NatsConfig {
-    /// `nats://[user:password@]host:port`; `${ENV}` references are expanded.
-    pub url: SecretUrl,
-    /// First token of every subject Prism uses (letters, digits, `_`, `-`).
-    #[serde(default = "default_prefix")]
-    pub subject_prefix: String,
-    /// How long JetStream keeps queue messages, in hours (they stay after being acked, so a group
-    /// created later still sees them; default 168).
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-    /// JetStream's own redelivery deadline for a delivery the proxy neither acked nor returned (a
-    /// proxy that crashed), in seconds (default 600). Visibility timeouts longer than this may see
-    /// a second delivery.
-    #[serde(default = "default_ack_wait")]
-    pub ack_wait_secs: u64,
-    /// Connect timeout in milliseconds.
-    #[serde(default = "default_connect_ms")]
-    pub connect_timeout_ms: u64,
-}
-
-fn default_prefix() -> String {
-    "prism".into()
-}
-fn default_retention() -> u64 {
-    168
-}
-fn default_ack_wait() -> u64 {
-    600
-}
-fn default_connect_ms() -> u64 {
-    2000
-}
 
 /// A token for `name` in a subject: its bytes in hex (never `.`, `*`, `>` or whitespace).
 pub(crate) use crate::patterns::names::hex_token as token;

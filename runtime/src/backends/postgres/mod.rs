@@ -8,7 +8,7 @@
 //! filters `expires_at > now()`, so expired rows are invisible at once; a background task deletes them
 //! in bounded batches. Conditional writes are single statements (atomic).
 //!
-//! This file holds the config, the connection and the helpers; `keyvalue.rs` the KeyValue adapter,
+//! This file holds the connection and the helpers (the config is in `../config.rs`); `keyvalue.rs` the KeyValue adapter,
 //! `queue.rs` the Queue adapter and `pubsub.rs` the PubSub adapter. Connections that `LISTEN`
 //! (each subscription's, and one per proxy for queue wake-ups) come from a pool of their own.
 
@@ -19,87 +19,19 @@ mod queue;
 pub use pubsub::PgPubSub;
 pub use queue::PgQueue;
 
+pub use super::config::{PoolConfig, PostgresConfig};
 use crate::patterns::keyvalue::keys::prefix_end;
 use crate::patterns::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
     StoreError, StoreResult, collect_page,
 };
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 use std::str::FromStr;
 use std::time::Duration;
-
-/// Config of a `postgres` backend.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// `postgres://user[:password]@host:port/db`; `${ENV}` references are expanded.
-    pub url: SecretUrl,
-    /// Connection pool settings.
-    #[serde(default)]
-    pub pool: PoolConfig,
-    /// Seconds between purges of expired rows (default 30); each purge deletes at most 1,000.
-    #[serde(default = "default_purge_secs")]
-    pub purge_interval_secs: u64,
-    /// Seconds after which a queue delivery taken but neither acked nor returned (its proxy
-    /// crashed) may be taken again (default 600).
-    #[serde(default = "default_claim_idle_secs")]
-    pub claim_idle_secs: u64,
-}
-
-fn default_purge_secs() -> u64 {
-    30
-}
-
-fn default_claim_idle_secs() -> u64 {
-    600
-}
-
-/// Pool settings.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PoolConfig {
-    /// Most connections (default 16).
-    #[serde(default = "default_max")]
-    pub max: u32,
-    /// Connections kept open when idle (default 0).
-    #[serde(default)]
-    pub min: u32,
-    /// How long a call waits for a connection before UNAVAILABLE, in milliseconds (default 5000).
-    #[serde(default = "default_acquire_ms")]
-    pub acquire_timeout_ms: u64,
-    /// Most connections held by `LISTEN`: one per PubSub subscription, one for queue wake-ups
-    /// (default 64).
-    #[serde(default = "default_listeners")]
-    pub listeners: u32,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            max: default_max(),
-            min: 0,
-            acquire_timeout_ms: default_acquire_ms(),
-            listeners: default_listeners(),
-        }
-    }
-}
-
-fn default_listeners() -> u32 {
-    64
-}
-
-fn default_max() -> u32 {
-    16
-}
-fn default_acquire_ms() -> u64 {
-    5000
-}
 
 const KV_MIGRATIONS: [&str; 3] = [
     "CREATE SEQUENCE IF NOT EXISTS prism_kv_version",

@@ -13,7 +13,7 @@
 //! snapshot, a key present for the whole scan is returned exactly once, keys written behind the cursor
 //! during a scan are not seen, and keys written ahead of it are.
 //!
-//! This file holds the config, the connection and the helpers; `keyvalue.rs`, `pubsub.rs` (Redis
+//! This file holds the connection and the helpers (the config is in `../config.rs`); `keyvalue.rs`, `pubsub.rs` (Redis
 //! pub/sub) and `queue.rs` (Redis Streams) the adapters, each documenting its keys.
 
 mod keyvalue;
@@ -23,62 +23,19 @@ mod queue;
 pub use pubsub::RedisPubSub;
 pub use queue::RedisQueue;
 
+pub use super::config::RedisConfig;
 use crate::patterns::keyvalue::keys::prefix_end;
 use crate::patterns::keyvalue::store::{
     BatchItem, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem, StoreError,
     StoreResult,
 };
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
-use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
-
-/// Config of a `redis` backend.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]`; `${ENV}` references are expanded.
-    pub url: SecretUrl,
-    /// Prefix of every key Prism writes (letters, digits, `.`, `_`, `-`).
-    #[serde(default = "default_prefix")]
-    pub key_prefix: String,
-    /// Connect timeout in milliseconds.
-    #[serde(default = "default_connect_ms")]
-    pub connect_timeout_ms: u64,
-    /// Per-command timeout in milliseconds; a backend that does not answer gives UNAVAILABLE.
-    #[serde(default = "default_response_ms")]
-    pub response_timeout_ms: u64,
-    /// How long queue messages stay in their stream, in hours (they stay after being acked, so a
-    /// group created later still sees them; default 168).
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-    /// How long a delivery may stay pending before any consumer takes it over, in seconds: what a
-    /// proxy that crashed had out (default 600). Visibility timeouts longer than this may see a
-    /// second delivery.
-    #[serde(default = "default_claim_idle")]
-    pub claim_idle_secs: u64,
-}
-
-fn default_prefix() -> String {
-    "prism".into()
-}
-fn default_connect_ms() -> u64 {
-    2000
-}
-fn default_response_ms() -> u64 {
-    5000
-}
-fn default_retention() -> u64 {
-    168
-}
-fn default_claim_idle() -> u64 {
-    600
-}
 
 /// The client and shared connection every adapter of one Redis backend uses.
 pub(crate) struct Connection {

@@ -1,0 +1,152 @@
+//! The networked backends' configs (`type: redis`, `nats`, `postgres`). They are compiled into
+//! every build, with or without the backend's cargo feature, so a proxy config that names a backend
+//! this build lacks still parses and is refused with the feature to build with, not with "unknown
+//! variant". The adapters live in `redis/`, `nats/` and `postgres/`, each behind its feature.
+
+use crate::secret::SecretUrl;
+use serde::Deserialize;
+
+/// Config of a `redis` backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; `${ENV}` references are expanded.
+    pub url: SecretUrl,
+    /// Prefix of every key Prism writes (letters, digits, `.`, `_`, `-`).
+    #[serde(default = "redis_prefix")]
+    pub key_prefix: String,
+    /// Connect timeout in milliseconds.
+    #[serde(default = "redis_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Per-command timeout in milliseconds; a backend that does not answer gives UNAVAILABLE.
+    #[serde(default = "redis_response_ms")]
+    pub response_timeout_ms: u64,
+    /// How long queue messages stay in their stream, in hours (they stay after being acked, so a
+    /// group created later still sees them; default 168).
+    #[serde(default = "redis_retention")]
+    pub retention_hours: u64,
+    /// How long a delivery may stay pending before any consumer takes it over, in seconds: what a
+    /// proxy that crashed had out (default 600). Visibility timeouts longer than this may see a
+    /// second delivery.
+    #[serde(default = "redis_claim_idle")]
+    pub claim_idle_secs: u64,
+}
+
+fn redis_prefix() -> String {
+    "prism".into()
+}
+fn redis_connect_ms() -> u64 {
+    2000
+}
+fn redis_response_ms() -> u64 {
+    5000
+}
+fn redis_retention() -> u64 {
+    168
+}
+fn redis_claim_idle() -> u64 {
+    600
+}
+
+/// Config of a `nats` backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://[user:password@]host:port`; `${ENV}` references are expanded.
+    pub url: SecretUrl,
+    /// First token of every subject Prism uses (letters, digits, `_`, `-`).
+    #[serde(default = "nats_prefix")]
+    pub subject_prefix: String,
+    /// How long JetStream keeps queue messages, in hours (they stay after being acked, so a group
+    /// created later still sees them; default 168).
+    #[serde(default = "nats_retention")]
+    pub retention_hours: u64,
+    /// JetStream's own redelivery deadline for a delivery the proxy neither acked nor returned (a
+    /// proxy that crashed), in seconds (default 600). Visibility timeouts longer than this may see
+    /// a second delivery.
+    #[serde(default = "nats_ack_wait")]
+    pub ack_wait_secs: u64,
+    /// Connect timeout in milliseconds.
+    #[serde(default = "nats_connect_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn nats_prefix() -> String {
+    "prism".into()
+}
+fn nats_retention() -> u64 {
+    168
+}
+fn nats_ack_wait() -> u64 {
+    600
+}
+fn nats_connect_ms() -> u64 {
+    2000
+}
+
+/// Config of a `postgres` backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host:port/db`; `${ENV}` references are expanded.
+    pub url: SecretUrl,
+    /// Connection pool settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Seconds between purges of expired rows (default 30); each purge deletes at most 1,000.
+    #[serde(default = "postgres_purge_secs")]
+    pub purge_interval_secs: u64,
+    /// Seconds after which a queue delivery taken but neither acked nor returned (its proxy
+    /// crashed) may be taken again (default 600).
+    #[serde(default = "postgres_claim_idle_secs")]
+    pub claim_idle_secs: u64,
+}
+
+fn postgres_purge_secs() -> u64 {
+    30
+}
+
+fn postgres_claim_idle_secs() -> u64 {
+    600
+}
+
+/// Pool settings.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Most connections (default 16).
+    #[serde(default = "postgres_max")]
+    pub max: u32,
+    /// Connections kept open when idle (default 0).
+    #[serde(default)]
+    pub min: u32,
+    /// How long a call waits for a connection before UNAVAILABLE, in milliseconds (default 5000).
+    #[serde(default = "postgres_acquire_ms")]
+    pub acquire_timeout_ms: u64,
+    /// Most connections held by `LISTEN`: one per PubSub subscription, one for queue wake-ups
+    /// (default 64).
+    #[serde(default = "postgres_listeners")]
+    pub listeners: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max: postgres_max(),
+            min: 0,
+            acquire_timeout_ms: postgres_acquire_ms(),
+            listeners: postgres_listeners(),
+        }
+    }
+}
+
+fn postgres_listeners() -> u32 {
+    64
+}
+
+fn postgres_max() -> u32 {
+    16
+}
+fn postgres_acquire_ms() -> u64 {
+    5000
+}
