@@ -2,6 +2,7 @@
 //! into a pattern × backend matrix, run through a real proxy by the runner, and reported.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod events;
 pub mod load;
 pub mod ops;

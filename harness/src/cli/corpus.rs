@@ -1,9 +1,9 @@
 //! Loading and selecting scenarios for the commands, with errors printed for the user.
 
 use super::{EXIT_BAD_INPUT, Selection};
+use crate::scenario::load::{find_files, load_corpus};
+use crate::scenario::{ParseError, Scenario};
 use globset::{Glob, GlobSetBuilder};
-use prism_conform::scenario::load::{find_files, load_corpus};
-use prism_conform::scenario::{ParseError, Scenario};
 use std::path::PathBuf;
 
 fn report_parse_errors(errors: &[ParseError]) -> u8 {
@@ -47,7 +47,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>, u8> {
 
 /// The scenarios a selection picks (exit code 2 when none).
 pub fn select(sel: &Selection) -> Result<Vec<Scenario>, u8> {
-    let known = prism_conform::scenario::parse::patterns();
+    let known = crate::scenario::parse::patterns();
     if let Some(bad) = sel.patterns.iter().find(|p| !known.contains(&p.as_str())) {
         eprintln!(
             "prism-conform: --pattern {bad:?}: unknown pattern (expected one of: {})",

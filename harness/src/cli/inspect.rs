@@ -2,10 +2,10 @@
 
 use super::corpus::{load, select};
 use super::{EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Selection};
+use crate::provision::{self, BACKENDS, Mode, container, process};
+use crate::report;
+use crate::scenario::print::print_scenario;
 use clap::Args;
-use prism_conform::provision::{self, BACKENDS, Mode, container, process};
-use prism_conform::report;
-use prism_conform::scenario::print::print_scenario;
 use std::path::{Path, PathBuf};
 
 /// `list` flags.
@@ -190,8 +190,7 @@ pub fn check(args: CheckArgs) -> u8 {
             .iter()
             .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
         {
-            match prism_conform::load::profile::LoadProfile::load(&file.display().to_string(), &dir)
-            {
+            match crate::load::profile::LoadProfile::load(&file.display().to_string(), &dir) {
                 Ok(_) => profiles_ok += 1,
                 Err(e) => {
                     eprintln!("{e}");
@@ -315,7 +314,7 @@ pub fn mint_token(args: MintTokenArgs) -> u8 {
     }
     println!(
         "{}",
-        prism_conform::tokens::mint_hs256(
+        crate::tokens::mint_hs256(
             secret.trim_ascii_end(),
             &args.subject,
             &grants,

@@ -1,9 +1,9 @@
 //! `prism-conform load`: run a load profile through a `prism-proxy` process and report.
 
 use super::{EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK};
+use crate::load::{self, LoadError, LoadOptions, profile::LoadProfile};
+use crate::provision::{Mode, ProvisionError};
 use clap::Args;
-use prism_conform::load::{self, LoadError, LoadOptions, profile::LoadProfile};
-use prism_conform::provision::{Mode, ProvisionError};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -99,3 +99,29 @@ pub async fn main(cli: Cli) -> ExitCode {
     };
     ExitCode::from(code)
 }
+
+/// The `prism-conform` process: parses the command line, sets up logging and the async runtime, and
+/// runs the command. A plain function of the library, so the whole async call tree is compiled
+/// here, in parallel with the runtime crate, rather than after it in the binary.
+pub fn process_main() -> ExitCode {
+    let args = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("prism-conform: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+    };
+    runtime.block_on(main(args))
+}

@@ -3,14 +3,12 @@
 
 use super::corpus::select;
 use super::{EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Selection};
+use crate::provision::{self, BACKENDS, DEFAULT_BACKENDS, Environment, Mode, ProvisionError};
+use crate::report::model::{RunReport, UnavailableReport};
+use crate::report::{self, console::Console};
+use crate::runner::{self, RunOptions, Target};
+use crate::scenario::Scenario;
 use clap::Args;
-use prism_conform::provision::{
-    self, BACKENDS, DEFAULT_BACKENDS, Environment, Mode, ProvisionError,
-};
-use prism_conform::report::model::{RunReport, UnavailableReport};
-use prism_conform::report::{self, console::Console};
-use prism_conform::runner::{self, RunOptions, Target};
-use prism_conform::scenario::Scenario;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
