@@ -27,7 +27,8 @@ pub struct LoadArgs {
     /// Concurrent users, each with one call in flight (overrides the profile).
     #[arg(long, short = 'u')]
     users: Option<usize>,
-    /// Backend: memstore, sqlite, redis, postgres.
+    /// Backend: memstore, sqlite, redis, postgres, nats (redis, postgres and nats need a build
+    /// with `--features networked`).
     #[arg(long, default_value = "memstore")]
     backend: String,
     /// How to get the backend (as for `run`).

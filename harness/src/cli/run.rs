@@ -20,10 +20,12 @@ pub struct RunArgs {
     #[command(flatten)]
     selection: Selection,
     /// Backend to run against (repeatable): memstore, sqlite, redis, postgres, nats.
-    /// Default: memstore and sqlite.
+    /// Default: memstore and sqlite. redis, postgres and nats need a build with
+    /// `--features networked` (`prism-conform backends` shows what this build has).
     #[arg(long = "backend", value_name = "NAME")]
     backends: Vec<String>,
-    /// Every known backend that can be provisioned here; the others are reported as unavailable.
+    /// Every known backend that can be provisioned here; the others (including those this build
+    /// leaves out) are reported as unavailable.
     #[arg(long, conflicts_with = "backends")]
     all_backends: bool,
     /// How to get each backend: auto = an external URL if given, else embedded or a local process,
