@@ -32,6 +32,18 @@ steps:
 "#;
 
 #[test]
+fn a_scenario_size_multiplies_repeats_and_workers_out() {
+    let s = parse_scenario(VALID, Path::new("v.yaml")).unwrap();
+    // set, set, sleep, eventually and its get, parallel and 4 workers × one set
+    assert_eq!(s.size(), 10);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/queue/ten-thousand-four-by-four.yaml");
+    let big = parse_scenario(&std::fs::read_to_string(&file).unwrap(), &file).unwrap();
+    // 4 consumes, parallel and 4 workers × (repeat and 2,500 enqueues), receive, expect_silence
+    assert_eq!(big.size(), 4 + 1 + 4 * (1 + 2500) + 2);
+}
+
+#[test]
 fn a_valid_scenario_parses_into_the_model() {
     let s = parse_scenario(VALID, Path::new("v.yaml")).unwrap();
     assert_eq!(s.name, "cas round");

@@ -335,68 +335,77 @@ pub async fn run(
     // every other scenario's streams and calls.
     for exclusive in [false, true] {
         let mut tasks = tokio::task::JoinSet::new();
-        for (slot, (ti, list)) in plan.iter().enumerate() {
-            for (si, scenario) in list.iter().enumerate() {
-                if scenario.runs_alone() != exclusive {
-                    continue;
-                }
-                let target = targets[*ti].clone();
-                let scenario = scenario.clone();
-                let semaphore = semaphore.clone();
-                let stop = stop.clone();
-                let events = events.clone();
-                let options = options.clone();
-                let job = async move {
-                    let _permit = semaphore
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore is never closed");
-                    let case = if stop.load(Ordering::SeqCst) {
-                        to_report(
-                            &scenario,
-                            CaseStatus::Skipped,
-                            Duration::ZERO,
-                            Some("not run: --fail-fast stopped the run after a failure".into()),
-                            None,
-                        )
-                    } else {
-                        let progress = {
-                            let events = events.clone();
-                            let suite = key(&target);
-                            let name = scenario.name.clone();
-                            crate::ops::messaging::exec::Progress(Arc::new(
-                                move |message: String| {
-                                    let _ = events.send(Event {
-                                        elapsed: started.elapsed(),
-                                        kind: EventKind::Progress {
-                                            suite: suite.clone(),
-                                            scenario: name.clone(),
-                                            message,
-                                        },
-                                    });
-                                },
-                            ))
-                        };
-                        run_case(&target, &scenario, options.scenario_timeout, progress).await
-                    };
-                    if case.status == CaseStatus::Failed && options.fail_fast {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    let _ = events.send(Event {
-                        elapsed: started.elapsed(),
-                        kind: EventKind::CaseFinished {
-                            suite: key(&target),
-                            case: Box::new(case.clone()),
-                        },
-                    });
-                    (slot, si, case)
-                };
-                if exclusive {
-                    let (slot, si, case) = job.await;
-                    results[slot][si] = Some(case);
+        // The largest scenarios are admitted first, so a long one (10,000 messages) runs beside
+        // the many short ones instead of after them; the reports keep the corpus order, and the
+        // scenarios that run alone keep it too.
+        let mut order: Vec<(usize, usize, usize, &Arc<Scenario>)> = plan
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, (ti, list))| {
+                list.iter()
+                    .enumerate()
+                    .map(move |(si, scenario)| (slot, *ti, si, scenario))
+            })
+            .filter(|(_, _, _, scenario)| scenario.runs_alone() == exclusive)
+            .collect();
+        if !exclusive {
+            order.sort_by_key(|(_, _, _, scenario)| std::cmp::Reverse(scenario.size()));
+        }
+        for (slot, ti, si, scenario) in order {
+            let target = targets[ti].clone();
+            let scenario = scenario.clone();
+            let semaphore = semaphore.clone();
+            let stop = stop.clone();
+            let events = events.clone();
+            let options = options.clone();
+            let job = async move {
+                let _permit = semaphore
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                let case = if stop.load(Ordering::SeqCst) {
+                    to_report(
+                        &scenario,
+                        CaseStatus::Skipped,
+                        Duration::ZERO,
+                        Some("not run: --fail-fast stopped the run after a failure".into()),
+                        None,
+                    )
                 } else {
-                    tasks.spawn(job);
+                    let progress = {
+                        let events = events.clone();
+                        let suite = key(&target);
+                        let name = scenario.name.clone();
+                        crate::ops::messaging::exec::Progress(Arc::new(move |message: String| {
+                            let _ = events.send(Event {
+                                elapsed: started.elapsed(),
+                                kind: EventKind::Progress {
+                                    suite: suite.clone(),
+                                    scenario: name.clone(),
+                                    message,
+                                },
+                            });
+                        }))
+                    };
+                    run_case(&target, &scenario, options.scenario_timeout, progress).await
+                };
+                if case.status == CaseStatus::Failed && options.fail_fast {
+                    stop.store(true, Ordering::SeqCst);
                 }
+                let _ = events.send(Event {
+                    elapsed: started.elapsed(),
+                    kind: EventKind::CaseFinished {
+                        suite: key(&target),
+                        case: Box::new(case.clone()),
+                    },
+                });
+                (slot, si, case)
+            };
+            if exclusive {
+                let (slot, si, case) = job.await;
+                results[slot][si] = Some(case);
+            } else {
+                tasks.spawn(job);
             }
         }
         while let Some(joined) = tasks.join_next().await {

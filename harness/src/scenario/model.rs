@@ -58,6 +58,32 @@ impl Scenario {
         walk(&self.steps, &pred)
     }
 
+    /// How many steps a run of the scenario executes, repeats and parallel workers multiplied out
+    /// (a `receive` of 10,000 messages counts once): a rough size, so the runner can start the
+    /// largest scenarios first instead of finding one at the end of the queue.
+    pub fn size(&self) -> u64 {
+        fn walk(steps: &[Step]) -> u64 {
+            steps
+                .iter()
+                .map(|s| match &s.kind {
+                    StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
+                        1 + walk(steps)
+                    }
+                    StepKind::Repeat { times, steps } => 1 + times.saturating_mul(walk(steps)),
+                    StepKind::Parallel { branches, .. } => branches.iter().fold(1u64, |n, b| {
+                        n.saturating_add(b.workers.saturating_mul(walk(&b.steps)))
+                    }),
+                    StepKind::Op(_)
+                    | StepKind::Msg(_)
+                    | StepKind::Sleep(_)
+                    | StepKind::RestartProxy
+                    | StepKind::Fault(_) => 1,
+                })
+                .fold(0u64, u64::saturating_add)
+        }
+        walk(&self.steps)
+    }
+
     /// Whether any step selects a token other than the default one.
     pub fn uses_token_matrix(&self) -> bool {
         let not_default = |t: &Option<String>| t.as_deref().is_some_and(|t| t != "default");
