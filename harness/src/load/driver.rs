@@ -19,6 +19,11 @@ pub type CallResult = Result<(), String>;
 
 /// The operations a load user needs; each user owns its driver (no shared state on the hot path).
 pub trait Driver: Send {
+    /// Whether its answers come over a connection, several in one read (the user then yields
+    /// after each call, so every answer of a read is stamped before the next calls go out).
+    fn remote(&self) -> bool {
+        false
+    }
     /// Get; returns the version when found.
     fn get<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>>;
     /// Set.
@@ -57,6 +62,9 @@ pub struct GrpcDriver {
 }
 
 impl Driver for GrpcDriver {
+    fn remote(&self) -> bool {
+        true
+    }
     fn get<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, String>> {
         Box::pin(async move {
             let r: pb::GetResponse = self

@@ -101,6 +101,7 @@ pub async fn drive(
                         tasks.spawn(async move {
                             tokio::time::sleep(delay).await;
                             let mut rng = Rng::for_user(user);
+                            let remote = driver.remote();
                             // A call still unanswered this long after the end is given up (one
                             // timer per user, not per call), so a stalled proxy cannot hang a run.
                             let give_up =
@@ -122,11 +123,16 @@ pub async fn drive(
                                     // of spinning and starving the thread's other users.
                                     tokio::time::sleep(Duration::from_millis(10)).await;
                                 }
-                                // Let the thread's other users whose answers came in the same
-                                // read stamp theirs before this one sends its next call (h2load
-                                // stamps every answer as it parses them); a call that never waits
-                                // (an in-process store) also lets the others run.
-                                tokio::task::yield_now().await;
+                                if remote {
+                                    // Let the thread's other users whose answers came in the same
+                                    // read stamp theirs before this one sends its next call
+                                    // (h2load stamps every answer as it parses them).
+                                    tokio::task::yield_now().await;
+                                } else {
+                                    // A call that never waits (an in-process store) still lets
+                                    // the thread's other users run.
+                                    tokio::task::consume_budget().await;
+                                }
                             }
                         });
                     }
