@@ -38,22 +38,9 @@ impl Scenario {
     /// Whether any step, at any depth, satisfies `pred`.
     pub fn any_step(&self, pred: impl Fn(&StepKind) -> bool) -> bool {
         fn walk(steps: &[Step], pred: &dyn Fn(&StepKind) -> bool) -> bool {
-            steps.iter().any(|s| {
-                pred(&s.kind)
-                    || match &s.kind {
-                        StepKind::Eventually { steps, .. }
-                        | StepKind::Repeat { steps, .. }
-                        | StepKind::Within { steps, .. } => walk(steps, pred),
-                        StepKind::Parallel { branches, .. } => {
-                            branches.iter().any(|b| walk(&b.steps, pred))
-                        }
-                        StepKind::Op(_)
-                        | StepKind::Msg(_)
-                        | StepKind::Sleep(_)
-                        | StepKind::RestartProxy
-                        | StepKind::Fault(_) => false,
-                    }
-            })
+            steps
+                .iter()
+                .any(|s| pred(&s.kind) || s.kind.bodies().iter().any(|(_, body)| walk(body, pred)))
         }
         walk(&self.steps, &pred)
     }
@@ -63,23 +50,12 @@ impl Scenario {
     /// largest scenarios first instead of finding one at the end of the queue.
     pub fn size(&self) -> u64 {
         fn walk(steps: &[Step]) -> u64 {
-            steps
-                .iter()
-                .map(|s| match &s.kind {
-                    StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
-                        1 + walk(steps)
-                    }
-                    StepKind::Repeat { times, steps } => 1 + times.saturating_mul(walk(steps)),
-                    StepKind::Parallel { branches, .. } => branches.iter().fold(1u64, |n, b| {
-                        n.saturating_add(b.workers.saturating_mul(walk(&b.steps)))
-                    }),
-                    StepKind::Op(_)
-                    | StepKind::Msg(_)
-                    | StepKind::Sleep(_)
-                    | StepKind::RestartProxy
-                    | StepKind::Fault(_) => 1,
-                })
-                .fold(0u64, u64::saturating_add)
+            steps.iter().fold(0u64, |n, s| {
+                let nested = s.kind.bodies().iter().fold(0u64, |m, (times, body)| {
+                    m.saturating_add(times.saturating_mul(walk(body)))
+                });
+                n.saturating_add(1).saturating_add(nested)
+            })
         }
         walk(&self.steps)
     }
@@ -183,6 +159,29 @@ pub enum StepKind {
         /// When set, ops without their own expectation are counted instead of judged.
         tally: Option<Tally>,
     },
+}
+
+impl StepKind {
+    /// The step lists this step runs, each with how many times it runs it: a `repeat` its body
+    /// `times` times, a `parallel` each branch once per worker, `eventually` and `within` their
+    /// body once (at least); none for a single step.
+    pub fn bodies(&self) -> Vec<(u64, &[Step])> {
+        match self {
+            StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
+                vec![(1, steps)]
+            }
+            StepKind::Repeat { times, steps } => vec![(*times, steps)],
+            StepKind::Parallel { branches, .. } => branches
+                .iter()
+                .map(|b| (b.workers, b.steps.as_slice()))
+                .collect(),
+            StepKind::Op(_)
+            | StepKind::Msg(_)
+            | StepKind::Sleep(_)
+            | StepKind::RestartProxy
+            | StepKind::Fault(_) => Vec::new(),
+        }
+    }
 }
 
 /// What a `fault` step does to the backend's server.

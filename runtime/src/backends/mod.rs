@@ -6,7 +6,7 @@
 //! memstore and SQLite are in every build. Redis, PostgreSQL and NATS each sit behind a cargo
 //! feature of the same name (on by default for `prism-proxy`; `prism-conform` asks for them with
 //! `--features networked`), so a build that only needs the embedded backends does not compile
-//! three network clients. [`BUILT`] says which are in this build; opening one that is not gives
+//! three network clients. [`is_built`] says which are in this build; opening one that is not gives
 //! [`OpenError::NotBuilt`].
 
 pub mod config;
@@ -49,7 +49,7 @@ pub enum BackendConfig {
 
 /// The backend types this build can open: memstore and sqlite always, the networked ones when
 /// their feature is on.
-pub const BUILT: &[&str] = &[
+const BUILT: &[&str] = &[
     "memstore",
     "sqlite",
     #[cfg(feature = "redis")]
