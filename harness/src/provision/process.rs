@@ -156,17 +156,22 @@ fn children(pid: u32) -> Vec<u32> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|candidate| {
-            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The fields after the parenthesised command name: state, then the parent pid.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
+        .filter(|&candidate| {
+            stat_fields(candidate).and_then(|f| f.get(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
+}
+
+/// The fields of `/proc/<pid>/stat` after the parenthesised command name: state, parent pid, ….
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Whether process `pid` still runs (a zombie has released what it held).
+fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
 }
 
 fn signal(pid: u32, sig: &str, group: bool) {
@@ -476,11 +481,22 @@ impl ServerProcess {
         let _ = child.wait();
     }
 
-    /// Kills the server and its children at once (a crash, for fault scenarios).
+    /// Kills the server and its children at once (a crash, for fault scenarios). PostgreSQL's
+    /// backends each lead a session of their own, outside the server's process group: they are
+    /// killed one by one and waited for, since a backend still exiting holds the data dir's
+    /// shared memory and the next start would refuse it ("pre-existing shared memory block").
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let backends = children(child.id());
             signal(child.id(), "KILL", true);
+            for &pid in &backends {
+                signal(pid, "KILL", false);
+            }
             let _ = child.wait();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while backends.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
