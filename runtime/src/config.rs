@@ -104,6 +104,18 @@ pub struct ServerLimits {
     /// (default 30,000).
     #[serde(default = "default_body_ms")]
     pub request_body_timeout_ms: u64,
+    /// Most calls that need no token (health, reflection) open at once on one connection (default
+    /// 4); one more is refused with RESOURCE_EXHAUSTED. They never count as activity for
+    /// `idle_timeout_ms`.
+    #[serde(default = "default_unauthenticated_per_connection")]
+    pub max_unauthenticated_calls_per_connection: usize,
+    /// Most calls that need no token open at once across the process (default 256).
+    #[serde(default = "default_unauthenticated")]
+    pub max_unauthenticated_calls: usize,
+    /// Most bytes of messages waiting in subscribers' buffers across the process (default 256 MiB);
+    /// a message that would exceed it is dropped and counted like one over `subscriber_buffer`.
+    #[serde(default = "default_subscriber_bytes")]
+    pub max_subscriber_buffer_bytes: usize,
 }
 
 fn default_max_headers() -> usize {
@@ -142,6 +154,15 @@ fn default_buffered_bytes() -> usize {
 fn default_body_ms() -> u64 {
     30_000
 }
+fn default_unauthenticated_per_connection() -> usize {
+    4
+}
+fn default_unauthenticated() -> usize {
+    256
+}
+fn default_subscriber_bytes() -> usize {
+    256 * 1024 * 1024
+}
 
 impl Default for ServerLimits {
     fn default() -> Self {
@@ -160,6 +181,9 @@ impl Default for ServerLimits {
             drain_timeout_ms: default_drain_ms(),
             max_buffered_request_bytes: default_buffered_bytes(),
             request_body_timeout_ms: default_body_ms(),
+            max_unauthenticated_calls_per_connection: default_unauthenticated_per_connection(),
+            max_unauthenticated_calls: default_unauthenticated(),
+            max_subscriber_buffer_bytes: default_subscriber_bytes(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backends;
+pub mod budget;
 pub mod config;
 pub mod limits;
 pub mod patterns;

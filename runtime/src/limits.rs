@@ -21,8 +21,16 @@ pub struct Limits {
     pub max_message_header_bytes: usize,
     /// Most live Subscribe and Consume streams in the namespace (more is RESOURCE_EXHAUSTED).
     pub max_streams: usize,
+    /// Most live streams one caller (a token's subject) may hold in the namespace, so one client
+    /// cannot take every `max_streams` slot (more is RESOURCE_EXHAUSTED; not applied with
+    /// `auth.mode: none`, where callers have no identity).
+    pub max_streams_per_subject: usize,
     /// Messages a subscriber's buffer holds; when it is full, later messages are dropped and counted.
     pub subscriber_buffer: usize,
+    /// Bytes of payload and headers a subscriber's buffer holds; a message that would exceed it is
+    /// dropped and counted like one over `subscriber_buffer` (one message larger than this passes
+    /// when the buffer is empty).
+    pub subscriber_buffer_bytes: usize,
     /// Deliveries of one message to one group before it moves to `<queue>.dlq`.
     pub max_attempts: u32,
 }
@@ -38,7 +46,9 @@ impl Default for Limits {
             max_message_headers: 64,
             max_message_header_bytes: 16 * 1024,
             max_streams: 1024,
+            max_streams_per_subject: 256,
             subscriber_buffer: 1024,
+            subscriber_buffer_bytes: 16 * 1024 * 1024,
             max_attempts: 5,
         }
     }
@@ -77,8 +87,12 @@ pub struct LimitsConfig {
     pub max_message_header_bytes: Option<usize>,
     /// See [`Limits::max_streams`].
     pub max_streams: Option<usize>,
+    /// See [`Limits::max_streams_per_subject`].
+    pub max_streams_per_subject: Option<usize>,
     /// See [`Limits::subscriber_buffer`].
     pub subscriber_buffer: Option<usize>,
+    /// See [`Limits::subscriber_buffer_bytes`].
+    pub subscriber_buffer_bytes: Option<usize>,
     /// See [`Limits::max_attempts`].
     pub max_attempts: Option<u32>,
 }
@@ -98,7 +112,15 @@ impl LimitsConfig {
                 self.max_message_header_bytes.is_some(),
             ),
             ("max_streams", self.max_streams.is_some()),
+            (
+                "max_streams_per_subject",
+                self.max_streams_per_subject.is_some(),
+            ),
             ("subscriber_buffer", self.subscriber_buffer.is_some()),
+            (
+                "subscriber_buffer_bytes",
+                self.subscriber_buffer_bytes.is_some(),
+            ),
             ("max_attempts", self.max_attempts.is_some()),
         ];
         set.into_iter()
@@ -120,9 +142,17 @@ impl LimitsConfig {
                 .max_message_header_bytes
                 .unwrap_or(base.max_message_header_bytes),
             max_streams: self.max_streams.unwrap_or(base.max_streams),
+            max_streams_per_subject: self
+                .max_streams_per_subject
+                .unwrap_or(base.max_streams_per_subject)
+                .max(1),
             subscriber_buffer: self
                 .subscriber_buffer
                 .unwrap_or(base.subscriber_buffer)
+                .max(1),
+            subscriber_buffer_bytes: self
+                .subscriber_buffer_bytes
+                .unwrap_or(base.subscriber_buffer_bytes)
                 .max(1),
             max_attempts: self.max_attempts.unwrap_or(base.max_attempts).max(1),
         }

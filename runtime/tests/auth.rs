@@ -168,6 +168,11 @@ async fn every_failed_check_is_unauthenticated_and_named_without_the_token() {
         c[claim] = Value::Null;
         hs(&c)
     };
+    let with_exp = |exp: Value| {
+        let mut c = claims(grants.clone());
+        c["exp"] = exp;
+        hs(&c)
+    };
     let mut crit_header = Header::new(Algorithm::HS256);
     crit_header.crit = Some(vec!["urn:example:unknown".into()]);
     let crit = jsonwebtoken::encode(
@@ -195,6 +200,10 @@ async fn every_failed_check_is_unauthenticated_and_named_without_the_token() {
         (Some(hs(&wrong_iss)), "issuer not accepted"),
         (Some(hs(&wrong_aud)), "audience not accepted"),
         (Some(hs(&no_exp)), "missing required claim `exp`"),
+        (Some(null("exp")), "missing required claim `exp`"),
+        (Some(with_exp(json!(-1))), "invalid claim `exp`"),
+        (Some(with_exp(json!(1e20))), "invalid claim `exp`"),
+        (Some(with_exp(json!("soon"))), "invalid claim `exp`"),
         (
             Some(es(&es_key, "k-unknown", &claims(grants.clone()))),
             "no verification key for kid \"k-unknown\"",

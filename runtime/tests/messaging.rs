@@ -1,5 +1,6 @@
 //! PubSub and Queue end to end through the proxy on memstore: fan-out, topic and namespace
-//! isolation, counted drops for a slow subscriber, back-pressure, ack/nack, redelivery after a
+//! isolation, counted drops for a slow subscriber (bounded in messages and in bytes), each caller's
+//! share of a namespace's streams, back-pressure, ack/nack, redelivery after a
 //! visibility timeout and after a stream ends, the dead-letter queue, the errors, streams ending
 //! on drain and on token expiry, and the config checks that tie a namespace to its backend.
 
@@ -104,21 +105,16 @@ async fn every_subscriber_gets_every_later_message_in_order_and_nothing_crosses_
     silent(&mut other_ns, 50).await;
 }
 
-#[tokio::test]
-async fn a_slow_subscriber_loses_messages_counted_and_the_proxy_does_not_buffer_them() {
-    let served = support::serve(CONFIG).await;
-    let url = format!("http://{}", served.addr);
-    let c = client(&url).await;
-    let mut p = c.namespace("events").pubsub();
-    let mut slow = subscribe(&mut p, "big").await;
-    // Payloads large enough that the HTTP/2 windows fill quickly: the proxy's buffer of 4 then
-    // overflows while the subscriber reads nothing.
-    let payload = "x".repeat(512 * 1024);
-    let sent = 40;
+/// Publishes `sent` payloads of `size` bytes to a subscriber that reads nothing meanwhile, then
+/// reads its backlog and one more message, which carries the count of what was dropped after the
+/// backlog; returns (delivered, dropped), the last message included. Every message is one or the
+/// other.
+async fn flood_a_slow_subscriber(p: &mut PubSub, sent: u64, size: usize) -> (u64, u64) {
+    let mut slow = subscribe(p, "big").await;
+    let payload = "x".repeat(size);
     for _ in 0..sent {
-        publish(&mut p, "big", &payload).await;
+        publish(p, "big", &payload).await;
     }
-    // Read the backlog; then one more message carries the count of what was dropped after it.
     let (mut received, mut dropped) = (0u64, 0u64);
     while let Ok(Ok(Some(m))) = timeout(Duration::from_millis(500), slow.message()).await {
         if let Some(PsEvent::Message(m)) = m.event {
@@ -126,16 +122,106 @@ async fn a_slow_subscriber_loses_messages_counted_and_the_proxy_does_not_buffer_
             dropped += m.dropped;
         }
     }
-    publish(&mut p, "big", "last").await;
+    publish(p, "big", "last").await;
     let last = next_message(&mut slow).await;
     assert_eq!(last.payload.as_ref(), b"last");
-    received += 1;
-    dropped += last.dropped;
-    assert!(dropped > 0, "a full buffer drops, and says so");
     assert_eq!(
-        received + dropped,
+        received + 1 + dropped + last.dropped,
         sent + 1,
         "every message is either delivered or counted"
+    );
+    (received + 1, dropped + last.dropped)
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_loses_messages_counted_and_the_proxy_does_not_buffer_them() {
+    let served = support::serve(CONFIG).await;
+    let url = format!("http://{}", served.addr);
+    let c = client(&url).await;
+    // Payloads large enough that the HTTP/2 windows fill quickly: the proxy's buffer of 4 then
+    // overflows while the subscriber reads nothing.
+    let (_, dropped) =
+        flood_a_slow_subscriber(&mut c.namespace("events").pubsub(), 40, 512 * 1024).await;
+    assert!(dropped > 0, "a full buffer drops, and says so");
+}
+
+#[rstest::rstest]
+#[case::per_subscriber("server: {}", "subscriber_buffer_bytes: 1048576")]
+#[case::process_wide(
+    "server: { max_subscriber_buffer_bytes: 1048576 }",
+    "subscriber_buffer_bytes: 67108864"
+)]
+#[tokio::test]
+async fn a_slow_subscribers_buffer_is_bounded_in_bytes_as_well_as_in_messages(
+    #[case] server: &str,
+    #[case] limit: &str,
+) {
+    // Room for 1,000 messages, but only for 1 MiB of them: 40 of 256 KiB overflow it.
+    let served = support::serve(&format!(
+        "listen: 127.0.0.1:0\nauth: {{ mode: none }}\n{server}\nbackends: {{ m: {{ type: memstore }} }}\nnamespaces:\n  events: {{ pattern: pubsub, backend: m, limits: {{ subscriber_buffer: 1000, {limit} }} }}\n"
+    ))
+    .await;
+    let c = client(&format!("http://{}", served.addr)).await;
+    let (received, dropped) =
+        flood_a_slow_subscriber(&mut c.namespace("events").pubsub(), 40, 256 * 1024).await;
+    // What got through is what the client's HTTP/2 window (2 MiB) and the proxy's byte bound hold,
+    // not the 1,000 messages the count allows.
+    assert!((2..=21).contains(&received), "received {received} of 41");
+    assert!(dropped >= 20, "dropped {dropped} of 41");
+}
+
+#[tokio::test]
+async fn one_caller_cannot_take_every_stream_of_a_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let key = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&secret, key).unwrap();
+    let served = support::serve(&format!(
+        "listen: 127.0.0.1:0\nauth:\n  hs256: {{ secret_file: {} }}\nbackends: {{ m: {{ type: memstore }} }}\nnamespaces:\n  events: {{ pattern: pubsub, backend: m, limits: {{ max_streams: 3, max_streams_per_subject: 2 }} }}\n",
+        secret.display()
+    ))
+    .await;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let as_subject = |sub: &str| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({ "sub": sub, "exp": exp, "prism": { "namespaces": { "events": ["read"] } } }),
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    let url = format!("http://{}", served.addr);
+    let greedy = client(&url)
+        .await
+        .with_token(&as_subject("greedy"))
+        .unwrap();
+    let mut g = greedy.namespace("events").pubsub();
+    let _held = [subscribe(&mut g, "a").await, subscribe(&mut g, "b").await];
+    let e = g
+        .subscribe(ps::SubscribeRequest { topic: "c".into() })
+        .await
+        .expect_err("a third stream is over the subject's share");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("max_streams_per_subject") && e.message().contains("'greedy'"),
+        "{}",
+        e.message()
+    );
+    let other = client(&url).await.with_token(&as_subject("other")).unwrap();
+    let mut o = other.namespace("events").pubsub();
+    let _mine = subscribe(&mut o, "a").await;
+    let e = o
+        .subscribe(ps::SubscribeRequest { topic: "b".into() })
+        .await
+        .expect_err("the namespace's max_streams still holds");
+    assert!(
+        e.message().ends_with("the limit max_streams"),
+        "{}",
+        e.message()
     );
 }
 

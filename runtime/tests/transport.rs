@@ -1,7 +1,8 @@
 //! The transport against hostile and careless clients, through the real server over real sockets:
 //! a drain that ends whatever clients do, the listener closed at drain start, handshake and idle
-//! timeouts, the connection cap, the request buffer budget and body timeout, oversize headers answered
-//! per stream, one message per unary call, and non-gRPC content types.
+//! timeouts, the connection cap and the shedding of connections no authenticated call has used, the
+//! budget of calls that need no token, the request buffer budget and body timeout, oversize headers
+//! answered per stream, one message per unary call, and non-gRPC content types.
 
 use bytes::Bytes;
 use http::Request;
@@ -70,6 +71,41 @@ impl Running {
         body.send_data(framed(&GetRequest { key: "k".into() }).into(), true)
             .unwrap();
         grpc_status(response).await.1
+    }
+
+    /// Opens a health Watch stream (no token needed): its open response body, or the refusal's
+    /// grpc-status and message.
+    async fn watch(
+        &self,
+        send: &mut h2::client::SendRequest<Bytes>,
+    ) -> Result<h2::RecvStream, (String, String)> {
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("http://{}/grpc.health.v1.Health/Watch", self.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        *send = send.clone().ready().await.unwrap();
+        let (response, mut body) = send.send_request(request, false).unwrap();
+        body.send_data(vec![0u8; 5].into(), true).unwrap();
+        let response = tokio::time::timeout(PATIENCE, response)
+            .await
+            .expect("no response")
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        match header("grpc-status") {
+            Some(code) => Err((
+                code,
+                percent_decode(&header("grpc-message").unwrap_or_default()),
+            )),
+            None => Ok(response.into_body()),
+        }
     }
 
     fn request(&self, method: &str) -> http::request::Builder {
@@ -239,15 +275,111 @@ async fn idle_connections_get_goaway_after_the_idle_timeout() {
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_at_accept_until_one_closes() {
     let proxy = start("max_connections: 2, handshake_timeout_ms: 60000").await;
-    let first = TcpStream::connect(proxy.addr).await.unwrap();
-    let _second = TcpStream::connect(proxy.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both slots hold connections an authenticated call has used (auth is off: every pattern
+    // call passes), so neither may be shed.
+    let (mut first, first_conn) = proxy.h2().await;
+    let (mut second, _second_conn) = proxy.h2().await;
+    assert_eq!(proxy.get(&mut first).await, "0");
+    assert_eq!(proxy.get(&mut second).await, "0");
     read_to_close(TcpStream::connect(proxy.addr).await.unwrap()).await;
     assert_eq!(proxy.counters.snapshot().connections_refused, 1);
+    assert_eq!(proxy.counters.snapshot().connections_shed, 0);
     drop(first);
+    first_conn.abort();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut send, _conn) = proxy.h2().await;
     assert_eq!(proxy.get(&mut send).await, "0", "a slot freed up");
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_a_connection_no_authenticated_call_has_used_makes_room() {
+    let proxy = start("max_connections: 2, handshake_timeout_ms: 60000").await;
+    // The oldest holds a health Watch stream (no token needed), the other sent nothing at all.
+    let (mut watcher, watcher_conn) = proxy.h2().await;
+    let _watch = proxy
+        .watch(&mut watcher)
+        .await
+        .expect("a Watch stream opens");
+    let silent = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut send, _conn) = proxy.h2().await;
+    assert_eq!(proxy.get(&mut send).await, "0", "the new client got in");
+    tokio::time::timeout(PATIENCE, watcher_conn)
+        .await
+        .expect("the oldest unauthenticated connection was shed")
+        .unwrap();
+    let (mut late, _late_conn) = proxy.h2().await;
+    assert_eq!(
+        proxy.get(&mut late).await,
+        "0",
+        "and again: the silent one goes"
+    );
+    read_to_close(silent).await;
+    let snapshot = proxy.counters.snapshot();
+    assert_eq!(
+        (snapshot.connections_shed, snapshot.connections_refused),
+        (2, 0)
+    );
+    proxy.drain().await;
+}
+
+/// Asserts that a Watch was refused with RESOURCE_EXHAUSTED naming `setting`.
+fn over_budget(watch: Result<h2::RecvStream, (String, String)>, setting: &str) {
+    let (code, message) = watch.expect_err("over the budget");
+    assert_eq!(code, "8", "{message}");
+    assert!(message.contains(setting), "{message}");
+}
+
+#[tokio::test]
+async fn calls_without_a_token_have_a_budget_per_connection_and_per_process() {
+    let proxy =
+        start("max_unauthenticated_calls_per_connection: 2, max_unauthenticated_calls: 3").await;
+    let (mut a, _a_conn) = proxy.h2().await;
+    let first = proxy.watch(&mut a).await.expect("within budget");
+    let _second = proxy.watch(&mut a).await.expect("within budget");
+    over_budget(
+        proxy.watch(&mut a).await,
+        "server.max_unauthenticated_calls_per_connection",
+    );
+    let (mut b, _b_conn) = proxy.h2().await;
+    let _third = proxy
+        .watch(&mut b)
+        .await
+        .expect("within the process's budget");
+    over_budget(
+        proxy.watch(&mut b).await,
+        "server.max_unauthenticated_calls;",
+    );
+    // Authenticated calls are not in that budget.
+    assert_eq!(proxy.get(&mut b).await, "0");
+    // A closed stream gives its place back.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match proxy.watch(&mut b).await {
+            Ok(_) => break,
+            Err(refused) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the place never came back: {refused:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.counters.snapshot().unauthenticated_refused >= 2);
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn a_connection_carrying_only_calls_without_a_token_is_idle() {
+    let proxy = start("idle_timeout_ms: 300").await;
+    let (mut send, conn) = proxy.h2().await;
+    let _watch = proxy.watch(&mut send).await.expect("a Watch stream opens");
+    tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("the connection was closed though its Watch stream was open")
+        .unwrap();
+    assert_eq!(proxy.counters.snapshot().idle_closed, 1);
     proxy.drain().await;
 }
 

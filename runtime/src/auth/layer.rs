@@ -6,6 +6,7 @@
 use super::config::AuthMode;
 use super::verify::{AuthError, Verifier};
 use super::{Permission, Principal};
+use crate::server::ConnectionTrust;
 use prism_proto::NAMESPACE_HEADER;
 use std::future::Future;
 use std::pin::Pin;
@@ -257,6 +258,9 @@ where
         match self.guard.check(&request) {
             Ok(principal) => {
                 if let Some(p) = principal {
+                    if let Some(trust) = request.extensions().get::<ConnectionTrust>() {
+                        trust.authenticated();
+                    }
                     request.extensions_mut().insert(p);
                 }
                 let call = self.inner.call(request);

@@ -98,6 +98,18 @@ fn header_alg(token: &str) -> Result<String, AuthError> {
 
 /// `Ok` when the configured `iss` and `aud` are present, non-null and accepted: a token without them
 /// is refused when the config names them (jsonwebtoken would only compare claims that are present).
+/// Whether the payload of `token` (whose signature has verified) has a claim named `name` with a
+/// value other than null: the JWT library reports a claim it cannot read as a number (`-1`, `1e20`, a string) as
+/// missing.
+fn has_claim(token: &str, name: &str) -> bool {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+        .is_some_and(|claims| claims.get(name).is_some_and(|v| !v.is_null()))
+}
+
 fn check_iss_aud(
     claims: &Value,
     issuer: Option<&str>,
@@ -259,6 +271,9 @@ impl Verifier {
             ErrorKind::InvalidSignature => AuthError::Signature,
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::MissingRequiredClaim(c) if has_claim(token, c) => AuthError::Claims(
+                format!("invalid claim `{c}`: it must be a whole number of seconds since the Unix epoch, from 0 to 2^64 - 1"),
+            ),
             ErrorKind::MissingRequiredClaim(c) => {
                 AuthError::Claims(format!("missing required claim `{c}`"))
             }

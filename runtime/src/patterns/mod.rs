@@ -145,7 +145,9 @@ pub static REGISTRY: [PatternSpec; 3] = [
             "max_message_headers",
             "max_message_header_bytes",
             "max_streams",
+            "max_streams_per_subject",
             "subscriber_buffer",
+            "subscriber_buffer_bytes",
         ],
     },
     PatternSpec {
@@ -164,6 +166,7 @@ pub static REGISTRY: [PatternSpec; 3] = [
             "max_message_headers",
             "max_message_header_bytes",
             "max_streams",
+            "max_streams_per_subject",
             "max_attempts",
         ],
     },
@@ -204,7 +207,9 @@ mod tests {
             max_message_headers: Some(1),
             max_message_header_bytes: Some(1),
             max_streams: Some(1),
+            max_streams_per_subject: Some(1),
             subscriber_buffer: Some(1),
+            subscriber_buffer_bytes: Some(1),
             max_attempts: Some(1),
         };
         for setting in all.set_names() {

@@ -1,14 +1,15 @@
 //! What every long-lived server stream (Subscribe, Consume) shares: the proxy's drain signal, the
-//! caller's token expiry, and the namespace's stream budget. A stream handler selects on
-//! [`StreamGuard::ended`] beside its own work: when the proxy drains it ends with UNAVAILABLE (so
-//! clients retry elsewhere), when the caller's token expires with UNAUTHENTICATED.
+//! caller's token expiry, and the namespace's stream budget and each caller's share of it. A stream
+//! handler selects on [`StreamGuard::ended`] beside its own work: when the proxy drains it ends with
+//! UNAVAILABLE (so clients retry elsewhere), when the caller's token expires with UNAUTHENTICATED.
 
 use crate::auth::Principal;
 use crate::router::NamespaceRoute;
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Status};
@@ -62,17 +63,40 @@ impl DrainControl {
     }
 }
 
-/// Live streams of one namespace, against its `max_streams` limit.
+/// Live streams of one namespace, against its `max_streams` limit, and of each caller (a token's
+/// subject) against `max_streams_per_subject`.
 #[derive(Debug, Default)]
-pub struct StreamCount(AtomicUsize);
+pub struct StreamCount {
+    total: AtomicUsize,
+    by_subject: Mutex<HashMap<String, usize>>,
+}
 
-/// One live stream's place in its namespace's count; released on drop.
+impl StreamCount {
+    fn subjects(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.by_subject.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One live stream's place in its namespace's count (and its caller's); released on drop.
 #[derive(Debug)]
-pub struct StreamSlot(Arc<NamespaceRoute>);
+pub struct StreamSlot {
+    route: Arc<NamespaceRoute>,
+    subject: Option<String>,
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.streams.0.fetch_sub(1, Ordering::AcqRel);
+        let count = &self.route.streams;
+        if let Some(subject) = &self.subject {
+            let mut subjects = count.subjects();
+            if let Some(n) = subjects.get_mut(subject) {
+                *n -= 1;
+                if *n == 0 {
+                    subjects.remove(subject);
+                }
+            }
+        }
+        count.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -85,24 +109,23 @@ pub struct StreamGuard {
 }
 
 impl StreamGuard {
-    /// Unix seconds after which the caller of `request` is no longer authenticated, if ever.
-    pub fn valid_until<T>(request: &Request<T>) -> Option<u64> {
-        request
-            .extensions()
-            .get::<Arc<Principal>>()
-            .and_then(|p| p.valid_until)
+    /// The caller of `request`, as the guard authenticated it.
+    pub fn caller<T>(request: &Request<T>) -> Option<Arc<Principal>> {
+        request.extensions().get::<Arc<Principal>>().cloned()
     }
 
-    /// Admits a stream on `route` for a caller authenticated until `valid_until`:
-    /// RESOURCE_EXHAUSTED when the namespace already has `max_streams` live ones.
+    /// Admits a stream on `route` for `caller`: RESOURCE_EXHAUSTED when the namespace already has
+    /// `max_streams` live ones, or an authenticated caller has `max_streams_per_subject` of them.
+    /// The stream ends when the caller's token does.
     pub fn admit(
         route: &Arc<NamespaceRoute>,
-        valid_until: Option<u64>,
+        caller: Option<&Principal>,
         drain: &Drain,
     ) -> Result<StreamGuard, Status> {
         let max = route.limits.max_streams;
-        let count = &route.streams.0;
+        let count = &route.streams;
         if count
+            .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
@@ -113,7 +136,34 @@ impl StreamGuard {
                 route.name
             )));
         }
-        let slot = StreamSlot(route.clone());
+        // Callers are told apart by their token's subject; with authentication off there are none
+        // to tell apart.
+        let valid_until = caller.and_then(|c| c.valid_until);
+        let subject = caller
+            .filter(|c| c.valid_until.is_some())
+            .map(|c| c.subject.clone());
+        let mut slot = StreamSlot {
+            route: route.clone(),
+            subject: None,
+        };
+        if let Some(subject) = subject {
+            let share = route.limits.max_streams_per_subject;
+            let mut subjects = count.subjects();
+            let held = subjects.entry(subject.clone()).or_default();
+            if *held >= share {
+                let who = if subject.is_empty() {
+                    "tokens without a subject hold".to_string()
+                } else {
+                    format!("subject '{subject}' holds")
+                };
+                return Err(Status::resource_exhausted(format!(
+                    "{who} {share} live streams in namespace '{}', the limit max_streams_per_subject",
+                    route.name
+                )));
+            }
+            *held += 1;
+            slot.subject = Some(subject);
+        }
         let expires_in = valid_until.map(|until| {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -155,21 +205,26 @@ impl StreamGuard {
 /// on its own channel, so it never waits for room behind the items nor is lost when they fill it.
 pub type Outgoing<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
 
-/// The sending ends of an [`Outgoing`] stream.
+/// The sending ends of an [`Outgoing`] stream. Each item travels with an `R` that lives until the
+/// client's side takes the item from the buffer (e.g. the buffer room it holds).
 #[derive(Debug)]
-pub struct Sending<T> {
+pub struct Sending<T, R = ()> {
     /// Items, at most `capacity` waiting for the client.
-    pub items: mpsc::Sender<Result<T, Status>>,
+    pub items: mpsc::Sender<(Result<T, Status>, R)>,
     /// The status that ends the stream after the items (dropped unsent: the stream just ends).
     pub end: oneshot::Sender<Status>,
 }
 
 /// A response stream with room for `capacity` items.
-pub fn outgoing<T: Send + 'static>(capacity: usize) -> (Sending<T>, Outgoing<T>) {
+pub fn outgoing<T: Send + 'static, R: Send + 'static>(
+    capacity: usize,
+) -> (Sending<T, R>, Outgoing<T>) {
     let (items, rx) = mpsc::channel(capacity.max(1));
     let (end, end_rx) = oneshot::channel::<Status>();
     let finale =
         futures_util::stream::once(end_rx).filter_map(|r| std::future::ready(r.ok().map(Err)));
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).chain(finale);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|(item, _room)| item)
+        .chain(finale);
     (Sending { items, end }, Box::pin(stream))
 }

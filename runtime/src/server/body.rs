@@ -4,11 +4,11 @@
 //! passes to the caller (it recovers a [`Status`] from the body's error).
 
 use super::counters::TransportCounters;
+use crate::budget::Budget;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -16,41 +16,6 @@ use tonic::Status;
 
 /// Boxed error type of request bodies (what tonic's routes accept).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Bytes that bodies still arriving may hold across the process.
-#[derive(Debug)]
-pub struct Budget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl Budget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Self {
-        Self {
-            used: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// Takes `n` bytes, or nothing when that would exceed the budget.
-    fn try_take(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(n).filter(|total| *total <= self.max)
-            })
-            .is_ok()
-    }
-
-    fn give_back(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// Bytes held now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-}
 
 /// Counts gRPC length-prefixed messages in a byte stream (1 flag byte, 4 length bytes, payload).
 #[derive(Debug, Default)]
@@ -209,7 +174,7 @@ where
                 }
                 return refuse(Status::resource_exhausted(format!(
                     "the proxy is holding its limit of in-flight request data ({} bytes, server.max_buffered_request_bytes); retry later",
-                    single.budget.max
+                    single.budget.max()
                 )));
             }
             single.held += data.len();
@@ -261,15 +226,5 @@ mod tests {
         let mut c = MessageCounter::default();
         assert_eq!(c.feed(&frame(2, b"hi")), 1);
         assert_eq!(c.feed(&[0]), 2, "one byte of a second header counts");
-    }
-
-    #[test]
-    fn the_budget_refuses_what_would_exceed_it_and_takes_back_returns() {
-        let b = Budget::new(10);
-        assert!(b.try_take(6));
-        assert!(!b.try_take(5));
-        assert_eq!(b.used(), 6);
-        b.give_back(6);
-        assert!(b.try_take(10));
     }
 }

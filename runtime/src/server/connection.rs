@@ -1,9 +1,14 @@
 //! One client connection: HTTP/2 served by hyper, closed when it sends no preface within the
-//! handshake timeout or carries no call for the idle timeout, and drained (GOAWAY, in-flight calls
-//! finish) when the proxy drains. The accept loop cuts whatever is still open when the drain bound passes.
+//! handshake timeout or carries no authenticated call for the idle timeout, drained (GOAWAY,
+//! in-flight calls finish) when the proxy drains, and cut when the accept loop sheds it to make room
+//! for another. Calls that need no token (health, reflection) have a small budget of their own and
+//! never keep a connection from being idle. The accept loop cuts whatever is still open when the
+//! drain bound passes.
 
 use super::cork::Corked;
 use super::counters::TransportCounters;
+use crate::auth::layer::{Requirement, requirement};
+use crate::budget::{Budget, Held};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -43,6 +48,10 @@ pub struct ConnectionSettings {
     /// Most long-lived stream calls (Subscribe, Consume) open at once on one connection; they
     /// have this budget of their own, beside the unary calls'.
     pub max_stream_calls: usize,
+    /// Most calls that need no token open at once on one connection.
+    pub max_unauthenticated: usize,
+    /// Calls that need no token open across the process.
+    pub unauthenticated: Arc<Budget>,
     /// Where limits that bite are counted.
     pub counters: Arc<TransportCounters>,
 }
@@ -102,12 +111,17 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Calls in progress on one connection, and since when it has had none.
+/// One connection's state as its calls and the accept loop see it: calls in progress and since when
+/// it has had none, whether an authenticated call has used it, and the signal that sheds it.
 #[derive(Debug)]
-struct Activity {
+pub struct Activity {
     state: Mutex<(usize, Option<Instant>)>,
     idle: Notify,
     stream_calls: AtomicUsize,
+    opened: Instant,
+    proven: AtomicBool,
+    shed: Notify,
+    unauthenticated: Arc<Budget>,
 }
 
 /// One long-lived stream call's place in its connection's budget, until its response ends.
@@ -120,11 +134,16 @@ impl Drop for StreamCall {
 }
 
 impl Activity {
-    fn new() -> Self {
+    /// A new connection's state, allowing `max_unauthenticated` calls that need no token at once.
+    pub fn new(max_unauthenticated: usize) -> Self {
         Self {
             state: Mutex::new((0, Some(Instant::now()))),
             idle: Notify::new(),
             stream_calls: AtomicUsize::new(0),
+            opened: Instant::now(),
+            proven: AtomicBool::new(false),
+            shed: Notify::new(),
+            unauthenticated: Arc::new(Budget::new(max_unauthenticated)),
         }
     }
 
@@ -148,9 +167,28 @@ impl Activity {
     fn idle_since(&self) -> Option<Instant> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).1
     }
+
+    /// Whether a call on this connection has passed authentication.
+    pub fn is_proven(&self) -> bool {
+        self.proven.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as used by an authenticated call.
+    pub fn prove(&self) {
+        if !self.is_proven() {
+            self.proven.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells the connection to close at once (the accept loop needs its slot).
+    pub fn shed(&self) {
+        self.shed.notify_one();
+    }
 }
 
-/// One call in progress: from the request until its response body is finished or dropped.
+/// One call in progress: from the request until its response body is finished or dropped. When
+/// the last one ends, the connection is idle from then if an authenticated call has used it, and
+/// from when it opened if none has: calls refused for want of a token never keep it open.
 struct ActiveCall(Arc<Activity>);
 
 impl Drop for ActiveCall {
@@ -158,18 +196,35 @@ impl Drop for ActiveCall {
         let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0 -= 1;
         if state.0 == 0 {
-            state.1 = Some(Instant::now());
+            state.1 = Some(if self.0.is_proven() {
+                Instant::now()
+            } else {
+                self.0.opened
+            });
             self.0.idle.notify_one();
         }
     }
 }
 
-/// A response body that keeps its call counted as active (and a stream call in its budget) until
-/// it ends.
+/// In a call's request extensions: lets the guard mark the call's connection as used by an
+/// authenticated caller, which keeps it from being shed and lets its calls count as activity.
+#[derive(Clone, Debug)]
+pub struct ConnectionTrust(Arc<Activity>);
+
+impl ConnectionTrust {
+    /// The call passed authentication.
+    pub fn authenticated(&self) {
+        self.0.prove();
+    }
+}
+
+/// A response body that keeps its call counted as active (and a stream call, or a call that needs
+/// no token, in its budgets) until it ends.
 pub struct TrackedBody<B> {
     inner: B,
-    _call: ActiveCall,
+    _call: Option<ActiveCall>,
     _stream: Option<StreamCall>,
+    _unauthenticated: Option<(Held, Held)>,
 }
 
 impl<B> http_body::Body for TrackedBody<B>
@@ -202,58 +257,129 @@ struct Tracked<H> {
     inner: H,
     activity: Arc<Activity>,
     max_stream_calls: usize,
-    counters: Arc<TransportCounters>,
+    settings: Arc<ConnectionSettings>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<H, B> hyper::service::Service<http::Request<Incoming>> for Tracked<H>
+/// A call answered at once with `status`, its places released when the answer is sent.
+fn refused<B: Default + Send + 'static, E: 'static>(
+    status: tonic::Status,
+    call: Option<ActiveCall>,
+) -> BoxFuture<http::Response<TrackedBody<B>>, E> {
+    let response = status.into_http::<B>().map(|inner| TrackedBody {
+        inner,
+        _call: call,
+        _stream: None,
+        _unauthenticated: None,
+    });
+    Box::pin(async move { Ok(response) })
+}
+
+impl<H, B> Tracked<H>
 where
     H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
     H::Future: Send + 'static,
+    H::Error: 'static,
     B: Default + Send + 'static,
 {
-    type Response = http::Response<TrackedBody<B>>;
-    type Error = H::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let call = self.activity.begin();
-        let streaming =
-            crate::patterns::method_of(request.uri().path()).is_some_and(|(_, m)| m.streaming);
-        let stream = match streaming {
-            false => None,
-            true => match self.activity.open_stream_call(self.max_stream_calls) {
-                Some(slot) => Some(slot),
-                None => {
-                    if let Some(total) = self.counters.stream_calls_refused.bump(1) {
-                        tracing::warn!(
-                            total,
-                            max = self.max_stream_calls,
-                            "stream call refused: its connection holds server.max_stream_calls_per_connection"
-                        );
-                    }
-                    let refused = tonic::Status::resource_exhausted(format!(
-                        "this connection holds {} Subscribe/Consume streams, the limit server.max_stream_calls_per_connection; open another connection",
-                        self.max_stream_calls
-                    ))
-                    .into_http::<B>();
-                    let response = refused.map(|inner| TrackedBody {
-                        inner,
-                        _call: call,
-                        _stream: None,
-                    });
-                    return Box::pin(async move { Ok(response) });
-                }
-            },
+    /// A call that needs no token (health, reflection): within the connection's and the process's
+    /// budgets for such calls, and not counted as activity.
+    fn call_unauthenticated(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> BoxFuture<http::Response<TrackedBody<B>>, H::Error> {
+        let settings = &self.settings;
+        let Some(on_connection) = self.activity.unauthenticated.take(1) else {
+            settings.counters.unauthenticated_refused.bump(1);
+            return refused(
+                tonic::Status::resource_exhausted(format!(
+                    "this connection has {} calls open that need no token (health, reflection), the limit server.max_unauthenticated_calls_per_connection",
+                    settings.max_unauthenticated
+                )),
+                None,
+            );
+        };
+        let Some(in_process) = settings.unauthenticated.take(1) else {
+            if let Some(total) = settings.counters.unauthenticated_refused.bump(1) {
+                tracing::warn!(
+                    total,
+                    max = settings.unauthenticated.max(),
+                    "call refused: server.max_unauthenticated_calls (health, reflection) are open"
+                );
+            }
+            return refused(
+                tonic::Status::resource_exhausted(format!(
+                    "the proxy has {} calls open that need no token (health, reflection), the limit server.max_unauthenticated_calls; retry later",
+                    settings.unauthenticated.max()
+                )),
+                None,
+            );
         };
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|inner| TrackedBody {
                 inner,
-                _call: call,
+                _call: None,
+                _stream: None,
+                _unauthenticated: Some((on_connection, in_process)),
+            }))
+        })
+    }
+}
+
+impl<H, B> hyper::service::Service<http::Request<Incoming>> for Tracked<H>
+where
+    H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    H::Future: Send + 'static,
+    H::Error: 'static,
+    B: Default + Send + 'static,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = H::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        let path = request.uri().path();
+        if requirement(path) == Requirement::Open {
+            return self.call_unauthenticated(request);
+        }
+        let call = self.activity.begin();
+        let streaming = crate::patterns::method_of(path).is_some_and(|(_, m)| m.streaming);
+        let stream = match streaming {
+            false => None,
+            true => match self.activity.open_stream_call(self.max_stream_calls) {
+                Some(slot) => Some(slot),
+                None => {
+                    if let Some(total) = self.settings.counters.stream_calls_refused.bump(1) {
+                        tracing::warn!(
+                            total,
+                            max = self.max_stream_calls,
+                            "stream call refused: its connection holds server.max_stream_calls_per_connection"
+                        );
+                    }
+                    return refused(
+                        tonic::Status::resource_exhausted(format!(
+                            "this connection holds {} Subscribe/Consume streams, the limit server.max_stream_calls_per_connection; open another connection",
+                            self.max_stream_calls
+                        )),
+                        Some(call),
+                    );
+                }
+            },
+        };
+        request
+            .extensions_mut()
+            .insert(ConnectionTrust(self.activity.clone()));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|inner| TrackedBody {
+                inner,
+                _call: Some(call),
                 _stream: stream,
+                _unauthenticated: None,
             }))
         })
     }
@@ -301,11 +427,12 @@ impl<B> ResponseBody for B where
 {
 }
 
-/// Serves one connection until it closes, times out, or drains.
+/// Serves one connection until it closes, times out, drains, or is shed.
 pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
     stream: TcpStream,
     service: S,
     settings: Arc<ConnectionSettings>,
+    activity: Arc<Activity>,
     mut drain: watch::Receiver<bool>,
 ) {
     let preface = Arc::new(AtomicBool::new(false));
@@ -315,7 +442,6 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
         read: 0,
         preface: preface.clone(),
     };
-    let activity = Arc::new(Activity::new());
     let service = Tracked {
         inner: TowerToHyperService::new(ConcurrencyLimit::new(
             service,
@@ -323,7 +449,7 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
         )),
         activity: activity.clone(),
         max_stream_calls: settings.max_stream_calls.max(1),
-        counters: settings.counters.clone(),
+        settings: settings.clone(),
     };
     let mut conn = pin!(
         settings
@@ -372,6 +498,7 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
                     closing = Some(Instant::now());
                 }
             }
+            () = activity.shed.notified() => return,
             () = activity.idle.notified() => {
                 // The last call of a draining connection ended: it gets the same grace to close.
                 if draining && closing.is_none() && activity.idle_since().is_some() {

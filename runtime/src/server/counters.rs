@@ -1,6 +1,7 @@
-//! Counters of the transport's limits biting (connection cap, timeouts, the request buffer budget,
-//! descriptor exhaustion): plain atomics, ready for a metrics exporter, each with a rate limit for the
-//! log line that goes with it so a flood of refusals cannot flood the log.
+//! Counters of the transport's limits biting (connection cap and shedding, timeouts, the request
+//! buffer budget, calls without a token, descriptor exhaustion): plain atomics, ready for a metrics
+//! exporter, each with a rate limit for the log line that goes with it so a flood of refusals cannot
+//! flood the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -61,6 +62,12 @@ pub struct TransportCounters {
     /// Subscribe/Consume calls refused because their connection held
     /// `server.max_stream_calls_per_connection`.
     pub stream_calls_refused: Counter,
+    /// Connections no authenticated call had used, cut to make room for a new one at
+    /// `server.max_connections`.
+    pub connections_shed: Counter,
+    /// Calls that need no token (health, reflection) refused over
+    /// `server.max_unauthenticated_calls_per_connection` or `server.max_unauthenticated_calls`.
+    pub unauthenticated_refused: Counter,
 }
 
 /// The counters' values at one moment.
@@ -80,6 +87,10 @@ pub struct CountersSnapshot {
     pub body_timeouts: u64,
     /// See [`TransportCounters::drain_cut`].
     pub drain_cut: u64,
+    /// See [`TransportCounters::connections_shed`].
+    pub connections_shed: u64,
+    /// See [`TransportCounters::unauthenticated_refused`].
+    pub unauthenticated_refused: u64,
 }
 
 impl TransportCounters {
@@ -93,6 +104,8 @@ impl TransportCounters {
             buffer_refusals: self.buffer_refusals.get(),
             body_timeouts: self.body_timeouts.get(),
             drain_cut: self.drain_cut.get(),
+            connections_shed: self.connections_shed.get(),
+            unauthenticated_refused: self.unauthenticated_refused.get(),
         }
     }
 }

@@ -1,11 +1,14 @@
-//! The accept loop and the drain. Connections are accepted up to `server.max_connections` (more are
-//! closed at once, counted and logged); running out of file descriptors backs off instead of spinning.
+//! The accept loop and the drain. Connections are accepted up to `server.max_connections`; at the cap
+//! the oldest connection no authenticated call has used is shed to make room ([`Slots`]), and when
+//! every one has carried an authenticated call the new one is closed at once (counted and logged);
+//! running out of file descriptors backs off instead of spinning.
 //! On shutdown the listener is closed first, so new clients fail over at once; every connection is
 //! told to drain (GOAWAY; one that never finished its handshake is closed); whatever is still open
 //! when the drain bound passes is cut.
 
-use super::connection::{self, ConnectionService, ConnectionSettings, ResponseBody};
+use super::connection::{self, Activity, ConnectionService, ConnectionSettings, ResponseBody};
 use super::counters::TransportCounters;
+use super::slots::{Admission, Slots};
 use std::future::Future;
 use std::io;
 use std::pin::pin;
@@ -42,6 +45,7 @@ pub async fn run<S: ConnectionService<B>, B: ResponseBody>(
     let counters: Arc<TransportCounters> = settings.counters.clone();
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let slots = Arc::new(Slots::new(max_connections));
     let mut shutdown = pin!(shutdown);
     let mut backoff = FIRST_BACKOFF;
     let mut paused_until: Option<Instant> = None;
@@ -59,25 +63,40 @@ pub async fn run<S: ConnectionService<B>, B: ResponseBody>(
                 match accepted {
                     Ok((stream, peer)) => {
                         backoff = FIRST_BACKOFF;
-                        // Finished connections are reaped here, where their count matters.
                         while connections.try_join_next().is_some() {}
-                        if connections.len() >= max_connections {
-                            if let Some(total) = counters.connections_refused.bump(1) {
-                                tracing::warn!(%peer, max_connections, total,
-                                    "connection refused: server.max_connections are open");
+                        let activity = Arc::new(Activity::new(settings.max_unauthenticated));
+                        let slot = match slots.admit(&activity) {
+                            Admission::Free(slot) => slot,
+                            Admission::Shed(slot) => {
+                                if let Some(total) = counters.connections_shed.bump(1) {
+                                    tracing::warn!(%peer, max_connections, total,
+                                        "server.max_connections are open: cut the oldest connection no authenticated call had used");
+                                }
+                                slot
                             }
-                            drop(stream);
-                            continue;
-                        }
+                            Admission::Full => {
+                                if let Some(total) = counters.connections_refused.bump(1) {
+                                    tracing::warn!(%peer, max_connections, total,
+                                        "connection refused: server.max_connections are open, each used by an authenticated call");
+                                }
+                                drop(stream);
+                                continue;
+                            }
+                        };
                         if let Err(e) = stream.set_nodelay(true) {
                             tracing::debug!(%peer, error = %e, "cannot turn off Nagle's algorithm");
                         }
-                        connections.spawn(connection::serve(
+                        let served = connection::serve(
                             stream,
                             service.clone(),
                             settings.clone(),
+                            activity,
                             drain_rx.clone(),
-                        ));
+                        );
+                        connections.spawn(async move {
+                            served.await;
+                            drop(slot);
+                        });
                     }
                     Err(e) if is_exhaustion(&e) => {
                         if let Some(total) = counters.accept_exhausted.bump(1) {

@@ -10,8 +10,12 @@ mod body;
 mod connection;
 mod cork;
 pub mod counters;
+mod descriptors;
 mod listener;
 pub mod protocol;
+mod slots;
+
+pub use connection::ConnectionTrust;
 
 use crate::admin::AdminService;
 use crate::auth::config::AuthMode;
@@ -19,6 +23,7 @@ use crate::auth::keys::{KeyError, KeyStore};
 use crate::auth::layer::{AuthLayer, Guard};
 use crate::auth::verify::Verifier;
 use crate::backends::OpenError;
+use crate::budget::Budget;
 use crate::config::ProxyConfig;
 use crate::config::ServerLimits;
 use crate::patterns::Pattern;
@@ -27,7 +32,6 @@ use crate::patterns::pubsub::PubSubService;
 use crate::patterns::queue::QueueService;
 use crate::patterns::stream::Drain;
 use crate::router::{NamespaceResolver, Router};
-use body::Budget;
 use connection::ConnectionSettings;
 use counters::TransportCounters;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -57,13 +61,18 @@ fn transport_header_bytes(max_header_bytes: u32) -> u32 {
     max_header_bytes.saturating_mul(4).max(2 * 1024 * 1024)
 }
 
+/// Largest request message of the services anyone may call without a token (health, reflection).
+const OPEN_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Largest HTTP/2 DATA frame a client may send: 256 KiB instead of HTTP/2's 16 KiB, so a large value
 /// arrives in a few frames rather than dozens.
 pub const MAX_FRAME_BYTES: u32 = 256 * 1024;
 
-/// The connection's flow-control window, in stream windows: several large calls can be in flight on
-/// one connection without waiting for WINDOW_UPDATEs.
-pub const CONNECTION_WINDOWS: u32 = 4;
+/// The connection's flow-control window, in stream windows: one largest message. What a connection
+/// has received but its calls have not yet read is bounded by it, beside the request-body budget
+/// that bounds what they have read: with four windows per connection, a slow-body attack on 24
+/// connections took 1,038 MiB against the 128 MiB budget (README, "Memory under hostile clients").
+pub const CONNECTION_WINDOWS: u32 = 1;
 
 /// The per-stream flow-control window: one whole message of the largest size the proxy accepts, so
 /// a client can send a maximal value without waiting for a WINDOW_UPDATE (hyper's default is 1 MiB,
@@ -164,6 +173,7 @@ impl Proxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        descriptors::check(self.limits.max_connections);
         let max_message = self.router.max_value_bytes() + crate::limits::MESSAGE_OVERHEAD;
         let resolver = |pattern| NamespaceResolver::new(self.router.clone(), pattern);
         let (drain_control, drain) = Drain::new();
@@ -174,9 +184,12 @@ impl Proxy {
             resolver(Pattern::Keyvalue),
         );
         let pubsub = InterceptedService::new(
-            PubSubServer::new(PubSubService::new(drain.clone()))
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
+            PubSubServer::new(PubSubService::new(
+                drain.clone(),
+                Arc::new(Budget::new(self.limits.max_subscriber_buffer_bytes)),
+            ))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
             resolver(Pattern::Pubsub),
         );
         let queue = InterceptedService::new(
@@ -202,8 +215,15 @@ impl Proxy {
                 .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        // Their requests are names of a few bytes; anyone may call them, so their messages are
+        // held to a small size rather than the pattern services' largest value.
+        let reflection_v1 = reflection()
+            .build_v1()?
+            .max_decoding_message_size(OPEN_MESSAGE_BYTES);
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()?
+            .max_decoding_message_size(OPEN_MESSAGE_BYTES);
+        let health = health.max_decoding_message_size(OPEN_MESSAGE_BYTES);
 
         let routes = Routes::new(health)
             .add_service(reflection_v1)
@@ -252,6 +272,8 @@ impl Proxy {
                 .then(|| Duration::from_millis(limits.idle_timeout_ms)),
             max_in_flight: limits.max_in_flight_per_connection,
             max_stream_calls: limits.max_stream_calls_per_connection as usize,
+            max_unauthenticated: limits.max_unauthenticated_calls_per_connection,
+            unauthenticated: Arc::new(Budget::new(limits.max_unauthenticated_calls)),
             counters: self.counters.clone(),
         });
         let drain_bound = Duration::from_millis(limits.drain_timeout_ms);

@@ -3,8 +3,9 @@
 //! [`AdmittedBody`]; and the caller's `grpc-timeout` becomes a [`CallDeadline`] that backend calls
 //! honour, answered DEADLINE_EXCEEDED when it passes.
 
-use super::body::{AdmittedBody, Budget};
+use super::body::AdmittedBody;
 use super::counters::TransportCounters;
+use crate::budget::Budget;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -40,6 +40,12 @@ impl Published {
         .encode_to_vec()
     }
 
+    /// The bytes it holds in a subscriber's buffer: payload, topic, id and headers.
+    pub fn buffered_bytes(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.payload.len() + self.topic.len() + self.message_id.len() + headers
+    }
+
     /// A message back from [`encode`](Self::encode)'s bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         use prost::Message as _;

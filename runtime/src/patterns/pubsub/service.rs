@@ -1,11 +1,13 @@
 //! The `prism.pubsub.v1.PubSub` gRPC service. Each subscription is a task that reads the adapter's
-//! stream as fast as it yields and hands messages to the client through a bounded buffer
-//! (`subscriber_buffer`): when the client reads too slowly the buffer fills, later messages are
+//! stream as fast as it yields and hands messages to the client through a buffer bounded in messages
+//! (`subscriber_buffer`) and in bytes (`subscriber_buffer_bytes`, and `server.max_subscriber_buffer_bytes`
+//! across every subscriber): when the client reads too slowly the buffer fills, later messages are
 //! dropped and the count travels in the next delivered message's `dropped` — memory never grows with
 //! a slow subscriber, and nothing is lost silently.
 
 use super::adapter::{PubSubAdapter, Published};
 use crate::backends::error::StoreError;
+use crate::budget::{Budget, Held};
 use crate::patterns::call::{Call, routed, stream_status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
@@ -21,14 +23,20 @@ use tonic::{Request, Response, Status};
 #[derive(Clone, Debug)]
 pub struct PubSubService {
     drain: Drain,
+    buffered: Arc<Budget>,
 }
 
 impl PubSubService {
-    /// A service whose subscriptions end when `drain` starts.
-    pub fn new(drain: Drain) -> Self {
-        Self { drain }
+    /// A service whose subscriptions end when `drain` starts, and whose subscribers' buffers hold
+    /// at most `buffered` bytes in all.
+    pub fn new(drain: Drain, buffered: Arc<Budget>) -> Self {
+        Self { drain, buffered }
     }
 }
+
+/// The buffer room one message holds until the client's side takes it: its subscriber's and the
+/// process's.
+type Room = Option<(Held, Held)>;
 
 fn adapter(call: &Call) -> Result<Arc<dyn PubSubAdapter>, Status> {
     call.route
@@ -81,23 +89,25 @@ impl PubSub for PubSubService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let valid_until = StreamGuard::valid_until(&request);
+        let caller = StreamGuard::caller(&request);
         let (call, r) = routed(request, Capability::PubSubBasic)?;
-        let guard = StreamGuard::admit(&call.route, valid_until, &self.drain)?;
+        let guard = StreamGuard::admit(&call.route, caller.as_deref(), &self.drain)?;
         check_name("topic", &r.topic, &call.route.limits)?;
         let adapter = adapter(&call)?;
         let mut subscription = call
             .backend(adapter.subscribe(&call.route.name, &r.topic))
             .await?;
-        let (sending, response) = outgoing(call.route.limits.subscriber_buffer + 1);
+        let (sending, response) = outgoing::<_, Room>(call.route.limits.subscriber_buffer + 1);
         let tx = sending.items;
         let confirmed = pb::SubscribeResponse {
             event: Some(pb::subscribe_response::Event::Subscribed(pb::Subscribed {
                 topic: r.topic.clone(),
             })),
         };
-        let _ = tx.try_send(Ok(confirmed));
+        let _ = tx.try_send((Ok(confirmed), None));
         let route = call.route.clone();
+        let own = Arc::new(Budget::new(route.limits.subscriber_buffer_bytes));
+        let all = self.buffered.clone();
         tokio::spawn(async move {
             let ended = guard.ended();
             tokio::pin!(ended);
@@ -109,11 +119,21 @@ impl PubSub for PubSubService {
                     status = &mut ended => break status,
                     () = tx.closed() => return,
                     item = subscription.next() => match item {
-                        Some(Ok(m)) => match tx.try_send(Ok(message(m, dropped))) {
-                            Ok(()) => dropped = 0,
-                            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                            Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        },
+                        Some(Ok(m)) => {
+                            let size = m.buffered_bytes();
+                            let room = own
+                                .take_at_least_one(size)
+                                .and_then(|mine| all.take(size).map(|shared| (mine, shared)));
+                            if room.is_none() {
+                                dropped += 1;
+                                continue;
+                            }
+                            match tx.try_send((Ok(message(m, dropped)), room)) {
+                                Ok(()) => dropped = 0,
+                                Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                            }
+                        }
                         Some(Err(e)) => break stream_status(&route, e),
                         None => break stream_status(&route, StoreError::Unavailable(
                             "the backend ended the subscription; subscribe again".into(),

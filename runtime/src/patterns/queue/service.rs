@@ -278,7 +278,7 @@ impl Consumer {
         back: &Return<'_>,
         stream: u64,
         received: Received,
-        tx: &mpsc::Sender<Sent>,
+        tx: &mpsc::Sender<(Sent, ())>,
     ) -> Result<(), Option<Status>> {
         let route = &self.call.route;
         let held = Outstanding::new(
@@ -310,7 +310,7 @@ impl Consumer {
         };
         self.deliveries.hold(stream, delivery_id, held);
         // The loop took this delivery only with room in the buffer, and only it sends there.
-        tx.try_send(Ok(delivery)).map_err(|_| None)
+        tx.try_send((Ok(delivery), ())).map_err(|_| None)
     }
 }
 
@@ -346,9 +346,9 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
-        let valid_until = StreamGuard::valid_until(&request);
+        let caller = StreamGuard::caller(&request);
         let (call, r) = routed(request, Capability::QueueBasic)?;
-        let guard = StreamGuard::admit(&call.route, valid_until, &self.drain)?;
+        let guard = StreamGuard::admit(&call.route, caller.as_deref(), &self.drain)?;
         check_queue(&r.queue, &call)?;
         let group = group_of(&call, r.group)?;
         if r.max_in_flight > MAX_IN_FLIGHT {
@@ -372,12 +372,15 @@ impl Queue for QueueService {
             .await?;
         let max_in_flight = r.max_in_flight.max(1) as usize;
         let (sending, response) = outgoing(max_in_flight + 1);
-        let _ = sending.items.try_send(Ok(pb::ConsumeResponse {
-            event: Some(pb::consume_response::Event::Consuming(pb::Consuming {
-                queue: r.queue.clone(),
-                group: group.clone(),
-            })),
-        }));
+        let _ = sending.items.try_send((
+            Ok(pb::ConsumeResponse {
+                event: Some(pb::consume_response::Event::Consuming(pb::Consuming {
+                    queue: r.queue.clone(),
+                    group: group.clone(),
+                })),
+            }),
+            (),
+        ));
         let consumer = Consumer {
             call: call.detached(),
             adapter,
