@@ -4,20 +4,12 @@
 //!
 //! `cargo run --example slow_body -- ADDR PID [CONNECTIONS] [STREAMS] [DECLARED_BYTES] [HOLD_SECS]`
 
+mod probe;
+
 use bytes::Bytes;
+use probe::rss_mib;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-
-/// Resident memory of `pid` in MiB (`VmRSS` from /proc).
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// Opens `streams` stalled calls on one connection; returns the send halves (kept open) and the
 /// tasks that wait for each answer's grpc-status.
@@ -29,30 +21,14 @@ async fn attack(
     Vec<h2::SendStream<Bytes>>,
     Vec<tokio::task::JoinHandle<String>>,
 ) {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(1 << 20)
-        .handshake(tcp)
-        .await
-        .expect("HTTP/2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut send = send.ready().await.expect("ready");
+    let (mut send, _conn) = probe::connect(addr, 1 << 20).await.expect("connect");
     let mut bodies = Vec::new();
     let mut answers = Vec::new();
     let mut head = vec![0u8];
     head.extend_from_slice(&declared.to_be_bytes());
     let payload = Bytes::from(vec![7u8; declared as usize - 100]);
     for _ in 0..streams {
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{addr}/prism.keyvalue.v1.KeyValue/Get"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("x-prism-namespace", "m")
-            .body(())
-            .expect("request");
+        let request = probe::request(addr, "/prism.keyvalue.v1.KeyValue/Get", "m");
         send = send.ready().await.expect("stream slot");
         let Ok((response, mut body)) = send.send_request(request, false) else {
             break;
@@ -76,14 +52,12 @@ async fn attack(
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
-    let addr = arg(0, "127.0.0.1:8980");
-    let pid: u32 = arg(1, "0").parse().expect("PID");
-    let connections: usize = arg(2, "3").parse().expect("CONNECTIONS");
-    let streams: usize = arg(3, "256").parse().expect("STREAMS");
-    let declared: u32 = arg(4, "5242880").parse().expect("DECLARED_BYTES");
-    let hold = Duration::from_secs(arg(5, "10").parse().expect("HOLD_SECS"));
+    let addr: String = probe::arg(0, "127.0.0.1:8980", "ADDR");
+    let pid: u32 = probe::arg(1, "0", "PID");
+    let connections: usize = probe::arg(2, "3", "CONNECTIONS");
+    let streams: usize = probe::arg(3, "256", "STREAMS");
+    let declared: u32 = probe::arg(4, "5242880", "DECLARED_BYTES");
+    let hold = Duration::from_secs(probe::arg(5, "10", "HOLD_SECS"));
 
     let baseline = rss_mib(pid);
     let mut held = Vec::new();

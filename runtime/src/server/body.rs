@@ -1,5 +1,5 @@
-//! Request bodies as the proxy admits them: what a body still arriving holds counts against one
-//! process-wide [`Budget`], a body must be complete within a time bound, and a call whose method takes
+//! Request bodies as the proxy admits them: what a body still arriving holds (its message's whole
+//! declared length, once the header is in) counts against one process-wide [`Budget`], a body must be complete within a time bound, and a call whose method takes
 //! one request message may carry exactly one gRPC message. Each refusal is a gRPC status that tonic
 //! passes to the caller (it recovers a [`Status`] from the body's error).
 
@@ -24,6 +24,7 @@ struct MessageCounter {
     header_len: usize,
     payload_left: u64,
     messages: u32,
+    first_length: Option<u64>,
 }
 
 impl MessageCounter {
@@ -53,10 +54,18 @@ impl MessageCounter {
                     self.header[4],
                 ];
                 self.payload_left = u64::from(u32::from_be_bytes(len));
+                if self.messages == 1 {
+                    self.first_length = Some(5 + self.payload_left);
+                }
                 self.header_len = 0;
             }
         }
         self.messages
+    }
+
+    /// The first message's whole length (header and payload), once its header has arrived.
+    fn first_length(&self) -> Option<u64> {
+        self.first_length
     }
 }
 
@@ -66,6 +75,8 @@ struct SingleMessage {
     messages: MessageCounter,
     budget: Arc<Budget>,
     held: usize,
+    received: usize,
+    max_message: usize,
     timeout: Duration,
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>,
@@ -87,11 +98,14 @@ pub struct AdmittedBody<B> {
 
 impl<B> AdmittedBody<B> {
     /// A body of a method that takes one request message: counted against `budget`, complete within
-    /// `timeout`, and refused if it carries a second message.
+    /// `timeout`, and refused if it carries a second message. Once the message's header has
+    /// arrived, it holds its whole declared length (up to `max_message`, beyond which the decoder
+    /// refuses it): that is what the decoder sets aside for it.
     pub fn single_message(
         inner: B,
         budget: Arc<Budget>,
         timeout: Duration,
+        max_message: usize,
         counters: Arc<TransportCounters>,
     ) -> Self {
         Self {
@@ -100,6 +114,8 @@ impl<B> AdmittedBody<B> {
                 messages: MessageCounter::default(),
                 budget,
                 held: 0,
+                received: 0,
+                max_message,
                 timeout,
                 deadline: Instant::now() + timeout,
                 timer: None,
@@ -164,7 +180,23 @@ where
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         };
         if let Some(data) = frame.data_ref() {
-            if !single.budget.try_take(data.len()) {
+            if single.messages.feed(data) > 1 {
+                return refuse(Status::invalid_argument(
+                    "this method takes exactly one request message; the call sent a second",
+                ));
+            }
+            single.received += data.len();
+            // tonic reserves a message's declared length as soon as its header is in, so that is
+            // what the call holds from then on, however little of it has arrived.
+            let declared = single
+                .messages
+                .first_length()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n <= single.max_message)
+                .unwrap_or(0);
+            let holds = single.received.max(declared);
+            let more = holds.saturating_sub(single.held);
+            if more > 0 && !single.budget.try_take(more) {
                 if let Some(total) = this.counters.buffer_refusals.bump(1) {
                     tracing::warn!(
                         total,
@@ -177,12 +209,7 @@ where
                     single.budget.max()
                 )));
             }
-            single.held += data.len();
-            if single.messages.feed(data) > 1 {
-                return refuse(Status::invalid_argument(
-                    "this method takes exactly one request message; the call sent a second",
-                ));
-            }
+            single.held += more;
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -215,6 +242,18 @@ mod tests {
             c.feed(&bytes[..cut]);
             assert_eq!(c.feed(&bytes[cut..]), 1, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn the_first_messages_length_is_known_once_its_header_is_in() {
+        let bytes = frame(3, b"abc");
+        let mut c = MessageCounter::default();
+        c.feed(&bytes[..4]);
+        assert_eq!(c.first_length(), None);
+        c.feed(&bytes[4..5]);
+        assert_eq!(c.first_length(), Some(8));
+        c.feed(&frame(100, b""));
+        assert_eq!(c.first_length(), Some(8), "only the first message's");
     }
 
     #[test]

@@ -241,6 +241,7 @@ impl Proxy {
             .layer(ProtocolLayer::new(
                 Arc::new(Budget::new(limits.max_buffered_request_bytes)),
                 Duration::from_millis(limits.request_body_timeout_ms),
+                max_message,
                 self.counters.clone(),
             ))
             .layer(AuthLayer::new(self.guard.clone()))

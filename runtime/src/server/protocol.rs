@@ -61,19 +61,23 @@ fn is_grpc(content_type: Option<&http::HeaderValue>) -> bool {
 pub struct ProtocolLayer {
     budget: Arc<Budget>,
     body_timeout: Duration,
+    max_message: usize,
     counters: Arc<TransportCounters>,
 }
 
 impl ProtocolLayer {
-    /// A layer drawing request bodies from `budget`, each complete within `body_timeout`.
+    /// A layer drawing request bodies from `budget`, each complete within `body_timeout`, of
+    /// messages the services decode up to `max_message` bytes.
     pub fn new(
         budget: Arc<Budget>,
         body_timeout: Duration,
+        max_message: usize,
         counters: Arc<TransportCounters>,
     ) -> Self {
         Self {
             budget,
             body_timeout,
+            max_message,
             counters,
         }
     }
@@ -141,6 +145,7 @@ where
                     body,
                     settings.budget.clone(),
                     settings.body_timeout,
+                    settings.max_message,
                     settings.counters.clone(),
                 )
             } else {
