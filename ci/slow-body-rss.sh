@@ -5,17 +5,17 @@
 #
 #   ci/slow-body-rss.sh [PROXY_BIN] [CONNECTIONS] [STREAMS] [DECLARED] [HOLD_SECS]
 #
-# PROXY_BIN defaults to a fresh debug build of prism-proxy; give another binary to compare builds.
+# PROXY_BIN defaults to a fresh release build of prism-proxy; give another binary to compare builds.
 # The proxy serves one memstore namespace with auth off on a free loopback port, default limits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proxy="${1:-}"
 if [ -z "$proxy" ]; then
-    cargo build --quiet --bin prism-proxy
-    proxy="${CARGO_TARGET_DIR:-target}/debug/prism-proxy"
+    cargo build --quiet --release --bin prism-proxy
+    proxy="${CARGO_TARGET_DIR:-target}/release/prism-proxy"
 fi
-cargo build --quiet --example slow_body -p prism-runtime
-probe="${CARGO_TARGET_DIR:-target}/debug/examples/slow_body"
+cargo build --quiet --release --example slow_body -p prism-runtime
+probe="${CARGO_TARGET_DIR:-target}/release/examples/slow_body"
 work=$(mktemp -d)
 pid=""
 cleanup() {
