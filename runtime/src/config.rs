@@ -109,7 +109,8 @@ pub struct ServerLimits {
     /// `idle_timeout_ms`.
     #[serde(default = "default_unauthenticated_per_connection")]
     pub max_unauthenticated_calls_per_connection: usize,
-    /// Most calls that need no token open at once across the process (default 256).
+    /// Most streams that need no token (health Watch, reflection) open at once across the process
+    /// (default 256); health Check counts only against the per-connection budget.
     #[serde(default = "default_unauthenticated")]
     pub max_unauthenticated_calls: usize,
     /// Most bytes of messages waiting in subscribers' buffers across the process (default 256 MiB);

@@ -1,7 +1,8 @@
 //! The transport against hostile and careless clients, through the real server over real sockets:
 //! a drain that ends whatever clients do, the listener closed at drain start, handshake and idle
 //! timeouts, the connection cap and the shedding of connections no authenticated call has used, the
-//! budget of calls that need no token, the request buffer budget and body timeout, oversize headers
+//! budget of calls that need no token, the request buffer budget (a refusal pauses the connection's
+//! reads) and body timeout, oversize headers
 //! answered per stream, one message per unary call, and non-gRPC content types.
 
 use bytes::Bytes;
@@ -79,9 +80,22 @@ impl Running {
         &self,
         send: &mut h2::client::SendRequest<Bytes>,
     ) -> Result<h2::RecvStream, (String, String)> {
+        self.health(send, "Watch").await
+    }
+
+    /// Calls health `method` (no token needed): its open response body, or the refusal's
+    /// grpc-status and message.
+    async fn health(
+        &self,
+        send: &mut h2::client::SendRequest<Bytes>,
+        method: &str,
+    ) -> Result<h2::RecvStream, (String, String)> {
         let request = Request::builder()
             .method("POST")
-            .uri(format!("http://{}/grpc.health.v1.Health/Watch", self.addr))
+            .uri(format!(
+                "http://{}/grpc.health.v1.Health/{method}",
+                self.addr
+            ))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())
@@ -351,8 +365,10 @@ async fn calls_without_a_token_have_a_budget_per_connection_and_per_process() {
         proxy.watch(&mut b).await,
         "server.max_unauthenticated_calls;",
     );
-    // Authenticated calls are not in that budget.
+    // Authenticated calls are not in that budget, nor is a health Check in the process's.
     assert_eq!(proxy.get(&mut b).await, "0");
+    let check = proxy.health(&mut b, "Check").await;
+    assert!(check.is_ok(), "a Check is answered: {check:?}");
     // A closed stream gives its place back.
     drop(first);
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -429,6 +445,10 @@ async fn stalled_bodies_are_bounded_by_the_buffer_budget_and_the_body_timeout() 
     );
     let snapshot = proxy.counters.snapshot();
     assert!(snapshot.buffer_refusals >= 1 && snapshot.body_timeouts >= 1);
+    assert_eq!(
+        snapshot.reads_paused, snapshot.buffer_refusals,
+        "each refusal paused the connection's reads"
+    );
     // The budget is whole again: a 1 MiB value goes through.
     let (response, mut body) = send
         .send_request(proxy.request("Set").body(()).unwrap(), false)

@@ -96,11 +96,9 @@ fn header_alg(token: &str) -> Result<String, AuthError> {
         .ok_or_else(|| AuthError::Malformed("the header has no `alg`".into()))
 }
 
-/// `Ok` when the configured `iss` and `aud` are present, non-null and accepted: a token without them
-/// is refused when the config names them (jsonwebtoken would only compare claims that are present).
 /// Whether the payload of `token` (whose signature has verified) has a claim named `name` with a
-/// value other than null: the JWT library reports a claim it cannot read as a number (`-1`, `1e20`, a string) as
-/// missing.
+/// value other than null: the JWT library reports a claim it cannot read as a number (`-1`,
+/// `1e20`, a string) as missing.
 fn has_claim(token: &str, name: &str) -> bool {
     token
         .split('.')
@@ -110,6 +108,8 @@ fn has_claim(token: &str, name: &str) -> bool {
         .is_some_and(|claims| claims.get(name).is_some_and(|v| !v.is_null()))
 }
 
+/// `Ok` when the configured `iss` and `aud` are present, non-null and accepted: a token without them
+/// is refused when the config names them (jsonwebtoken would only compare claims that are present).
 fn check_iss_aud(
     claims: &Value,
     issuer: Option<&str>,

@@ -3,6 +3,7 @@
 //! one request message may carry exactly one gRPC message. Each refusal is a gRPC status that tonic
 //! passes to the caller (it recovers a [`Status`] from the body's error).
 
+use super::ConnectionTrust;
 use super::counters::TransportCounters;
 use crate::budget::Budget;
 use bytes::Bytes;
@@ -72,6 +73,7 @@ impl MessageCounter {
 /// What a single-message request is held to.
 #[derive(Debug)]
 struct SingleMessage {
+    connection: Option<ConnectionTrust>,
     messages: MessageCounter,
     budget: Arc<Budget>,
     held: usize,
@@ -100,9 +102,11 @@ impl<B> AdmittedBody<B> {
     /// A body of a method that takes one request message: counted against `budget`, complete within
     /// `timeout`, and refused if it carries a second message. Once the message's header has
     /// arrived, it holds its whole declared length (up to `max_message`, beyond which the decoder
-    /// refuses it): that is what the decoder sets aside for it.
+    /// refuses it): that is what the decoder sets aside for it. A refusal for want of budget pauses
+    /// the reads of `connection`.
     pub fn single_message(
         inner: B,
+        connection: Option<ConnectionTrust>,
         budget: Arc<Budget>,
         timeout: Duration,
         max_message: usize,
@@ -111,6 +115,7 @@ impl<B> AdmittedBody<B> {
         Self {
             inner,
             single: Some(SingleMessage {
+                connection,
                 messages: MessageCounter::default(),
                 budget,
                 held: 0,
@@ -197,6 +202,10 @@ where
             let holds = single.received.max(declared);
             let more = holds.saturating_sub(single.held);
             if more > 0 && !single.budget.try_take(more) {
+                if let Some(connection) = &single.connection {
+                    connection.back_off();
+                    this.counters.reads_paused.bump(1);
+                }
                 if let Some(total) = this.counters.buffer_refusals.bump(1) {
                     tracing::warn!(
                         total,

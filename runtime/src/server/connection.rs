@@ -16,9 +16,9 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -57,10 +57,14 @@ pub struct ConnectionSettings {
 }
 
 /// A socket that notes when the client has sent the HTTP/2 preface.
+/// It also stops reading while its connection is paused (see [`Activity::back_off`]): what the
+/// client sends meanwhile waits in the kernel's socket buffer and its TCP window, not in the proxy.
 struct Watched {
     stream: TcpStream,
     read: usize,
     preface: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl AsyncRead for Watched {
@@ -69,6 +73,16 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(until) = self.activity.paused_until() {
+            let pause = self
+                .pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if pause.deadline() != until {
+                pause.as_mut().reset(until);
+            }
+            ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if self.read < PREFACE_BYTES {
@@ -122,7 +136,19 @@ pub struct Activity {
     proven: AtomicBool,
     shed: Notify,
     unauthenticated: Arc<Budget>,
+    /// Reads are paused until this many milliseconds after `opened` (0: not paused), and the next
+    /// pause's length in milliseconds.
+    paused_until_ms: AtomicU64,
+    next_pause_ms: AtomicU64,
 }
+
+/// The first pause of a connection whose call was refused for want of request-buffer room; each
+/// refusal while it has been refused within [`BACK_OFF_MEMORY`] doubles it, up to [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause of a connection's reads.
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+/// How long after its last pause a connection's next one starts again from [`FIRST_PAUSE`].
+const BACK_OFF_MEMORY: Duration = Duration::from_secs(2);
 
 /// One long-lived stream call's place in its connection's budget, until its response ends.
 struct StreamCall(Arc<Activity>);
@@ -144,6 +170,8 @@ impl Activity {
             proven: AtomicBool::new(false),
             shed: Notify::new(),
             unauthenticated: Arc::new(Budget::new(max_unauthenticated)),
+            paused_until_ms: AtomicU64::new(0),
+            next_pause_ms: AtomicU64::new(FIRST_PAUSE.as_millis() as u64),
         }
     }
 
@@ -168,6 +196,11 @@ impl Activity {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).1
     }
 
+    /// Whether a call that may need a token is in progress on this connection.
+    pub fn is_busy(&self) -> bool {
+        self.idle_since().is_none()
+    }
+
     /// Whether a call on this connection has passed authentication.
     pub fn is_proven(&self) -> bool {
         self.proven.load(Ordering::Relaxed)
@@ -178,6 +211,32 @@ impl Activity {
         if !self.is_proven() {
             self.proven.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Pauses the connection's reads: one of its calls was refused because request bodies hold
+    /// the process's buffer budget, and a client that keeps sending bodies then only pushes data the
+    /// proxy would read to throw away. The pause doubles while refusals go on.
+    pub fn back_off(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        let until = self.paused_until_ms.load(Ordering::Relaxed);
+        let pause = if until != 0 && now < until + BACK_OFF_MEMORY.as_millis() as u64 {
+            self.next_pause_ms.load(Ordering::Relaxed)
+        } else {
+            FIRST_PAUSE.as_millis() as u64
+        };
+        self.paused_until_ms
+            .store((now + pause).max(1), Ordering::Relaxed);
+        self.next_pause_ms.store(
+            (pause * 2).min(LONGEST_PAUSE.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Until when reads are paused, if they are.
+    fn paused_until(&self) -> Option<Instant> {
+        let until = self.paused_until_ms.load(Ordering::Relaxed);
+        let at = self.opened + Duration::from_millis(until);
+        (until != 0 && at > Instant::now()).then_some(at)
     }
 
     /// Tells the connection to close at once (the accept loop needs its slot).
@@ -216,6 +275,11 @@ impl ConnectionTrust {
     pub fn authenticated(&self) {
         self.0.prove();
     }
+
+    /// The call was refused for want of request-buffer room: pause the connection's reads.
+    pub fn back_off(&self) {
+        self.0.back_off();
+    }
 }
 
 /// A response body that keeps its call counted as active (and a stream call, or a call that needs
@@ -224,7 +288,7 @@ pub struct TrackedBody<B> {
     inner: B,
     _call: Option<ActiveCall>,
     _stream: Option<StreamCall>,
-    _unauthenticated: Option<(Held, Held)>,
+    _unauthenticated: Option<(Held, Option<Held>)>,
 }
 
 impl<B> http_body::Body for TrackedBody<B>
@@ -261,6 +325,12 @@ struct Tracked<H> {
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// Whether a call that needs no token is a stream that may stay open (health Watch, reflection)
+/// rather than one answered at once (health Check).
+fn path_is_long_lived(path: &str) -> bool {
+    path == "/grpc.health.v1.Health/Watch" || path.starts_with("/grpc.reflection.")
+}
 
 /// A call answered at once with `status`, its places released when the answer is sent.
 fn refused<B: Default + Send + 'static, E: 'static>(
@@ -300,22 +370,31 @@ where
                 None,
             );
         };
-        let Some(in_process) = settings.unauthenticated.take(1) else {
+        // Health Check is answered at once and stays under the connection's budget only, so
+        // streams held elsewhere can never fail a liveness probe; Watch and reflection streams
+        // also draw from the process's.
+        let long_lived = path_is_long_lived(request.uri().path());
+        let in_process = if long_lived {
+            settings.unauthenticated.take(1)
+        } else {
+            None
+        };
+        if long_lived && in_process.is_none() {
             if let Some(total) = settings.counters.unauthenticated_refused.bump(1) {
                 tracing::warn!(
                     total,
                     max = settings.unauthenticated.max(),
-                    "call refused: server.max_unauthenticated_calls (health, reflection) are open"
+                    "call refused: server.max_unauthenticated_calls streams without a token (health Watch, reflection) are open"
                 );
             }
             return refused(
                 tonic::Status::resource_exhausted(format!(
-                    "the proxy has {} calls open that need no token (health, reflection), the limit server.max_unauthenticated_calls; retry later",
+                    "the proxy has {} streams open that need no token (health Watch, reflection), the limit server.max_unauthenticated_calls; retry later",
                     settings.unauthenticated.max()
                 )),
                 None,
             );
-        };
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -441,6 +520,8 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
         stream,
         read: 0,
         preface: preface.clone(),
+        activity: activity.clone(),
+        pause: None,
     };
     let service = Tracked {
         inner: TowerToHyperService::new(ConcurrencyLimit::new(

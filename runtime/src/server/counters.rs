@@ -68,6 +68,9 @@ pub struct TransportCounters {
     /// Calls that need no token (health, reflection) refused over
     /// `server.max_unauthenticated_calls_per_connection` or `server.max_unauthenticated_calls`.
     pub unauthenticated_refused: Counter,
+    /// Pauses of a connection's reads after one of its calls was refused for want of request-buffer
+    /// room.
+    pub reads_paused: Counter,
 }
 
 /// The counters' values at one moment.
@@ -91,6 +94,8 @@ pub struct CountersSnapshot {
     pub connections_shed: u64,
     /// See [`TransportCounters::unauthenticated_refused`].
     pub unauthenticated_refused: u64,
+    /// See [`TransportCounters::reads_paused`].
+    pub reads_paused: u64,
 }
 
 impl TransportCounters {
@@ -106,6 +111,7 @@ impl TransportCounters {
             drain_cut: self.drain_cut.get(),
             connections_shed: self.connections_shed.get(),
             unauthenticated_refused: self.unauthenticated_refused.get(),
+            reads_paused: self.reads_paused.get(),
         }
     }
 }

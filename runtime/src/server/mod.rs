@@ -273,8 +273,8 @@ impl Proxy {
                 .then(|| Duration::from_millis(limits.idle_timeout_ms)),
             max_in_flight: limits.max_in_flight_per_connection,
             max_stream_calls: limits.max_stream_calls_per_connection as usize,
-            max_unauthenticated: limits.max_unauthenticated_calls_per_connection,
-            unauthenticated: Arc::new(Budget::new(limits.max_unauthenticated_calls)),
+            max_unauthenticated: limits.max_unauthenticated_calls_per_connection.max(1),
+            unauthenticated: Arc::new(Budget::new(limits.max_unauthenticated_calls.max(1))),
             counters: self.counters.clone(),
         });
         let drain_bound = Duration::from_millis(limits.drain_timeout_ms);

@@ -3,6 +3,7 @@
 //! [`AdmittedBody`]; and the caller's `grpc-timeout` becomes a [`CallDeadline`] that backend calls
 //! honour, answered DEADLINE_EXCEEDED when it passes.
 
+use super::ConnectionTrust;
 use super::body::AdmittedBody;
 use super::counters::TransportCounters;
 use crate::budget::Budget;
@@ -139,10 +140,12 @@ where
             .and_then(|d| Instant::now().checked_add(d));
         let settings = &self.settings;
         let single = single_request_message(request.uri().path());
+        let connection = request.extensions().get::<ConnectionTrust>().cloned();
         let mut request = request.map(|body| {
             if single {
                 AdmittedBody::single_message(
                     body,
+                    connection,
                     settings.budget.clone(),
                     settings.body_timeout,
                     settings.max_message,

@@ -1,5 +1,6 @@
 //! The connection slots of `server.max_connections`, oldest connection first. When every slot is
-//! taken, the oldest connection that no authenticated call has used is shed (cut) to make room, so
+//! taken, the oldest connection that no authenticated call has used, and that has no call in
+//! progress, is shed (cut) to make room, so
 //! clients without a token can never lock out one with a token: at accept nothing is known of the
 //! caller, so capacity cannot be reserved for authenticated ones, but a connection that has
 //! carried an authenticated call is never shed.
@@ -59,9 +60,12 @@ impl Slots {
         let shed = if connections.len() < self.max {
             false
         } else {
+            // A call in progress may be a first authenticated one that has not reached the guard
+            // yet; calls without a token are refused at once, so only a client's own keep a
+            // connection here.
             let Some(oldest) = connections
                 .iter()
-                .find(|(_, a)| !a.is_proven())
+                .find(|(_, a)| !a.is_proven() && !a.is_busy())
                 .map(|(id, _)| *id)
             else {
                 return Admission::Full;
