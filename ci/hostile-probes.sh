@@ -14,44 +14,14 @@
 # PROXY_BIN defaults to a fresh release build of prism-proxy; give another binary to compare builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-proxy="${1:-}"
-if [ -z "$proxy" ]; then
-    cargo build --quiet --release --bin prism-proxy
-    proxy="${CARGO_TARGET_DIR:-target}/release/prism-proxy"
-fi
-cargo build --quiet --release -p prism-runtime --example hold_without_token --example slow_subscriber
-examples="${CARGO_TARGET_DIR:-target}/release/examples"
-work=$(mktemp -d)
-pid=""
-stop() {
-    if [ -n "$pid" ]; then
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null || true
-        pid=""
-    fi
-}
-trap 'stop; rm -rf "$work"' EXIT
-start() {
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    cat > "$work/prism.yaml" <<YAML
-listen: 127.0.0.1:$port
-auth: { mode: none }
-server: { max_connections: 200, idle_timeout_ms: 2000 }
-backends: { m: { type: memstore } }
-namespaces:
-  m: { pattern: keyvalue, backend: m }
-  events: { pattern: pubsub, backend: m }
-YAML
-    "$proxy" --config "$work/prism.yaml" 2>"$work/proxy.log" &
-    pid=$!
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
-}
-start
-"$examples/hold_without_token" "127.0.0.1:$port" "$pid" "${2:-200}" "${3:-100}" 5
-stop
-start
-"$examples/slow_subscriber" "127.0.0.1:$port" "$pid" 1 1024 1048576
-stop
-start
-"$examples/slow_subscriber" "127.0.0.1:$port" "$pid" 4 1024 1048576
-stop
+PROBES="hold_without_token slow_subscriber" . ci/bench/probe-proxy.sh
+limits="max_connections: 200, idle_timeout_ms: 2000"
+start_proxy "$limits"
+"$EXAMPLES/hold_without_token" "127.0.0.1:$PORT" "$PROXY_PID" "${2:-200}" "${3:-100}" 5
+stop_proxy
+start_proxy "$limits"
+"$EXAMPLES/slow_subscriber" "127.0.0.1:$PORT" "$PROXY_PID" 1 1024 1048576
+stop_proxy
+start_proxy "$limits"
+"$EXAMPLES/slow_subscriber" "127.0.0.1:$PORT" "$PROXY_PID" 4 1024 1048576
+stop_proxy

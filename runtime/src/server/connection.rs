@@ -320,7 +320,6 @@ where
 struct Tracked<H> {
     inner: H,
     activity: Arc<Activity>,
-    max_stream_calls: usize,
     settings: Arc<ConnectionSettings>,
 }
 
@@ -421,27 +420,32 @@ where
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         let path = request.uri().path();
-        if requirement(path) == Requirement::Open {
-            return self.call_unauthenticated(request);
-        }
+        // A pattern method is found once; only other paths are asked whether they need a token.
+        let streaming = match crate::patterns::method_of(path) {
+            Some((_, method)) => method.streaming,
+            None if requirement(path) == Requirement::Open => {
+                return self.call_unauthenticated(request);
+            }
+            None => false,
+        };
         let call = self.activity.begin();
-        let streaming = crate::patterns::method_of(path).is_some_and(|(_, m)| m.streaming);
+        let max_stream_calls = self.settings.max_stream_calls;
         let stream = match streaming {
             false => None,
-            true => match self.activity.open_stream_call(self.max_stream_calls) {
+            true => match self.activity.open_stream_call(max_stream_calls) {
                 Some(slot) => Some(slot),
                 None => {
                     if let Some(total) = self.settings.counters.stream_calls_refused.bump(1) {
                         tracing::warn!(
                             total,
-                            max = self.max_stream_calls,
+                            max = max_stream_calls,
                             "stream call refused: its connection holds server.max_stream_calls_per_connection"
                         );
                     }
                     return refused(
                         tonic::Status::resource_exhausted(format!(
                             "this connection holds {} Subscribe/Consume streams, the limit server.max_stream_calls_per_connection; open another connection",
-                            self.max_stream_calls
+                            max_stream_calls
                         )),
                         Some(call),
                     );
@@ -529,7 +533,6 @@ pub async fn serve<S: ConnectionService<B>, B: ResponseBody>(
             settings.max_in_flight.max(1),
         )),
         activity: activity.clone(),
-        max_stream_calls: settings.max_stream_calls.max(1),
         settings: settings.clone(),
     };
     let mut conn = pin!(

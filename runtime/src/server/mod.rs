@@ -272,7 +272,7 @@ impl Proxy {
             idle_timeout: (limits.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(limits.idle_timeout_ms)),
             max_in_flight: limits.max_in_flight_per_connection,
-            max_stream_calls: limits.max_stream_calls_per_connection as usize,
+            max_stream_calls: (limits.max_stream_calls_per_connection as usize).max(1),
             max_unauthenticated: limits.max_unauthenticated_calls_per_connection.max(1),
             unauthenticated: Arc::new(Budget::new(limits.max_unauthenticated_calls.max(1))),
             counters: self.counters.clone(),
