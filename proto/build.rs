@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "prism/keyvalue/v1/keyvalue.proto",
                 "prism/pubsub/v1/pubsub.proto",
                 "prism/queue/v1/queue.proto",
+                "prism/registry/v1/registry.proto",
                 "prism/admin/v1/admin.proto",
             ],
             &["."],

@@ -16,6 +16,7 @@ use crate::admin::v1::admin_client::AdminClient;
 use crate::keyvalue::v1::key_value_client::KeyValueClient;
 use crate::pubsub::v1::pub_sub_client::PubSubClient;
 use crate::queue::v1::queue_client::QueueClient;
+use crate::registry::v1::multicast_registry_client::MulticastRegistryClient;
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, NAMESPACE_HEADER};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -116,6 +117,9 @@ pub type PubSub = PubSubClient<InterceptedService<Channel, CallMetadata>>;
 /// The Queue client type a [`NamespaceClient`] hands out.
 pub type Queue = QueueClient<InterceptedService<Channel, CallMetadata>>;
 
+/// The Multicast Registry client type a [`NamespaceClient`] hands out.
+pub type Registry = MulticastRegistryClient<InterceptedService<Channel, CallMetadata>>;
+
 impl NamespaceClient {
     /// The KeyValue pattern API for this namespace.
     pub fn keyvalue(&self) -> KeyValue {
@@ -134,6 +138,13 @@ impl NamespaceClient {
     /// The Queue pattern API for this namespace.
     pub fn queue(&self) -> Queue {
         QueueClient::with_interceptor(self.channel.clone(), self.metadata.clone())
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// The Multicast Registry pattern API for this namespace.
+    pub fn registry(&self) -> Registry {
+        MulticastRegistryClient::with_interceptor(self.channel.clone(), self.metadata.clone())
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
     }

@@ -28,6 +28,14 @@ pub mod queue {
     }
 }
 
+/// The Multicast Registry pattern API.
+pub mod registry {
+    /// Version 1 of the Multicast Registry API.
+    pub mod v1 {
+        tonic::include_proto!("prism.registry.v1");
+    }
+}
+
 /// The Admin API: capabilities and namespaces.
 pub mod admin {
     /// Version 1 of the Admin API.

@@ -34,9 +34,22 @@ fn info(route: &NamespaceRoute) -> pb::NamespaceInfo {
     pb::NamespaceInfo {
         name: route.name.clone(),
         pattern: route.pattern.name().into(),
-        backend: route.backend_name.clone(),
-        backend_kind: route.backend.kind.into(),
+        backend: route.primary().backend_name.clone(),
+        backend_kind: route.primary().backend.kind.into(),
+        slots: slots(route),
     }
+}
+
+fn slots(route: &NamespaceRoute) -> Vec<pb::SlotInfo> {
+    route
+        .slots
+        .iter()
+        .map(|s| pb::SlotInfo {
+            slot: s.slot.name().into(),
+            backend: s.backend_name.clone(),
+            backend_kind: s.backend.kind.into(),
+        })
+        .collect()
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -66,8 +79,9 @@ impl Admin for AdminService {
         Ok(Response::new(pb::GetCapabilitiesResponse {
             namespace: route.name.clone(),
             pattern: route.pattern.name().into(),
-            backend: route.backend_name.clone(),
-            backend_kind: route.backend.kind.into(),
+            backend: route.primary().backend_name.clone(),
+            backend_kind: route.primary().backend.kind.into(),
+            slots: slots(route),
             capabilities: route
                 .capabilities
                 .iter()

@@ -5,8 +5,8 @@ use crate::auth::config::AuthConfig;
 use crate::backends::BackendConfig;
 use crate::backends::health::BackendCallConfig;
 use crate::limits::{Limits, LimitsConfig};
-use crate::patterns::Pattern;
 use crate::patterns::capability::Capability;
+use crate::patterns::{Pattern, Slot};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -189,20 +189,53 @@ impl Default for ServerLimits {
     }
 }
 
-/// One namespace: a pattern served by a named backend.
+/// One namespace: a pattern served by a named backend per slot.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// The pattern API this namespace serves.
     pub pattern: Pattern,
-    /// Name of an entry under `backends`.
-    pub backend: String,
+    /// Name of an entry under `backends`: the one backend of a plain pattern, or every slot's.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The backend of each slot (composite patterns: `registry`, `messaging`).
+    #[serde(default)]
+    pub slots: BTreeMap<Slot, String>,
     /// Capabilities the backend declares that this namespace must not offer (refused as UNIMPLEMENTED).
     #[serde(default)]
     pub disable: Vec<Capability>,
     /// Limits for this namespace, over the top-level `limits`.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+impl NamespaceConfig {
+    /// A namespace of `pattern` with every slot on `backend` and no other settings.
+    pub fn on(pattern: Pattern, backend: &str) -> Self {
+        Self {
+            pattern,
+            backend: Some(backend.to_string()),
+            slots: BTreeMap::new(),
+            disable: Vec::new(),
+            limits: LimitsConfig::default(),
+        }
+    }
+
+    /// The backend named for each of the pattern's slots, in the pattern's slot order: `slots:`
+    /// where given, else `backend:`. A slot with neither is left out (the config check names it).
+    pub fn slot_backends(&self) -> Vec<(Slot, &str)> {
+        self.pattern
+            .spec()
+            .slots
+            .iter()
+            .filter_map(|s| {
+                self.slots
+                    .get(&s.slot)
+                    .or(self.backend.as_ref())
+                    .map(|b| (s.slot, b.as_str()))
+            })
+            .collect()
+    }
 }
 
 /// Why a config could not be loaded.
@@ -276,6 +309,9 @@ struct Places {
 #[derive(Deserialize)]
 struct NamespacePlaces {
     pattern: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    backend: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    slots: BTreeMap<String, serde_saphyr::Spanned<serde::de::IgnoredAny>>,
     #[serde(default)]
     disable: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
     limits: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
@@ -331,33 +367,7 @@ impl ProxyConfig {
         }
         for (name, ns) in &self.namespaces {
             let places = ns_places(name);
-            match self.backends.get(&ns.backend) {
-                None => {
-                    let known: Vec<_> = self.backends.keys().map(String::as_str).collect();
-                    problems.push(Problem::new(format!(
-                        "namespace '{name}' uses backend '{}', which is not defined (defined: {})",
-                        ns.backend,
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    )));
-                }
-                Some(backend) if !backend.patterns().contains(&ns.pattern) => {
-                    problems.push(Problem {
-                        at: places.and_then(|p| p.pattern.as_ref()).and_then(|s| place(s.referenced)),
-                        message: format!(
-                            "namespace '{name}' serves the {} pattern, which backend '{}' (type {}) does not offer (it offers: {})",
-                            ns.pattern.name(),
-                            ns.backend,
-                            backend.kind(),
-                            backend.patterns().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-                        ),
-                    });
-                }
-                Some(_) => {}
-            }
+            problems.extend(self.slot_problems(name, ns, places));
             for (i, capability) in ns.disable.iter().enumerate() {
                 if capability.pattern() != ns.pattern {
                     problems.push(Problem {
@@ -412,6 +422,114 @@ impl ProxyConfig {
                         r.key_prefix
                     )));
                 }
+            }
+        }
+        problems
+    }
+
+    /// What is wrong with the slots of namespace `name`: slots the pattern does not have, slots
+    /// without a backend, backends not defined or not offering what the slot needs.
+    fn slot_problems(
+        &self,
+        name: &str,
+        ns: &NamespaceConfig,
+        places: Option<&NamespacePlaces>,
+    ) -> Vec<Problem> {
+        let spec = ns.pattern.spec();
+        let slot_names = || {
+            spec.slots
+                .iter()
+                .map(|s| s.slot.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let at_slot = |slot: Slot| {
+            places
+                .and_then(|p| p.slots.get(slot.name()))
+                .or_else(|| places.and_then(|p| p.backend.as_ref()))
+                .and_then(|s| place(s.referenced))
+        };
+        let mut problems = Vec::new();
+        for slot in ns.slots.keys() {
+            if spec.slot(*slot).is_none() {
+                problems.push(Problem {
+                    at: at_slot(*slot),
+                    message: format!(
+                        "namespace '{name}' names a backend for slot `{}`, which the {} pattern does not have (its slots: {})",
+                        slot.name(),
+                        ns.pattern.name(),
+                        slot_names()
+                    ),
+                });
+            }
+        }
+        for slot in spec.slots {
+            let Some(backend_name) = ns.slots.get(&slot.slot).or(ns.backend.as_ref()) else {
+                problems.push(Problem {
+                    at: places.and_then(|p| p.pattern.as_ref()).and_then(|s| place(s.referenced)),
+                    message: if spec.slots.len() == 1 {
+                        format!("namespace '{name}' names no backend (add `backend: NAME`)")
+                    } else {
+                        format!(
+                            "namespace '{name}' names no backend for slot `{}` (add `slots: {{ {} }}` or `backend: NAME` for every slot)",
+                            slot.slot.name(),
+                            spec.slots
+                                .iter()
+                                .map(|s| format!("{}: NAME", s.slot.name()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                });
+                continue;
+            };
+            let what = if spec.slots.len() == 1 {
+                format!("namespace '{name}' uses backend '{backend_name}'")
+            } else {
+                format!(
+                    "namespace '{name}' slot `{}` uses backend '{backend_name}'",
+                    slot.slot.name()
+                )
+            };
+            match self.backends.get(backend_name) {
+                None => {
+                    let known: Vec<_> = self.backends.keys().map(String::as_str).collect();
+                    problems.push(Problem {
+                        at: at_slot(slot.slot),
+                        message: format!(
+                            "{what}, which is not defined (defined: {})",
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    });
+                }
+                Some(backend) if !backend.patterns().contains(&slot.offers) => {
+                    let needed = if spec.slots.len() == 1 {
+                        format!("serves the {} pattern", ns.pattern.name())
+                    } else {
+                        format!(
+                            "needs the {} pattern for its `{}` slot",
+                            slot.offers.name(),
+                            slot.slot.name()
+                        )
+                    };
+                    problems.push(Problem {
+                        at: if spec.slots.len() == 1 {
+                            places.and_then(|p| p.pattern.as_ref()).and_then(|s| place(s.referenced))
+                        } else {
+                            at_slot(slot.slot)
+                        },
+                        message: format!(
+                            "namespace '{name}' {needed}, which backend '{backend_name}' (type {}) does not offer (it offers: {})",
+                            backend.kind(),
+                            backend.patterns().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
+                Some(_) => {}
             }
         }
         problems

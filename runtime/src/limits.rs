@@ -33,6 +33,14 @@ pub struct Limits {
     pub subscriber_buffer_bytes: usize,
     /// Deliveries of one message to one group before it moves to `<queue>.dlq`.
     pub max_attempts: u32,
+    /// Most bytes of keys and values in one registration's metadata (more is INVALID_ARGUMENT).
+    pub max_metadata_bytes: usize,
+    /// Most targets one Multicast may address (more is RESOURCE_EXHAUSTED; narrow the filter).
+    pub max_fanout: usize,
+    /// Most clauses (comparisons, `exists`, and each `all`/`any`/`not`) in one filter.
+    pub max_filter_clauses: usize,
+    /// Deepest nesting of `all`/`any`/`not` in one filter.
+    pub max_filter_depth: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +58,10 @@ impl Default for Limits {
             subscriber_buffer: 1024,
             subscriber_buffer_bytes: 16 * 1024 * 1024,
             max_attempts: 5,
+            max_metadata_bytes: 4096,
+            max_fanout: 10_000,
+            max_filter_clauses: 64,
+            max_filter_depth: 8,
         }
     }
 }
@@ -95,6 +107,14 @@ pub struct LimitsConfig {
     pub subscriber_buffer_bytes: Option<usize>,
     /// See [`Limits::max_attempts`].
     pub max_attempts: Option<u32>,
+    /// See [`Limits::max_metadata_bytes`].
+    pub max_metadata_bytes: Option<usize>,
+    /// See [`Limits::max_fanout`].
+    pub max_fanout: Option<usize>,
+    /// See [`Limits::max_filter_clauses`].
+    pub max_filter_clauses: Option<usize>,
+    /// See [`Limits::max_filter_depth`].
+    pub max_filter_depth: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -122,6 +142,10 @@ impl LimitsConfig {
                 self.subscriber_buffer_bytes.is_some(),
             ),
             ("max_attempts", self.max_attempts.is_some()),
+            ("max_metadata_bytes", self.max_metadata_bytes.is_some()),
+            ("max_fanout", self.max_fanout.is_some()),
+            ("max_filter_clauses", self.max_filter_clauses.is_some()),
+            ("max_filter_depth", self.max_filter_depth.is_some()),
         ];
         set.into_iter()
             .filter(|(_, s)| *s)
@@ -155,6 +179,16 @@ impl LimitsConfig {
                 .unwrap_or(base.subscriber_buffer_bytes)
                 .max(1),
             max_attempts: self.max_attempts.unwrap_or(base.max_attempts).max(1),
+            max_metadata_bytes: self.max_metadata_bytes.unwrap_or(base.max_metadata_bytes),
+            max_fanout: self.max_fanout.unwrap_or(base.max_fanout).max(1),
+            max_filter_clauses: self
+                .max_filter_clauses
+                .unwrap_or(base.max_filter_clauses)
+                .max(1),
+            max_filter_depth: self
+                .max_filter_depth
+                .unwrap_or(base.max_filter_depth)
+                .max(1),
         }
     }
 }

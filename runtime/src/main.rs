@@ -112,8 +112,7 @@ async fn serve(
         tracing::info!(
             namespace = %route.name,
             pattern = route.pattern.name(),
-            backend = %route.backend_name,
-            kind = route.backend.kind,
+            backends = %route.describe_backends(),
             "namespace ready"
         );
     }

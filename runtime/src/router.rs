@@ -1,19 +1,30 @@
-//! The router: namespace name → pattern, backend adapter, capabilities and limits. The
+//! The router: namespace name → pattern, the backend of each slot, capabilities and limits. The
 //! [`NamespaceResolver`] interceptor runs in front of every pattern service and attaches the resolved
 //! [`NamespaceRoute`] to the request, so services never parse metadata themselves.
 
 use crate::backends::{self, Backend, OpenError};
 use crate::config::ProxyConfig;
 use crate::limits::Limits;
-use crate::patterns::Pattern;
 use crate::patterns::capability::Capability;
 use crate::patterns::keyvalue::store::KvStore;
 use crate::patterns::stream::StreamCount;
+use crate::patterns::{Pattern, Slot};
 use prism_proto::NAMESPACE_HEADER;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
+
+/// The backend that fills one slot of a namespace.
+#[derive(Debug)]
+pub struct RouteSlot {
+    /// The slot.
+    pub slot: Slot,
+    /// The backend's name in the config.
+    pub backend_name: String,
+    /// The running backend (its health gate guards every call made through this slot).
+    pub backend: Backend,
+}
 
 /// Everything the proxy knows about one namespace.
 #[derive(Debug)]
@@ -22,10 +33,8 @@ pub struct NamespaceRoute {
     pub name: String,
     /// The pattern it serves.
     pub pattern: Pattern,
-    /// The backend's name in the config.
-    pub backend_name: String,
-    /// The running backend.
-    pub backend: Backend,
+    /// The backend of every slot, in the pattern's slot order (never empty).
+    pub slots: Vec<RouteSlot>,
     /// Capabilities offered: what the adapter declares, less what the namespace disables.
     pub capabilities: Vec<Capability>,
     /// Resolved limits.
@@ -35,16 +44,47 @@ pub struct NamespaceRoute {
 }
 
 impl NamespaceRoute {
+    /// The first slot: a plain pattern's one backend.
+    pub fn primary(&self) -> &RouteSlot {
+        &self.slots[0]
+    }
+
+    /// The backend of `slot` (the router builds every slot of the pattern).
+    pub fn slot(&self, slot: Slot) -> &RouteSlot {
+        self.slots
+            .iter()
+            .find(|s| s.slot == slot)
+            .unwrap_or_else(|| self.primary())
+    }
+
+    /// The backends, as `backend 'NAME', kind KIND` or `registry 'NAME' (KIND), …`.
+    pub fn describe_backends(&self) -> String {
+        match self.slots.as_slice() {
+            [one] => format!("backend '{}', kind {}", one.backend_name, one.backend.kind),
+            many => many
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} '{}' ({})",
+                        s.slot.name(),
+                        s.backend_name,
+                        s.backend.kind
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     /// `Ok` when the namespace offers `capability`, else UNIMPLEMENTED naming it.
     pub fn require(&self, capability: Capability) -> Result<(), Status> {
         if self.capabilities.contains(&capability) {
             Ok(())
         } else {
             Err(Status::unimplemented(format!(
-                "capability {capability} is not offered by namespace '{}' (backend '{}', kind {}); offered: {}",
+                "capability {capability} is not offered by namespace '{}' ({}); offered: {}",
                 self.name,
-                self.backend_name,
-                self.backend.kind,
+                self.describe_backends(),
                 self.capabilities
                     .iter()
                     .map(|c| c.name())
@@ -58,10 +98,11 @@ impl NamespaceRoute {
 impl NamespaceRoute {
     /// The KeyValue adapter (every KeyValue namespace has one: the config checks its backend).
     pub fn keyvalue(&self) -> Result<&dyn KvStore, Status> {
-        self.backend.keyvalue.as_deref().ok_or_else(|| {
+        let primary = self.primary();
+        primary.backend.keyvalue.as_deref().ok_or_else(|| {
             Status::unimplemented(format!(
                 "backend '{}' (kind {}) offers no KeyValue",
-                self.backend_name, self.backend.kind
+                primary.backend_name, primary.backend.kind
             ))
         })
     }
@@ -86,19 +127,29 @@ impl Router {
         }
         let mut routes = BTreeMap::new();
         for (name, ns) in &config.namespaces {
-            let Some(backend) = opened.get(ns.backend.as_str()) else {
-                continue; // ProxyConfig::validate has already rejected unknown backends.
-            };
-            let capabilities = backend
-                .capabilities(ns.pattern)
+            // ProxyConfig::parse has already rejected slots without a (defined) backend.
+            let slots: Vec<RouteSlot> = ns
+                .slot_backends()
+                .into_iter()
+                .filter_map(|(slot, backend)| {
+                    Some(RouteSlot {
+                        slot,
+                        backend_name: backend.to_string(),
+                        backend: opened.get(backend)?.clone(),
+                    })
+                })
+                .collect();
+            if slots.len() != ns.pattern.spec().slots.len() {
+                continue;
+            }
+            let capabilities = capabilities(ns.pattern, &slots)
                 .into_iter()
                 .filter(|c| !ns.disable.contains(c))
                 .collect();
             let route = NamespaceRoute {
                 name: name.clone(),
                 pattern: ns.pattern,
-                backend_name: ns.backend.clone(),
-                backend: backend.clone(),
+                slots,
                 capabilities,
                 limits: config.limits_for(ns),
                 streams: StreamCount::default(),
@@ -159,6 +210,18 @@ impl Router {
         for backend in &self.backends {
             backend.close().await;
         }
+    }
+}
+
+/// The capabilities a namespace of `pattern` offers over `slots`: a plain pattern's are what its
+/// backend's adapter declares; a composite's follow from what each slot's backend declares.
+fn capabilities(pattern: Pattern, slots: &[RouteSlot]) -> Vec<Capability> {
+    match pattern {
+        Pattern::Keyvalue | Pattern::Pubsub | Pattern::Queue => slots
+            .first()
+            .map(|s| s.backend.capabilities(pattern))
+            .unwrap_or_default(),
+        Pattern::MulticastRegistry => crate::patterns::registry::capabilities(slots),
     }
 }
 

@@ -108,8 +108,55 @@ fn missing_backend_is_named_with_the_defined_ones() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "t.yaml: namespace 'a' uses backend 'nope', which is not defined (defined: m)"
+        "t.yaml:3:48: namespace 'a' uses backend 'nope', which is not defined (defined: m)"
     );
+}
+
+#[rstest]
+#[case::every_slot_filled(
+    "{ pattern: multicast_registry, slots: { registry: s, messaging: m } }",
+    None
+)]
+#[case::one_backend_for_every_slot("{ pattern: multicast_registry, backend: m }", None)]
+#[case::slot_without_the_pattern_it_needs(
+    "{ pattern: multicast_registry, slots: { registry: s, messaging: s } }",
+    Some(
+        "t.yaml:3:82: namespace 'r' needs the pubsub pattern for its `messaging` slot, which backend 's' (type sqlite) does not offer (it offers: keyvalue, queue)"
+    )
+)]
+#[case::missing_slot(
+    "{ pattern: multicast_registry, slots: { registry: s } }",
+    Some(
+        "namespace 'r' names no backend for slot `messaging` (add `slots: { registry: NAME, messaging: NAME }` or `backend: NAME` for every slot)"
+    )
+)]
+#[case::slot_the_pattern_lacks(
+    "{ pattern: keyvalue, slots: { registry: s } }",
+    Some(
+        "namespace 'r' names a backend for slot `registry`, which the keyvalue pattern does not have (its slots: backend)"
+    )
+)]
+#[case::undefined_slot_backend(
+    "{ pattern: multicast_registry, slots: { registry: s, messaging: bus } }",
+    Some(
+        "namespace 'r' slot `messaging` uses backend 'bus', which is not defined (defined: m, s)"
+    )
+)]
+fn composite_slots_are_checked_and_located(#[case] ns: &str, #[case] expected: Option<&str>) {
+    let text = format!(
+        "auth: {{ mode: none }}\nbackends: {{ m: {{ type: memstore }}, s: {{ type: sqlite, path: \":memory:\" }} }}\nnamespaces: {{ r: {ns} }}\n"
+    );
+    match (ProxyConfig::parse(&text, Path::new("t.yaml")), expected) {
+        (Ok(config), None) => {
+            let slots = config.namespaces["r"].slot_backends();
+            assert_eq!(slots.len(), 2, "{slots:?}");
+        }
+        (Err(e), Some(want)) => {
+            let text = e.to_string();
+            assert!(text.contains(want), "{text:?} should contain {want:?}");
+        }
+        (got, want) => panic!("expected {want:?}, got {got:?}"),
+    }
 }
 
 #[test]

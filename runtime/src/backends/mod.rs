@@ -210,6 +210,8 @@ impl Backend {
             Pattern::Keyvalue => self.keyvalue.as_ref().map(|a| a.capabilities()),
             Pattern::Pubsub => self.pubsub.as_ref().map(|a| a.capabilities()),
             Pattern::Queue => self.queue.as_ref().map(|a| a.capabilities()),
+            // A composite is served over other patterns' adapters, never by one backend alone.
+            Pattern::MulticastRegistry => None,
         };
         declared
             .unwrap_or_default()

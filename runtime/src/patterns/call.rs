@@ -5,15 +5,20 @@
 use crate::backends::error::{StoreError, StoreResult};
 use crate::backends::health::CallError;
 use crate::patterns::capability::Capability;
-use crate::router::{NamespaceRoute, route_of};
+use crate::router::{NamespaceRoute, RouteSlot, route_of};
 use crate::server::protocol::CallDeadline;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
 use tonic::{Request, Status};
 
-/// The gRPC status of an adapter error.
+/// The gRPC status of an adapter error from the route's first (for plain patterns: only) slot.
 pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
+    slot_status(route, route.primary(), e)
+}
+
+/// The gRPC status of an adapter error from `slot`'s backend, naming that backend.
+pub fn slot_status(route: &NamespaceRoute, slot: &RouteSlot, e: StoreError) -> Status {
     match e {
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
         StoreError::TooLarge { .. } | StoreError::OverBackendLimit(_) => {
@@ -21,15 +26,15 @@ pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
         }
         StoreError::VersionMismatch { .. } => Status::aborted(e.to_string()),
         StoreError::Unavailable(_) => {
-            tracing::warn!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend unavailable");
+            tracing::warn!(namespace = %route.name, backend = %slot.backend_name, slot = slot.slot.name(), error = %e, "backend unavailable");
             Status::unavailable(format!(
                 "backend '{}' is unavailable: {e}",
-                route.backend_name
+                slot.backend_name
             ))
         }
         StoreError::Internal(_) => {
-            tracing::error!(namespace = %route.name, backend = %route.backend_name, error = %e, "backend error");
-            Status::internal(format!("backend '{}' failed: {e}", route.backend_name))
+            tracing::error!(namespace = %route.name, backend = %slot.backend_name, slot = slot.slot.name(), error = %e, "backend error");
+            Status::internal(format!("backend '{}' failed: {e}", slot.backend_name))
         }
     }
 }
@@ -38,10 +43,15 @@ pub fn status(route: &NamespaceRoute, e: StoreError) -> Status {
 /// its health check reconnects it before the next call instead of that call finding the broken
 /// connection.
 pub fn stream_status(route: &NamespaceRoute, e: StoreError) -> Status {
+    slot_stream_status(route, route.primary(), e)
+}
+
+/// [`stream_status`] for an error from `slot`'s backend.
+pub fn slot_stream_status(route: &NamespaceRoute, slot: &RouteSlot, e: StoreError) -> Status {
     if let StoreError::Unavailable(cause) = &e {
-        route.backend.health.mark_down(cause.to_string());
+        slot.backend.health.mark_down(cause.to_string());
     }
-    status(route, e)
+    slot_status(route, slot, e)
 }
 
 /// UNIMPLEMENTED naming `capability` (for an adapter accessor that returned `None`).
@@ -61,26 +71,34 @@ pub struct Call {
 }
 
 impl Call {
-    /// Runs a backend call under the backend's [`Health`](crate::backends::health::Health): its
-    /// deadline, fail-fast while down, and the status mapping.
+    /// Runs a backend call on the route's first (for plain patterns: only) slot; see [`Call::on`].
     pub async fn backend<T>(
         &self,
         call: impl Future<Output = StoreResult<T>>,
     ) -> Result<T, Status> {
+        self.on(self.route.primary(), call).await
+    }
+
+    /// Runs a backend call under `slot`'s backend's [`Health`](crate::backends::health::Health):
+    /// its deadline, fail-fast while down, and the status mapping naming that backend.
+    pub async fn on<T>(
+        &self,
+        slot: &RouteSlot,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> Result<T, Status> {
         let route = &self.route;
-        let backend = &route.backend_name;
-        route
-            .backend
+        let backend = &slot.backend_name;
+        slot.backend
             .health
             .call(self.deadline, call)
             .await
             .map_err(|e| match e {
-                CallError::Store(e) => status(route, e),
+                CallError::Store(e) => slot_status(route, slot, e),
                 CallError::Down { for_ms, reason } => Status::unavailable(format!(
                     "backend '{backend}' is unavailable (down for {for_ms} ms: {reason}); the proxy retries it in the background"
                 )),
                 CallError::TimedOut(after) => {
-                    tracing::warn!(namespace = %route.name, backend = %backend, timeout_ms = after.as_millis() as u64, "backend call timed out");
+                    tracing::warn!(namespace = %route.name, backend = %backend, slot = slot.slot.name(), timeout_ms = after.as_millis() as u64, "backend call timed out");
                     Status::unavailable(format!(
                         "backend '{backend}' did not answer within {} ms (backend_calls.timeout_ms); the operation may or may not have been applied",
                         after.as_millis()

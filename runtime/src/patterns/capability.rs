@@ -53,11 +53,20 @@ pub enum Capability {
     /// Enqueued messages survive a proxy restart and a backend restart.
     #[serde(rename = "queue.durable")]
     QueueDurable,
+    /// Register, Heartbeat, Unregister, Enumerate (the registry slot's KeyValue).
+    #[serde(rename = "multicast_registry.basic")]
+    RegistryBasic,
+    /// Listen and Multicast (the messaging slot's PubSub).
+    #[serde(rename = "multicast_registry.multicast")]
+    RegistryMulticast,
+    /// Watch (the messaging slot's PubSub carries the registry's events).
+    #[serde(rename = "multicast_registry.watch")]
+    RegistryWatch,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 15] = [
+    pub const ALL: [Capability; 18] = [
         Capability::KvBasic,
         Capability::KvTtl,
         Capability::KvScan,
@@ -73,6 +82,9 @@ impl Capability {
         Capability::QueueDelay,
         Capability::QueueOrdered,
         Capability::QueueDurable,
+        Capability::RegistryBasic,
+        Capability::RegistryMulticast,
+        Capability::RegistryWatch,
     ];
 
     /// The wire name, e.g. `keyvalue.ttl`.
@@ -93,6 +105,9 @@ impl Capability {
             Capability::QueueDelay => "queue.delay",
             Capability::QueueOrdered => "queue.ordered",
             Capability::QueueDurable => "queue.durable",
+            Capability::RegistryBasic => "multicast_registry.basic",
+            Capability::RegistryMulticast => "multicast_registry.multicast",
+            Capability::RegistryWatch => "multicast_registry.watch",
         }
     }
 
@@ -113,6 +128,9 @@ impl Capability {
             | Capability::QueueDelay
             | Capability::QueueOrdered
             | Capability::QueueDurable => Pattern::Queue,
+            Capability::RegistryBasic
+            | Capability::RegistryMulticast
+            | Capability::RegistryWatch => Pattern::MulticastRegistry,
         }
     }
 

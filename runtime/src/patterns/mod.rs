@@ -1,6 +1,6 @@
 //! The patterns the proxy serves and the one registry that describes them: per pattern its gRPC
 //! service, the permission each method needs, its streaming methods, its capabilities (each
-//! [`Capability`] names its pattern) and the namespace settings that apply. Server
+//! [`Capability`] names its pattern), its backend slots and the namespace settings that apply. Server
 //! wiring, authorization (fail-closed for methods not listed), config validation and the harness all
 //! read [`REGISTRY`], so adding a pattern starts here.
 
@@ -10,6 +10,7 @@ pub mod keyvalue;
 pub mod names;
 pub mod pubsub;
 pub mod queue;
+pub mod registry;
 pub mod stream;
 
 use crate::auth::Permission;
@@ -26,11 +27,19 @@ pub enum Pattern {
     Pubsub,
     /// `prism.queue.v1.Queue`.
     Queue,
+    /// `prism.registry.v1.MulticastRegistry`: a composite of a KeyValue and a PubSub backend.
+    #[serde(rename = "multicast_registry")]
+    MulticastRegistry,
 }
 
 impl Pattern {
     /// Every pattern, in registry order.
-    pub const ALL: [Pattern; 3] = [Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue];
+    pub const ALL: [Pattern; 4] = [
+        Pattern::Keyvalue,
+        Pattern::Pubsub,
+        Pattern::Queue,
+        Pattern::MulticastRegistry,
+    ];
 
     /// The pattern's name as used in configs, scenarios and the Admin API.
     pub fn name(self) -> &'static str {
@@ -56,6 +65,43 @@ impl Pattern {
             .into_iter()
             .filter(move |c| c.pattern() == self)
     }
+}
+
+/// A role a backend plays in a namespace. The plain patterns have one slot, `backend` (written
+/// `backend: NAME`); a composite pattern names a backend per slot (`slots: { registry: NAME,
+/// messaging: NAME }`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// The one backend of a plain pattern.
+    Backend,
+    /// Where a Multicast Registry keeps its registrations (a KeyValue backend).
+    Registry,
+    /// What carries a composite's messages and events (a PubSub backend).
+    Messaging,
+}
+
+impl Slot {
+    /// The slot's name in configs and the Admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Backend => "backend",
+            Slot::Registry => "registry",
+            Slot::Messaging => "messaging",
+        }
+    }
+}
+
+/// One backend slot of a pattern: the pattern its backend must offer, and the capabilities of
+/// that pattern the composite relies on.
+#[derive(Debug)]
+pub struct SlotSpec {
+    /// The slot.
+    pub slot: Slot,
+    /// The pattern the slot's backend must offer.
+    pub offers: Pattern,
+    /// Capabilities of that pattern the slot's backend must declare.
+    pub needs: &'static [Capability],
 }
 
 /// One gRPC method of a pattern.
@@ -96,6 +142,8 @@ pub struct PatternSpec {
     pub service: &'static str,
     /// Every method; a method not listed is refused.
     pub methods: &'static [MethodSpec],
+    /// Its backend slots, the first being the one `backend:` names and errors name by default.
+    pub slots: &'static [SlotSpec],
     /// The namespace settings (`limits:` keys) that apply to it; a namespace of this pattern
     /// setting another is a config error.
     pub settings: &'static [&'static str],
@@ -106,12 +154,26 @@ impl PatternSpec {
     pub fn method(&self, name: &str) -> Option<&'static MethodSpec> {
         self.methods.iter().find(|m| m.name == name)
     }
+
+    /// The spec of slot `slot`, if the pattern has it.
+    pub fn slot(&self, slot: Slot) -> Option<&'static SlotSpec> {
+        self.slots.iter().find(|s| s.slot == slot)
+    }
+}
+
+/// The one slot of a plain pattern.
+const fn plain(pattern: Pattern) -> [SlotSpec; 1] {
+    [SlotSpec {
+        slot: Slot::Backend,
+        offers: pattern,
+        needs: &[],
+    }]
 }
 
 use Permission::{Read, Write};
 
 /// Every pattern the proxy serves.
-pub static REGISTRY: [PatternSpec; 3] = [
+pub static REGISTRY: [PatternSpec; 4] = [
     PatternSpec {
         pattern: Pattern::Keyvalue,
         name: "keyvalue",
@@ -127,6 +189,7 @@ pub static REGISTRY: [PatternSpec; 3] = [
             unary("BatchSet", Write),
             unary("BatchDelete", Write),
         ],
+        slots: &plain(Pattern::Keyvalue),
         settings: &[
             "max_key_bytes",
             "max_value_bytes",
@@ -139,6 +202,7 @@ pub static REGISTRY: [PatternSpec; 3] = [
         name: "pubsub",
         service: "prism.pubsub.v1.PubSub",
         methods: &[stream("Subscribe", Read), unary("Publish", Write)],
+        slots: &plain(Pattern::Pubsub),
         settings: &[
             "max_name_bytes",
             "max_value_bytes",
@@ -160,6 +224,7 @@ pub static REGISTRY: [PatternSpec; 3] = [
             unary("Ack", Write),
             unary("Nack", Write),
         ],
+        slots: &plain(Pattern::Queue),
         settings: &[
             "max_name_bytes",
             "max_value_bytes",
@@ -168,6 +233,52 @@ pub static REGISTRY: [PatternSpec; 3] = [
             "max_streams",
             "max_streams_per_subject",
             "max_attempts",
+        ],
+    },
+    PatternSpec {
+        pattern: Pattern::MulticastRegistry,
+        name: "multicast_registry",
+        service: "prism.registry.v1.MulticastRegistry",
+        methods: &[
+            unary("Register", Write),
+            unary("Heartbeat", Write),
+            unary("Unregister", Write),
+            unary("Enumerate", Read),
+            unary("Multicast", Write),
+            stream("Listen", Read),
+            stream("Watch", Read),
+        ],
+        slots: &[
+            SlotSpec {
+                slot: Slot::Registry,
+                offers: Pattern::Keyvalue,
+                needs: &[
+                    Capability::KvBasic,
+                    Capability::KvTtl,
+                    Capability::KvScan,
+                    Capability::KvCas,
+                ],
+            },
+            SlotSpec {
+                slot: Slot::Messaging,
+                offers: Pattern::Pubsub,
+                needs: &[Capability::PubSubBasic],
+            },
+        ],
+        settings: &[
+            "max_name_bytes",
+            "max_value_bytes",
+            "max_message_headers",
+            "max_message_header_bytes",
+            "max_scan_page",
+            "max_streams",
+            "max_streams_per_subject",
+            "subscriber_buffer",
+            "subscriber_buffer_bytes",
+            "max_metadata_bytes",
+            "max_fanout",
+            "max_filter_clauses",
+            "max_filter_depth",
         ],
     },
 ];
@@ -211,6 +322,10 @@ mod tests {
             subscriber_buffer: Some(1),
             subscriber_buffer_bytes: Some(1),
             max_attempts: Some(1),
+            max_metadata_bytes: Some(1),
+            max_fanout: Some(1),
+            max_filter_clauses: Some(1),
+            max_filter_depth: Some(1),
         };
         for setting in all.set_names() {
             assert!(

@@ -30,6 +30,7 @@ use crate::patterns::Pattern;
 use crate::patterns::keyvalue::KeyValueService;
 use crate::patterns::pubsub::PubSubService;
 use crate::patterns::queue::QueueService;
+use crate::patterns::registry::RegistryService;
 use crate::patterns::stream::Drain;
 use crate::router::{NamespaceResolver, Router};
 use connection::ConnectionSettings;
@@ -39,6 +40,7 @@ use prism_proto::admin::v1::admin_server::AdminServer;
 use prism_proto::keyvalue::v1::key_value_server::KeyValueServer;
 use prism_proto::pubsub::v1::pub_sub_server::PubSubServer;
 use prism_proto::queue::v1::queue_server::QueueServer;
+use prism_proto::registry::v1::multicast_registry_server::MulticastRegistryServer;
 use protocol::ProtocolLayer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -183,13 +185,12 @@ impl Proxy {
                 .max_encoding_message_size(max_message),
             resolver(Pattern::Keyvalue),
         );
+        // Subscribers and registry listeners share one process-wide bound on buffered bytes.
+        let buffered = Arc::new(Budget::new(self.limits.max_subscriber_buffer_bytes));
         let pubsub = InterceptedService::new(
-            PubSubServer::new(PubSubService::new(
-                drain.clone(),
-                Arc::new(Budget::new(self.limits.max_subscriber_buffer_bytes)),
-            ))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message),
+            PubSubServer::new(PubSubService::new(drain.clone(), buffered.clone()))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
             resolver(Pattern::Pubsub),
         );
         let queue = InterceptedService::new(
@@ -197,6 +198,12 @@ impl Proxy {
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             resolver(Pattern::Queue),
+        );
+        let registry = InterceptedService::new(
+            MulticastRegistryServer::new(RegistryService::new(drain.clone(), buffered))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            resolver(Pattern::MulticastRegistry),
         );
         drop(drain);
         let admin = AdminServer::new(AdminService::new(self.router.clone(), self.guard.mode()));
@@ -232,6 +239,7 @@ impl Proxy {
             .add_service(kv)
             .add_service(pubsub)
             .add_service(queue)
+            .add_service(registry)
             .prepare();
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
         // call: the protocol checks bound request bodies and carry the caller's deadline, the guard

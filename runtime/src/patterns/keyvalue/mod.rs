@@ -3,6 +3,6 @@
 pub mod keys;
 pub mod service;
 pub mod store;
-mod validate;
+pub mod validate;
 
 pub use service::KeyValueService;

@@ -40,6 +40,7 @@ type Room = Option<(Held, Held)>;
 
 fn adapter(call: &Call) -> Result<Arc<dyn PubSubAdapter>, Status> {
     call.route
+        .primary()
         .backend
         .pubsub
         .clone()

@@ -51,6 +51,7 @@ impl QueueService {
 
 fn adapter(call: &Call) -> Result<Arc<dyn QueueAdapter>, Status> {
     call.route
+        .primary()
         .backend
         .queue
         .clone()
