@@ -199,6 +199,13 @@ fn used(steps: &[Step], out: &mut Vec<Capability>) {
                     }
                 }
             }
+            StepKind::Reg(r) => {
+                for c in r.needs() {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
             StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
             StepKind::Eventually { steps, .. }
             | StepKind::Repeat { steps, .. }

@@ -1,10 +1,11 @@
-//! The operations of each family of pattern steps, one folder each — `keyvalue/`, and `messaging/`
-//! (PubSub and Queue, which share stream handles): the steps' model, parser, printer, execution and
-//! judge. The scenario parser, the printer and the runner reach a family only through
+//! The operations of each family of pattern steps, one folder each — `keyvalue/`, `messaging/`
+//! (PubSub and Queue, which share stream handles) and `registry/` (the Multicast Registry): the
+//! steps' model, parser, printer, execution and judge. The scenario parser, the printer and the runner reach a family only through
 //! [`PatternOps`], so adding an operation touches its family's folder.
 
 pub mod keyvalue;
 pub mod messaging;
+pub mod registry;
 
 use crate::runner::Failure;
 use crate::runner::exec::{Counts, Session, Vars};
@@ -53,3 +54,4 @@ pub(crate) trait PatternOps {
 
 pub(crate) use keyvalue::KeyValueOps;
 pub(crate) use messaging::MessagingOps;
+pub(crate) use registry::RegistryOps;

@@ -23,8 +23,8 @@ use prism_runtime::backends::memstore::MemStoreConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
 use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits};
 use prism_runtime::limits::LimitsConfig;
-use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
+use prism_runtime::patterns::{Pattern, Slot};
 use prism_runtime::secret::SecretUrl;
 use prism_runtime::server::Proxy;
 use process::ServerProcess;
@@ -460,29 +460,122 @@ pub fn other_namespace(backend: &str, pattern: Pattern) -> String {
 /// The `max_attempts` of the corpus's queue namespaces (its dead-letter scenarios count on it).
 pub const CORPUS_MAX_ATTEMPTS: u32 = 3;
 
-/// The proxy config for a run: each backend with two namespaces for every pattern it offers,
-/// authentication off (see [`launch`] for the authenticated setup the runs use).
-pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
-    let mut bcfg = BTreeMap::new();
-    let mut ns = BTreeMap::new();
+/// One way to fill a pattern's backend slots from a run's backends: the backend of each slot, in
+/// the pattern's slot order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filling {
+    /// The pattern.
+    pub pattern: Pattern,
+    /// Backend name per slot.
+    pub slots: Vec<(Slot, String)>,
+}
+
+impl Filling {
+    /// The report label: the backend's name, or the slots' backends joined by `+` (`redis+nats`).
+    pub fn label(&self) -> String {
+        self.names().join("+")
+    }
+
+    /// The backend names, in slot order.
+    pub fn names(&self) -> Vec<&str> {
+        self.slots.iter().map(|(_, b)| b.as_str()).collect()
+    }
+
+    /// The scenario namespace (`conform-redis`, `conform-redis-queue`,
+    /// `conform-redis-nats-multicast_registry`).
+    pub fn namespace(&self) -> String {
+        namespace(&self.names().join("-"), self.pattern)
+    }
+
+    /// The second namespace, for isolation scenarios.
+    pub fn other_namespace(&self) -> String {
+        other_namespace(&self.names().join("-"), self.pattern)
+    }
+
+    /// The backend whose server a fault step acts on: a one-slot pattern's backend.
+    pub fn faultable(&self) -> Option<&str> {
+        match self.slots.as_slice() {
+            [(_, one)] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// Every pattern's slot fillings from `backends`: a plain pattern on each backend that offers it
+/// (in backend order), then each composite on every combination of backends that can fill its slots.
+pub fn fillings(backends: &[(String, BackendConfig)]) -> Vec<Filling> {
+    let mut out = Vec::new();
     for (name, config) in backends {
-        bcfg.insert(name.clone(), config.clone());
         for &pattern in config.patterns() {
-            let limits = LimitsConfig {
-                max_attempts: (pattern == Pattern::Queue).then_some(CORPUS_MAX_ATTEMPTS),
-                ..LimitsConfig::default()
-            };
-            for n in [namespace(name, pattern), other_namespace(name, pattern)] {
-                ns.insert(
-                    n,
-                    NamespaceConfig {
-                        pattern,
-                        backend: name.clone(),
-                        disable: Vec::new(),
-                        limits,
-                    },
-                );
+            if pattern.spec().slots.len() == 1 {
+                out.push(Filling {
+                    pattern,
+                    slots: vec![(pattern.spec().slots[0].slot, name.clone())],
+                });
             }
+        }
+    }
+    for pattern in Pattern::ALL {
+        let spec = pattern.spec();
+        if spec.slots.len() < 2 {
+            continue;
+        }
+        let mut partial: Vec<Vec<(Slot, String)>> = vec![Vec::new()];
+        for slot in spec.slots {
+            let offering: Vec<&String> = backends
+                .iter()
+                .filter(|(_, c)| c.patterns().contains(&slot.offers))
+                .map(|(n, _)| n)
+                .collect();
+            partial = partial
+                .into_iter()
+                .flat_map(|done| {
+                    offering.iter().map(move |b| {
+                        let mut next = done.clone();
+                        next.push((slot.slot, (*b).clone()));
+                        next
+                    })
+                })
+                .collect();
+        }
+        out.extend(partial.into_iter().map(|slots| Filling { pattern, slots }));
+    }
+    out
+}
+
+/// The limits of the corpus's namespaces of `pattern`: its dead-letter scenarios count on the
+/// queue's `max_attempts`, its registry limit scenarios on small registry limits.
+fn corpus_limits(pattern: Pattern) -> LimitsConfig {
+    match pattern {
+        Pattern::Queue => LimitsConfig {
+            max_attempts: Some(CORPUS_MAX_ATTEMPTS),
+            ..LimitsConfig::default()
+        },
+        Pattern::MulticastRegistry => LimitsConfig {
+            max_fanout: Some(CORPUS_MAX_FANOUT),
+            max_metadata_bytes: Some(512),
+            max_filter_clauses: Some(16),
+            max_filter_depth: Some(6),
+            ..LimitsConfig::default()
+        },
+        Pattern::Keyvalue | Pattern::Pubsub => LimitsConfig::default(),
+    }
+}
+
+/// The `max_fanout` of the corpus's Multicast Registry namespaces.
+pub const CORPUS_MAX_FANOUT: usize = 20;
+
+/// The proxy config for a run: two namespaces for every slot filling of every pattern (see
+/// [`fillings`]), authentication off (see [`launch`] for the authenticated setup the runs use).
+pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
+    let mut ns = BTreeMap::new();
+    for filling in fillings(backends) {
+        let mut config = NamespaceConfig::on(filling.pattern, "");
+        config.backend = None;
+        config.slots = filling.slots.iter().cloned().collect();
+        config.limits = corpus_limits(filling.pattern);
+        for n in [filling.namespace(), filling.other_namespace()] {
+            ns.insert(n, config.clone());
         }
     }
     ProxyConfig {
@@ -491,7 +584,7 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
         server: ServerLimits::default(),
         limits: LimitsConfig::default(),
         backend_calls: Default::default(),
-        backends: bcfg,
+        backends: backends.iter().cloned().collect(),
         namespaces: ns,
     }
 }
@@ -609,20 +702,18 @@ pub async fn launch(
         .await
         .map_err(|e| ProvisionError::Environment(e.to_string()))?;
     let mut targets = Vec::new();
-    for b in &backends {
-        for &pattern in b.config.patterns() {
-            let (ns, other) = (
-                namespace(&b.name, pattern),
-                other_namespace(&b.name, pattern),
-            );
-            let tokens = mint.tokens(&[&ns, &other]);
-            let token = tokens.get("default").cloned().flatten();
-            let mut t = target(&client, &b.name, &ns, Some(other), token).await?;
-            t.tokens = Some(Arc::new(tokens));
-            t.proxy = Some(proxy.clone());
-            t.server = b.server.clone();
-            targets.push(t);
-        }
+    for filling in fillings(&configs) {
+        let (ns, other) = (filling.namespace(), filling.other_namespace());
+        let tokens = mint.tokens(&[&ns, &other]);
+        let token = tokens.get("default").cloned().flatten();
+        let mut t = target(&client, &filling.label(), &ns, Some(other), token).await?;
+        t.tokens = Some(Arc::new(tokens));
+        t.proxy = Some(proxy.clone());
+        t.server = filling
+            .faultable()
+            .and_then(|name| backends.iter().find(|b| b.name == name))
+            .and_then(|b| b.server.clone());
+        targets.push(t);
     }
     Ok(Environment {
         backends,

@@ -5,11 +5,13 @@ use super::Failure;
 use crate::ops::keyvalue::exec::{OpOutput, describe, execute};
 use crate::ops::keyvalue::judge::judge;
 use crate::ops::messaging::model::{CallExpect, MsgStep};
-use crate::ops::{KeyValueOps, MessagingOps, PatternOps};
+use crate::ops::registry::model::{RegExpect, RegStep};
+use crate::ops::{KeyValueOps, MessagingOps, PatternOps, RegistryOps};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
 use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
 use prism_runtime::patterns::capability::Capability;
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,17 @@ use tokio::time::Instant;
 pub type Vars = HashMap<String, String>;
 /// Outcome counts of a tallied `parallel` step.
 pub type Counts = Arc<Mutex<BTreeMap<StatusCode, u64>>>;
+
+/// Per-run state of the step families, one value per type, so a family keeps its own state (open
+/// handles) without a field in [`Session`].
+#[derive(Clone, Default)]
+pub struct Families(Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>);
+
+impl std::fmt::Debug for Families {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Families")
+    }
+}
 
 /// What one scenario run talks to: a connection, its namespaces, and the tokens steps may select.
 #[derive(Clone, Debug)]
@@ -44,9 +57,23 @@ pub struct Session {
     pub server: Option<Arc<Mutex<crate::provision::ServerHandle>>>,
     /// What the run measured on the way (fault and recovery times), for the case's report.
     pub notes: Arc<Mutex<Vec<String>>>,
+    /// The step families' own state for this run.
+    pub families: Families,
 }
 
 impl Session {
+    /// The run's state of type `T` (created on first use).
+    pub fn family<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut map = self.families.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        entry
+            .clone()
+            .downcast::<T>()
+            .expect("a family's state is stored under its own type")
+    }
+
     /// Records a measurement for the case's report.
     pub fn note(&self, note: String) {
         self.notes
@@ -143,6 +170,7 @@ async fn run_step(
     match &step.kind {
         StepKind::Op(op) => KeyValueOps::run(session, step, op, vars, tally).await,
         StepKind::Msg(m) => MessagingOps::run(session, step, m, vars, tally).await,
+        StepKind::Reg(r) => RegistryOps::run(session, step, r, vars, tally).await,
         StepKind::Sleep(d) => {
             tokio::time::sleep(*d).await;
             Ok(())
@@ -340,6 +368,7 @@ pub enum Refusal {
 enum Call<'a> {
     Op(&'a OpStep),
     Msg(&'a MsgStep),
+    Reg(&'a RegStep),
 }
 
 fn flatten<'a>(
@@ -352,6 +381,7 @@ fn flatten<'a>(
         match &step.kind {
             StepKind::Op(op) => out.push((step, Call::Op(op), vars.clone(), tallied)),
             StepKind::Msg(m) => out.push((step, Call::Msg(m), vars.clone(), tallied)),
+            StepKind::Reg(r) => out.push((step, Call::Reg(r), vars.clone(), tallied)),
             StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
             StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
                 flatten(steps, vars, out, tallied)
@@ -412,6 +442,51 @@ async fn refuse_msg(
     })
 }
 
+/// The refusal walk's probe of a registry step needing `capability`: the same call with the
+/// default token, expected to fail with UNIMPLEMENTED naming it.
+async fn refuse_reg(
+    session: &Session,
+    step: &Step,
+    r: &RegStep,
+    capability: Capability,
+    vars: &mut Vars,
+) -> Result<Refusal, Failure> {
+    let mut probe = r.clone();
+    let refused = RegExpect {
+        error: Some(StatusCode::from(tonic::Code::Unimplemented)),
+        message_contains: Some(capability.name().to_string()),
+        ..RegExpect::default()
+    };
+    match &mut probe {
+        RegStep::Register { expect, caller, .. }
+        | RegStep::Heartbeat { expect, caller, .. }
+        | RegStep::Unregister { expect, caller, .. }
+        | RegStep::Enumerate { expect, caller, .. }
+        | RegStep::Multicast { expect, caller, .. }
+        | RegStep::Listen { expect, caller, .. }
+        | RegStep::Watch { expect, caller, .. } => {
+            *expect = refused;
+            caller.token = None;
+        }
+        RegStep::Hear { .. } | RegStep::Events { .. } | RegStep::Close { .. } => {
+            return Ok(Refusal::NotExercised);
+        }
+    }
+    crate::ops::registry::exec::run(session, &probe, vars)
+        .await
+        .map_err(|mut f| {
+            f.message = format!(
+                "the namespace does not offer {capability}, so this call must be refused with UNIMPLEMENTED naming it: {}",
+                f.message
+            );
+            locate(step, Some(r.name().to_string()), f)
+        })?;
+    Ok(Refusal::Refused {
+        capability,
+        step: r.name().to_string(),
+    })
+}
+
 /// The two-way check's refusal walk: runs ops in order (once each, workers and iterations collapsed
 /// to 0) up to the first op needing a capability in `missing`, which must fail with UNIMPLEMENTED
 /// naming that capability.
@@ -429,6 +504,17 @@ pub async fn refusal_walk(
         }
         let op = match call {
             Call::Op(op) => op,
+            Call::Reg(r) => {
+                match r.needs().into_iter().find(|c| missing.contains(c)) {
+                    Some(capability) => {
+                        return refuse_reg(session, step, r, capability, &mut local).await;
+                    }
+                    None => crate::ops::registry::exec::run(session, r, &mut local)
+                        .await
+                        .map_err(|f| locate(step, Some(r.name().to_string()), f))?,
+                }
+                continue;
+            }
             Call::Msg(m) => {
                 match m.needs().into_iter().find(|c| missing.contains(c)) {
                     Some(capability) => {

@@ -218,6 +218,7 @@ pub async fn run_case(
         proxy: target.proxy.clone(),
         server: target.server.clone(),
         notes: Arc::default(),
+        families: Default::default(),
     };
     let mut vars = HashMap::from([("prefix".to_string(), unique_prefix(scenario))]);
     let missing: Vec<Capability> = scenario

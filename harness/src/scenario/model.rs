@@ -66,6 +66,7 @@ impl Scenario {
         self.any_step(|k| match k {
             StepKind::Op(o) => not_default(&o.token),
             StepKind::Msg(m) => m.caller().is_some_and(|c| not_default(&c.token)),
+            StepKind::Reg(r) => r.caller().is_some_and(|c| not_default(&c.token)),
             _ => false,
         })
     }
@@ -75,6 +76,7 @@ impl Scenario {
         self.any_step(|k| match k {
             StepKind::Op(o) => o.op.needs().iter().any(|c| caps.contains(c)),
             StepKind::Msg(m) => m.needs().iter().any(|c| caps.contains(c)),
+            StepKind::Reg(r) => r.needs().iter().any(|c| caps.contains(c)),
             _ => false,
         })
     }
@@ -102,6 +104,9 @@ impl Scenario {
             StepKind::Msg(m) => m
                 .caller()
                 .is_some_and(|c| c.namespace == NamespaceRef::Other),
+            StepKind::Reg(r) => r
+                .caller()
+                .is_some_and(|c| c.namespace == NamespaceRef::Other),
             _ => false,
         })
     }
@@ -123,6 +128,8 @@ pub enum StepKind {
     Op(Box<OpStep>),
     /// A PubSub or Queue step.
     Msg(Box<crate::ops::messaging::model::MsgStep>),
+    /// A Multicast Registry step.
+    Reg(Box<crate::ops::registry::model::RegStep>),
     /// Wait.
     Sleep(Duration),
     /// Drain the in-process proxy and serve again on the same address and backends.
@@ -177,6 +184,7 @@ impl StepKind {
                 .collect(),
             StepKind::Op(_)
             | StepKind::Msg(_)
+            | StepKind::Reg(_)
             | StepKind::Sleep(_)
             | StepKind::RestartProxy
             | StepKind::Fault(_) => Vec::new(),

@@ -6,7 +6,7 @@ use super::model::*;
 use super::template;
 use super::yaml::{Located, Node, parse_tree};
 use crate::ops::messaging::model::HandleKind;
-use crate::ops::{KeyValueOps, MessagingOps, PatternOps};
+use crate::ops::{KeyValueOps, MessagingOps, PatternOps, RegistryOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prism_runtime::patterns::capability::Capability;
@@ -512,11 +512,12 @@ impl Ctx {
         };
         let heads: Vec<&(Located, Located)> = entries
             .iter()
-            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if KeyValueOps::NAMES.contains(&s.as_str()) || MessagingOps::NAMES.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
+            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if KeyValueOps::NAMES.contains(&s.as_str()) || MessagingOps::NAMES.contains(&s.as_str()) || RegistryOps::NAMES.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
             .collect();
         let all: Vec<&str> = KeyValueOps::NAMES
             .iter()
             .chain(MessagingOps::NAMES.iter())
+            .chain(RegistryOps::NAMES.iter())
             .chain(CONTROLS.iter())
             .copied()
             .collect();
@@ -551,6 +552,8 @@ impl Ctx {
             KeyValueOps::pattern_of(name)
         } else if MessagingOps::NAMES.contains(&name) {
             MessagingOps::pattern_of(name)
+        } else if RegistryOps::NAMES.contains(&name) {
+            RegistryOps::pattern_of(name)
         } else {
             None
         };
@@ -575,6 +578,12 @@ impl Ctx {
                 self.used.entry(cap).or_insert(loc);
             }
             StepKind::Msg(Box::new(step))
+        } else if RegistryOps::NAMES.contains(&name) {
+            let step = RegistryOps::parse(self, name, n, &head.1, loc, scope)?;
+            for cap in RegistryOps::needs(&step) {
+                self.used.entry(cap).or_insert(loc);
+            }
+            StepKind::Reg(Box::new(step))
         } else {
             match name {
                 "sleep" => {

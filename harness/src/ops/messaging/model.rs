@@ -16,6 +16,10 @@ pub enum HandleKind {
     Subscription,
     /// A Consume stream.
     Consumer,
+    /// A Multicast Registry Listen stream.
+    Listener,
+    /// A Multicast Registry Watch stream.
+    Watcher,
 }
 
 /// How received messages are compared with `payloads`.

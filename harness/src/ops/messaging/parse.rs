@@ -304,7 +304,12 @@ impl Ctx {
         Some(out)
     }
 
-    fn handle_decl(&mut self, f: &Fields<'_>, what: &str, kind: HandleKind) -> Option<String> {
+    pub(crate) fn handle_decl(
+        &mut self,
+        f: &Fields<'_>,
+        what: &str,
+        kind: HandleKind,
+    ) -> Option<String> {
         let n = self.required(f, "as", what)?;
         let name = self.string(n, "as")?;
         if name.is_empty()
@@ -327,7 +332,7 @@ impl Ctx {
         }
     }
 
-    fn check_handle(&mut self, n: &Located, kind: Option<HandleKind>) -> Option<String> {
+    pub(crate) fn check_handle(&mut self, n: &Located, kind: Option<HandleKind>) -> Option<String> {
         let name = self.string(n, "a handle")?;
         match (self.handles.get(&name), kind) {
             (None, _) => {
@@ -352,7 +357,7 @@ impl Ctx {
         }
     }
 
-    fn handle_ref(
+    pub(crate) fn handle_ref(
         &mut self,
         f: &Fields<'_>,
         what: &str,
