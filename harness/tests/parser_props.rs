@@ -185,33 +185,18 @@ fn step() -> impl Strategy<Value = Step> {
 fn used(steps: &[Step], out: &mut Vec<Capability>) {
     for s in steps {
         match &s.kind {
-            StepKind::Op(o) => {
-                for c in o.op.needs() {
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
-                }
-            }
-            StepKind::Msg(m) => {
-                for c in m.needs() {
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
-                }
-            }
-            StepKind::Reg(r) => {
-                for c in r.needs() {
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
-                }
-            }
-            StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
             StepKind::Eventually { steps, .. }
             | StepKind::Repeat { steps, .. }
             | StepKind::Within { steps, .. } => used(steps, out),
             StepKind::Parallel { branches, .. } => {
                 branches.iter().for_each(|b| used(&b.steps, out))
+            }
+            single => {
+                for c in single.needs() {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
             }
         }
     }

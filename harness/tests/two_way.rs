@@ -122,7 +122,7 @@ async fn a_backend_doing_more_than_it_declares_fails() {
         let f = case.failure.as_ref().unwrap();
         assert!(
             f.message
-                .contains("does not declare keyvalue.ttl, yet this call was not refused"),
+                .contains("does not offer keyvalue.ttl, yet this call was not refused"),
             "{}",
             f.message
         );

@@ -14,6 +14,7 @@
 
 use crate::admin::v1::admin_client::AdminClient;
 use crate::keyvalue::v1::key_value_client::KeyValueClient;
+use crate::mailbox::v1::mailbox_client::MailboxClient;
 use crate::pubsub::v1::pub_sub_client::PubSubClient;
 use crate::queue::v1::queue_client::QueueClient;
 use crate::registry::v1::multicast_registry_client::MulticastRegistryClient;
@@ -120,6 +121,9 @@ pub type Queue = QueueClient<InterceptedService<Channel, CallMetadata>>;
 /// The Multicast Registry client type a [`NamespaceClient`] hands out.
 pub type Registry = MulticastRegistryClient<InterceptedService<Channel, CallMetadata>>;
 
+/// The Mailbox client type a [`NamespaceClient`] hands out.
+pub type Mailbox = MailboxClient<InterceptedService<Channel, CallMetadata>>;
+
 impl NamespaceClient {
     /// The KeyValue pattern API for this namespace.
     pub fn keyvalue(&self) -> KeyValue {
@@ -145,6 +149,13 @@ impl NamespaceClient {
     /// The Multicast Registry pattern API for this namespace.
     pub fn registry(&self) -> Registry {
         MulticastRegistryClient::with_interceptor(self.channel.clone(), self.metadata.clone())
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// The Mailbox pattern API for this namespace.
+    pub fn mailbox(&self) -> Mailbox {
+        MailboxClient::with_interceptor(self.channel.clone(), self.metadata.clone())
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
     }

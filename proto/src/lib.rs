@@ -28,11 +28,27 @@ pub mod queue {
     }
 }
 
+/// The filter language shared by the patterns that select by metadata or headers.
+pub mod filter {
+    /// Version 1 of the filter language.
+    pub mod v1 {
+        tonic::include_proto!("prism.filter.v1");
+    }
+}
+
 /// The Multicast Registry pattern API.
 pub mod registry {
     /// Version 1 of the Multicast Registry API.
     pub mod v1 {
         tonic::include_proto!("prism.registry.v1");
+    }
+}
+
+/// The Mailbox pattern API.
+pub mod mailbox {
+    /// Version 1 of the Mailbox API.
+    pub mod v1 {
+        tonic::include_proto!("prism.mailbox.v1");
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Limits {
     pub max_filter_clauses: usize,
     /// Deepest nesting of `all`/`any`/`not` in one filter.
     pub max_filter_depth: usize,
+    /// How long a mailbox keeps a message, in milliseconds (older ones are purged and no longer
+    /// read).
+    pub retention_ms: u64,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             max_fanout: 10_000,
             max_filter_clauses: 64,
             max_filter_depth: 8,
+            retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct LimitsConfig {
     pub max_filter_clauses: Option<usize>,
     /// See [`Limits::max_filter_depth`].
     pub max_filter_depth: Option<usize>,
+    /// See [`Limits::retention_ms`].
+    pub retention_ms: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -146,6 +152,7 @@ impl LimitsConfig {
             ("max_fanout", self.max_fanout.is_some()),
             ("max_filter_clauses", self.max_filter_clauses.is_some()),
             ("max_filter_depth", self.max_filter_depth.is_some()),
+            ("retention_ms", self.retention_ms.is_some()),
         ];
         set.into_iter()
             .filter(|(_, s)| *s)
@@ -189,6 +196,7 @@ impl LimitsConfig {
                 .max_filter_depth
                 .unwrap_or(base.max_filter_depth)
                 .max(1),
+            retention_ms: self.retention_ms.unwrap_or(base.retention_ms).max(1),
         }
     }
 }

@@ -222,7 +222,21 @@ fn capabilities(pattern: Pattern, slots: &[RouteSlot]) -> Vec<Capability> {
             .map(|s| s.backend.capabilities(pattern))
             .unwrap_or_default(),
         Pattern::MulticastRegistry => crate::patterns::registry::capabilities(slots),
+        Pattern::Mailbox => crate::patterns::mailbox::capabilities(slots),
     }
+}
+
+/// Whether `slot` of a `pattern` namespace is filled by a backend that declares every capability
+/// the slot needs of the pattern it offers.
+pub fn slot_ready(pattern: Pattern, slots: &[RouteSlot], slot: Slot) -> bool {
+    let (Some(filled), Some(needs)) = (
+        slots.iter().find(|s| s.slot == slot),
+        pattern.spec().slot(slot),
+    ) else {
+        return false;
+    };
+    let declared = filled.backend.capabilities(needs.offers);
+    needs.needs.iter().all(|c| declared.contains(c))
 }
 
 /// Interceptor that resolves `x-prism-namespace` and checks the namespace serves `pattern`.

@@ -78,8 +78,8 @@ fn listen_defaults_to_8980() {
     "t.yaml:3:"
 )]
 #[case::unknown_pattern(
-    "backends: { m: { type: memstore } }\nnamespaces:\n  a: { pattern: mailbox, backend: m }\n",
-    "unknown variant `mailbox`"
+    "backends: { m: { type: memstore } }\nnamespaces:\n  a: { pattern: inbox, backend: m }\n",
+    "unknown variant `inbox`"
 )]
 #[case::unknown_backend_type(
     "backends:\n  m: { type: oracle }\nnamespaces: { a: { pattern: keyvalue, backend: m } }\n",

@@ -74,7 +74,8 @@ pub struct Selection {
     /// Scenario corpus directory (or one file).
     #[arg(long, default_value = "scenarios", env = "PRISM_SCENARIOS")]
     scenarios: PathBuf,
-    /// Only scenarios of this pattern: keyvalue, pubsub or queue (repeatable; any of them).
+    /// Only scenarios of this pattern: keyvalue, pubsub, queue, multicast_registry or mailbox
+    /// (repeatable; any of them).
     #[arg(long = "pattern", value_name = "PATTERN")]
     patterns: Vec<String>,
     /// Only scenarios whose name, file stem, or path (as given, or inside the corpus: `faults/*`)

@@ -502,7 +502,8 @@ impl Filling {
 }
 
 /// Every pattern's slot fillings from `backends`: a plain pattern on each backend that offers it
-/// (in backend order), then each composite on every combination of backends that can fill its slots.
+/// (in backend order), then each composite (a pattern whose slots other patterns fill) on every
+/// combination of backends that can fill its slots.
 pub fn fillings(backends: &[(String, BackendConfig)]) -> Vec<Filling> {
     let mut out = Vec::new();
     for (name, config) in backends {
@@ -517,7 +518,7 @@ pub fn fillings(backends: &[(String, BackendConfig)]) -> Vec<Filling> {
     }
     for pattern in Pattern::ALL {
         let spec = pattern.spec();
-        if spec.slots.len() < 2 {
+        if spec.slots.iter().all(|s| s.slot == Slot::Backend) {
             continue;
         }
         let mut partial: Vec<Vec<(Slot, String)>> = vec![Vec::new()];
@@ -558,9 +559,18 @@ fn corpus_limits(pattern: Pattern) -> LimitsConfig {
             max_filter_depth: Some(6),
             ..LimitsConfig::default()
         },
+        Pattern::Mailbox => LimitsConfig {
+            retention_ms: Some(CORPUS_RETENTION_MS),
+            max_filter_clauses: Some(16),
+            max_filter_depth: Some(6),
+            ..LimitsConfig::default()
+        },
         Pattern::Keyvalue | Pattern::Pubsub => LimitsConfig::default(),
     }
 }
+
+/// The `retention_ms` of the corpus's Mailbox namespaces (its retention scenario waits it out).
+pub const CORPUS_RETENTION_MS: u64 = 4000;
 
 /// The `max_fanout` of the corpus's Multicast Registry namespaces.
 pub const CORPUS_MAX_FANOUT: usize = 20;

@@ -1,7 +1,9 @@
-//! Comparisons every family of steps shares: an expected-vs-actual failure, and a number checked
-//! against `eq`/`gt`/… relations (saving it when asked).
+//! Comparisons every family of steps shares: an expected-vs-actual failure, a call's outcome
+//! against an expected error, and a number checked against `eq`/`gt`/… relations (saving it when
+//! asked).
 
 use super::Failure;
+use crate::scenario::code::StatusCode;
 use crate::scenario::model::{NumExpect, Operand};
 use std::collections::HashMap;
 
@@ -18,6 +20,45 @@ pub(crate) fn mismatch(
         expected: Some(expected.into()),
         actual: Some(actual.into()),
         ..Failure::default()
+    }
+}
+
+/// Judges a call's outcome: it must succeed when `error` is `None`, else fail with that code (and
+/// a message containing `contains`). `Ok(Some(value))` when it succeeded as expected and the rest
+/// of the expectation is to be checked, `Ok(None)` when it failed as expected.
+pub(crate) fn outcome<T>(
+    result: Result<T, tonic::Status>,
+    error: Option<StatusCode>,
+    contains: Option<&str>,
+) -> Result<Option<T>, Failure> {
+    match (result, error) {
+        (Ok(v), None) => Ok(Some(v)),
+        (Ok(_), Some(code)) => Err(mismatch("outcome", code.to_string(), "OK")),
+        (Err(s), None) => Err(mismatch(
+            "outcome",
+            "OK",
+            format!("{}: {}", StatusCode::from(s.code()), s.message()),
+        )),
+        (Err(s), Some(code)) => {
+            let got = StatusCode::from(s.code());
+            if got != code {
+                return Err(mismatch(
+                    "error code",
+                    code.to_string(),
+                    format!("{got}: {}", s.message()),
+                ));
+            }
+            if let Some(m) = contains {
+                if !s.message().contains(m) {
+                    return Err(mismatch(
+                        "error message",
+                        format!("containing {m:?}"),
+                        s.message(),
+                    ));
+                }
+            }
+            Ok(None)
+        }
     }
 }
 

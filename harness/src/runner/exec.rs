@@ -2,11 +2,10 @@
 //! parallel), and the refusal walk of the two-way capability check.
 
 use super::Failure;
-use crate::ops::keyvalue::exec::{OpOutput, describe, execute};
-use crate::ops::keyvalue::judge::judge;
-use crate::ops::messaging::model::{CallExpect, MsgStep};
-use crate::ops::registry::model::{RegExpect, RegStep};
-use crate::ops::{KeyValueOps, MessagingOps, PatternOps, RegistryOps};
+use crate::ops::mailbox::model::MailStep;
+use crate::ops::messaging::model::MsgStep;
+use crate::ops::registry::model::RegStep;
+use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
 use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
@@ -171,6 +170,7 @@ async fn run_step(
         StepKind::Op(op) => KeyValueOps::run(session, step, op, vars, tally).await,
         StepKind::Msg(m) => MessagingOps::run(session, step, m, vars, tally).await,
         StepKind::Reg(r) => RegistryOps::run(session, step, r, vars, tally).await,
+        StepKind::Mail(m) => MailboxOps::run(session, step, m, vars, tally).await,
         StepKind::Sleep(d) => {
             tokio::time::sleep(*d).await;
             Ok(())
@@ -369,6 +369,7 @@ enum Call<'a> {
     Op(&'a OpStep),
     Msg(&'a MsgStep),
     Reg(&'a RegStep),
+    Mail(&'a MailStep),
 }
 
 fn flatten<'a>(
@@ -382,6 +383,7 @@ fn flatten<'a>(
             StepKind::Op(op) => out.push((step, Call::Op(op), vars.clone(), tallied)),
             StepKind::Msg(m) => out.push((step, Call::Msg(m), vars.clone(), tallied)),
             StepKind::Reg(r) => out.push((step, Call::Reg(r), vars.clone(), tallied)),
+            StepKind::Mail(m) => out.push((step, Call::Mail(m), vars.clone(), tallied)),
             StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
             StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
                 flatten(steps, vars, out, tallied)
@@ -402,89 +404,38 @@ fn flatten<'a>(
     }
 }
 
-/// The refusal walk's probe of a messaging step needing `capability`: the same call, expected to
-/// fail with UNIMPLEMENTED naming it.
-async fn refuse_msg(
+/// One call step of the refusal walk: `Ok(Some(_))` ends the walk — the step needed a missing
+/// capability and its probe was refused as it must be (or it makes no call of its own). A step
+/// needing nothing missing runs as written (counted, not judged, where a tally covers it).
+async fn walk_step<F: PatternOps>(
     session: &Session,
-    step: &Step,
-    m: &MsgStep,
-    capability: Capability,
+    at: &Step,
+    step: &F::Step,
+    missing: &[Capability],
+    tallied: bool,
     vars: &mut Vars,
-) -> Result<Refusal, Failure> {
-    let mut probe = m.clone();
-    let refused = CallExpect {
-        error: Some(StatusCode::from(tonic::Code::Unimplemented)),
-        message_contains: Some(capability.name().to_string()),
+) -> Result<Option<Refusal>, Failure> {
+    let Some(capability) = F::needs(step).into_iter().find(|c| missing.contains(c)) else {
+        let scratch = Counts::default();
+        F::run(session, at, step, vars, tallied.then_some(&scratch)).await?;
+        return Ok(None);
     };
-    match &mut probe {
-        MsgStep::Subscribe { expect, caller, .. }
-        | MsgStep::Publish { expect, caller, .. }
-        | MsgStep::Consume { expect, caller, .. }
-        | MsgStep::Enqueue { expect, caller, .. } => {
-            *expect = refused;
-            caller.token = None;
-        }
-        MsgStep::Ack { expect, .. } | MsgStep::Nack { expect, .. } => *expect = refused,
-        _ => return Ok(Refusal::NotExercised),
-    }
-    crate::ops::messaging::exec::run(session, &probe, vars)
+    let Some(probe) = F::probe(step, capability) else {
+        return Ok(Some(Refusal::NotExercised));
+    };
+    F::run(session, at, &probe, vars, None)
         .await
         .map_err(|mut f| {
             f.message = format!(
-                "the backend does not declare {capability}, so this call must be refused with UNIMPLEMENTED naming it (a backend must not do more than it declares): {}",
+                "the namespace does not offer {capability}, yet this call was not refused with UNIMPLEMENTED naming it (a backend must not do more than it declares): {}",
                 f.message
             );
-            locate(step, Some(m.name().to_string()), f)
+            f
         })?;
-    Ok(Refusal::Refused {
+    Ok(Some(Refusal::Refused {
         capability,
-        step: m.name().to_string(),
-    })
-}
-
-/// The refusal walk's probe of a registry step needing `capability`: the same call with the
-/// default token, expected to fail with UNIMPLEMENTED naming it.
-async fn refuse_reg(
-    session: &Session,
-    step: &Step,
-    r: &RegStep,
-    capability: Capability,
-    vars: &mut Vars,
-) -> Result<Refusal, Failure> {
-    let mut probe = r.clone();
-    let refused = RegExpect {
-        error: Some(StatusCode::from(tonic::Code::Unimplemented)),
-        message_contains: Some(capability.name().to_string()),
-        ..RegExpect::default()
-    };
-    match &mut probe {
-        RegStep::Register { expect, caller, .. }
-        | RegStep::Heartbeat { expect, caller, .. }
-        | RegStep::Unregister { expect, caller, .. }
-        | RegStep::Enumerate { expect, caller, .. }
-        | RegStep::Multicast { expect, caller, .. }
-        | RegStep::Listen { expect, caller, .. }
-        | RegStep::Watch { expect, caller, .. } => {
-            *expect = refused;
-            caller.token = None;
-        }
-        RegStep::Hear { .. } | RegStep::Events { .. } | RegStep::Close { .. } => {
-            return Ok(Refusal::NotExercised);
-        }
-    }
-    crate::ops::registry::exec::run(session, &probe, vars)
-        .await
-        .map_err(|mut f| {
-            f.message = format!(
-                "the namespace does not offer {capability}, so this call must be refused with UNIMPLEMENTED naming it: {}",
-                f.message
-            );
-            locate(step, Some(r.name().to_string()), f)
-        })?;
-    Ok(Refusal::Refused {
-        capability,
-        step: r.name().to_string(),
-    })
+        step: F::label(step, vars),
+    }))
 }
 
 /// The two-way check's refusal walk: runs ops in order (once each, workers and iterations collapsed
@@ -502,95 +453,25 @@ pub async fn refusal_walk(
         for (k, v) in vars.iter() {
             local.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let op = match call {
-            Call::Op(op) => op,
-            Call::Reg(r) => {
-                match r.needs().into_iter().find(|c| missing.contains(c)) {
-                    Some(capability) => {
-                        return refuse_reg(session, step, r, capability, &mut local).await;
-                    }
-                    None => crate::ops::registry::exec::run(session, r, &mut local)
-                        .await
-                        .map_err(|f| locate(step, Some(r.name().to_string()), f))?,
-                }
-                continue;
+        let refusal = match call {
+            Call::Op(op) => {
+                walk_step::<KeyValueOps>(session, step, op, missing, tallied, &mut local).await?
             }
             Call::Msg(m) => {
-                match m.needs().into_iter().find(|c| missing.contains(c)) {
-                    Some(capability) => {
-                        return refuse_msg(session, step, m, capability, &mut local).await;
-                    }
-                    None => crate::ops::messaging::exec::run(session, m, &mut local)
-                        .await
-                        .map_err(|f| locate(step, Some(m.name().to_string()), f))?,
-                }
-                continue;
+                walk_step::<MessagingOps>(session, step, m, missing, tallied, &mut local).await?
+            }
+            Call::Reg(r) => {
+                walk_step::<RegistryOps>(session, step, r, missing, tallied, &mut local).await?
+            }
+            Call::Mail(m) => {
+                walk_step::<MailboxOps>(session, step, m, missing, tallied, &mut local).await?
             }
         };
-        let label = describe(&op.op, &local);
-        let needed: Vec<Capability> = op
-            .op
-            .needs()
-            .into_iter()
-            .filter(|c| missing.contains(c))
-            .collect();
-        // The probe of a missing capability runs with the default token, so what it meets is the
-        // capability check rather than a token a scenario chose to be refused.
-        let token = if needed.is_empty() {
-            op.token.as_deref()
-        } else {
-            None
-        };
-        let mut kv = session
-            .client(op.namespace, token)
-            .map_err(|f| locate(step, Some(label.clone()), f))?;
-        let out = execute(&mut kv, &op.op, &local)
-            .await
-            .map_err(|f| locate(step, Some(label.clone()), f))?;
-        if let Some(&capability) = needed.first() {
-            return match &out {
-                OpOutput::Error { code, message } if code.name() == "UNIMPLEMENTED" => {
-                    if needed.iter().any(|c| message.contains(c.name())) {
-                        Ok(Refusal::Refused {
-                            capability,
-                            step: label,
-                        })
-                    } else {
-                        Err(locate(
-                            step,
-                            Some(label),
-                            Failure {
-                                message: format!(
-                                    "refused with UNIMPLEMENTED, but the message does not name {capability}"
-                                ),
-                                expected: Some(format!("UNIMPLEMENTED naming {capability}")),
-                                actual: Some(format!("{code}: {message}")),
-                                ..Failure::default()
-                            },
-                        ))
-                    }
-                }
-                other => Err(locate(
-                    step,
-                    Some(label),
-                    Failure {
-                        message: format!(
-                            "the backend does not declare {capability}, yet this call was not refused (a backend must not do more than it declares)"
-                        ),
-                        expected: Some(format!("UNIMPLEMENTED naming {capability}")),
-                        actual: Some(match other {
-                            OpOutput::Error { code, message } => format!("{code}: {message}"),
-                            _ => "OK".into(),
-                        }),
-                        ..Failure::default()
-                    },
-                )),
-            };
+        if let Some(refusal) = refusal {
+            return Ok(refusal);
         }
-        if tallied && op.expect.is_none() {
-            continue;
-        }
-        judge(&out, op.expect.as_ref(), vars).map_err(|f| locate(step, Some(label), f))?;
+        // What the step saved (a version, a message id) is there for the steps after it.
+        vars.extend(local);
     }
     Ok(Refusal::NotExercised)
 }

@@ -67,18 +67,14 @@ impl Scenario {
             StepKind::Op(o) => not_default(&o.token),
             StepKind::Msg(m) => m.caller().is_some_and(|c| not_default(&c.token)),
             StepKind::Reg(r) => r.caller().is_some_and(|c| not_default(&c.token)),
+            StepKind::Mail(m) => not_default(&m.call().0.token),
             _ => false,
         })
     }
 
     /// Whether some call step needs one of `caps` (so a backend without it must refuse that call).
     pub fn calls_need_any(&self, caps: &[Capability]) -> bool {
-        self.any_step(|k| match k {
-            StepKind::Op(o) => o.op.needs().iter().any(|c| caps.contains(c)),
-            StepKind::Msg(m) => m.needs().iter().any(|c| caps.contains(c)),
-            StepKind::Reg(r) => r.needs().iter().any(|c| caps.contains(c)),
-            _ => false,
-        })
+        self.any_step(|k| k.needs().iter().any(|c| caps.contains(c)))
     }
 
     /// Whether any step restarts the proxy.
@@ -107,6 +103,7 @@ impl Scenario {
             StepKind::Reg(r) => r
                 .caller()
                 .is_some_and(|c| c.namespace == NamespaceRef::Other),
+            StepKind::Mail(m) => m.call().0.namespace == NamespaceRef::Other,
             _ => false,
         })
     }
@@ -130,6 +127,8 @@ pub enum StepKind {
     Msg(Box<crate::ops::messaging::model::MsgStep>),
     /// A Multicast Registry step.
     Reg(Box<crate::ops::registry::model::RegStep>),
+    /// A Mailbox step.
+    Mail(Box<crate::ops::mailbox::model::MailStep>),
     /// Wait.
     Sleep(Duration),
     /// Drain the in-process proxy and serve again on the same address and backends.
@@ -169,6 +168,17 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// Capabilities this step's own call needs (none for a control step).
+    pub fn needs(&self) -> Vec<Capability> {
+        match self {
+            StepKind::Op(o) => o.op.needs(),
+            StepKind::Msg(m) => m.needs(),
+            StepKind::Reg(r) => r.needs(),
+            StepKind::Mail(m) => m.needs(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The step lists this step runs, each with how many times it runs it: a `repeat` its body
     /// `times` times, a `parallel` each branch once per worker, `eventually` and `within` their
     /// body once (at least); none for a single step.
@@ -185,6 +195,7 @@ impl StepKind {
             StepKind::Op(_)
             | StepKind::Msg(_)
             | StepKind::Reg(_)
+            | StepKind::Mail(_)
             | StepKind::Sleep(_)
             | StepKind::RestartProxy
             | StepKind::Fault(_) => Vec::new(),

@@ -6,7 +6,7 @@ use super::model::*;
 use super::template;
 use super::yaml::{Located, Node, parse_tree};
 use crate::ops::messaging::model::HandleKind;
-use crate::ops::{KeyValueOps, MessagingOps, PatternOps, RegistryOps};
+use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prism_runtime::patterns::capability::Capability;
@@ -195,6 +195,31 @@ impl Ctx {
             loc: n.loc,
             entries: out,
         })
+    }
+
+    /// The `error` and `message_contains` keys of a call's expectation (`message_contains` only
+    /// with `error`).
+    pub(crate) fn error_expect(
+        &mut self,
+        f: &Fields<'_>,
+    ) -> Option<(Option<StatusCode>, Option<String>)> {
+        let error = match f.get("error") {
+            Some(c) => Some(self.status_code(c)?),
+            None => None,
+        };
+        let message_contains = match f.get("message_contains") {
+            Some(m) => {
+                if error.is_none() {
+                    self.err(
+                        m.loc,
+                        "message_contains needs `error` (it checks the error message)",
+                    );
+                }
+                Some(self.string(m, "message_contains")?)
+            }
+            None => None,
+        };
+        Some((error, message_contains))
     }
 
     pub(crate) fn required<'n>(
@@ -510,16 +535,17 @@ impl Ctx {
             );
             return None;
         };
-        let heads: Vec<&(Located, Located)> = entries
-            .iter()
-            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if KeyValueOps::NAMES.contains(&s.as_str()) || MessagingOps::NAMES.contains(&s.as_str()) || RegistryOps::NAMES.contains(&s.as_str()) || CONTROLS.contains(&s.as_str())))
-            .collect();
         let all: Vec<&str> = KeyValueOps::NAMES
             .iter()
             .chain(MessagingOps::NAMES.iter())
             .chain(RegistryOps::NAMES.iter())
+            .chain(MailboxOps::NAMES.iter())
             .chain(CONTROLS.iter())
             .copied()
+            .collect();
+        let heads: Vec<&(Located, Located)> = entries
+            .iter()
+            .filter(|(k, _)| matches!(&k.node, Node::Str(s) if all.contains(&s.as_str())))
             .collect();
         let head = match heads.as_slice() {
             [one] => *one,
@@ -554,6 +580,8 @@ impl Ctx {
             MessagingOps::pattern_of(name)
         } else if RegistryOps::NAMES.contains(&name) {
             RegistryOps::pattern_of(name)
+        } else if MailboxOps::NAMES.contains(&name) {
+            MailboxOps::pattern_of(name)
         } else {
             None
         };
@@ -584,6 +612,12 @@ impl Ctx {
                 self.used.entry(cap).or_insert(loc);
             }
             StepKind::Reg(Box::new(step))
+        } else if MailboxOps::NAMES.contains(&name) {
+            let step = MailboxOps::parse(self, name, n, &head.1, loc, scope)?;
+            for cap in MailboxOps::needs(&step) {
+                self.used.entry(cap).or_insert(loc);
+            }
+            StepKind::Mail(Box::new(step))
         } else {
             match name {
                 "sleep" => {

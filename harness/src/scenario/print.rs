@@ -2,7 +2,7 @@
 //! `prism-conform check --print`).
 
 use super::model::*;
-use crate::ops::{KeyValueOps, MessagingOps, PatternOps, RegistryOps};
+use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
@@ -39,6 +39,7 @@ fn step(s: &Step) -> Value {
         StepKind::Op(o) => KeyValueOps::print(o, &mut m),
         StepKind::Msg(step) => MessagingOps::print(step, &mut m),
         StepKind::Reg(step) => RegistryOps::print(step, &mut m),
+        StepKind::Mail(step) => MailboxOps::print(step, &mut m),
         StepKind::Sleep(d) => {
             m.insert("sleep".into(), ms(*d));
         }

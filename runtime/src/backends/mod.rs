@@ -211,7 +211,7 @@ impl Backend {
             Pattern::Pubsub => self.pubsub.as_ref().map(|a| a.capabilities()),
             Pattern::Queue => self.queue.as_ref().map(|a| a.capabilities()),
             // A composite is served over other patterns' adapters, never by one backend alone.
-            Pattern::MulticastRegistry => None,
+            Pattern::MulticastRegistry | Pattern::Mailbox => None,
         };
         declared
             .unwrap_or_default()

@@ -62,11 +62,17 @@ pub enum Capability {
     /// Watch (the messaging slot's PubSub carries the registry's events).
     #[serde(rename = "multicast_registry.watch")]
     RegistryWatch,
+    /// Deliver, Get, Delete (the storage slot's KeyValue).
+    #[serde(rename = "mailbox.basic")]
+    MailboxBasic,
+    /// Query by header filter and time range, newest first.
+    #[serde(rename = "mailbox.query")]
+    MailboxQuery,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 18] = [
+    pub const ALL: [Capability; 20] = [
         Capability::KvBasic,
         Capability::KvTtl,
         Capability::KvScan,
@@ -85,6 +91,8 @@ impl Capability {
         Capability::RegistryBasic,
         Capability::RegistryMulticast,
         Capability::RegistryWatch,
+        Capability::MailboxBasic,
+        Capability::MailboxQuery,
     ];
 
     /// The wire name, e.g. `keyvalue.ttl`.
@@ -108,6 +116,8 @@ impl Capability {
             Capability::RegistryBasic => "multicast_registry.basic",
             Capability::RegistryMulticast => "multicast_registry.multicast",
             Capability::RegistryWatch => "multicast_registry.watch",
+            Capability::MailboxBasic => "mailbox.basic",
+            Capability::MailboxQuery => "mailbox.query",
         }
     }
 
@@ -131,6 +141,7 @@ impl Capability {
             Capability::RegistryBasic
             | Capability::RegistryMulticast
             | Capability::RegistryWatch => Pattern::MulticastRegistry,
+            Capability::MailboxBasic | Capability::MailboxQuery => Pattern::Mailbox,
         }
     }
 

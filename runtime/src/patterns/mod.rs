@@ -6,7 +6,9 @@
 
 pub mod call;
 pub mod capability;
+pub mod filter;
 pub mod keyvalue;
+pub mod mailbox;
 pub mod names;
 pub mod pubsub;
 pub mod queue;
@@ -30,15 +32,18 @@ pub enum Pattern {
     /// `prism.registry.v1.MulticastRegistry`: a composite of a KeyValue and a PubSub backend.
     #[serde(rename = "multicast_registry")]
     MulticastRegistry,
+    /// `prism.mailbox.v1.Mailbox`: a queryable inbox in a KeyValue backend.
+    Mailbox,
 }
 
 impl Pattern {
     /// Every pattern, in registry order.
-    pub const ALL: [Pattern; 4] = [
+    pub const ALL: [Pattern; 5] = [
         Pattern::Keyvalue,
         Pattern::Pubsub,
         Pattern::Queue,
         Pattern::MulticastRegistry,
+        Pattern::Mailbox,
     ];
 
     /// The pattern's name as used in configs, scenarios and the Admin API.
@@ -79,6 +84,8 @@ pub enum Slot {
     Registry,
     /// What carries a composite's messages and events (a PubSub backend).
     Messaging,
+    /// Where a Mailbox keeps its messages (a KeyValue backend).
+    Storage,
 }
 
 impl Slot {
@@ -88,6 +95,7 @@ impl Slot {
             Slot::Backend => "backend",
             Slot::Registry => "registry",
             Slot::Messaging => "messaging",
+            Slot::Storage => "storage",
         }
     }
 }
@@ -173,7 +181,7 @@ const fn plain(pattern: Pattern) -> [SlotSpec; 1] {
 use Permission::{Read, Write};
 
 /// Every pattern the proxy serves.
-pub static REGISTRY: [PatternSpec; 4] = [
+pub static REGISTRY: [PatternSpec; 5] = [
     PatternSpec {
         pattern: Pattern::Keyvalue,
         name: "keyvalue",
@@ -281,6 +289,38 @@ pub static REGISTRY: [PatternSpec; 4] = [
             "max_filter_depth",
         ],
     },
+    PatternSpec {
+        pattern: Pattern::Mailbox,
+        name: "mailbox",
+        service: "prism.mailbox.v1.Mailbox",
+        methods: &[
+            unary("Deliver", Write),
+            unary("Query", Read),
+            unary("Get", Read),
+            unary("Delete", Write),
+        ],
+        slots: &[SlotSpec {
+            slot: Slot::Storage,
+            offers: Pattern::Keyvalue,
+            needs: &[
+                Capability::KvBasic,
+                Capability::KvTtl,
+                Capability::KvScan,
+                Capability::KvCas,
+            ],
+        }],
+        settings: &[
+            "max_name_bytes",
+            "max_value_bytes",
+            "max_message_headers",
+            "max_message_header_bytes",
+            "max_scan_page",
+            "max_batch_size",
+            "max_filter_clauses",
+            "max_filter_depth",
+            "retention_ms",
+        ],
+    },
 ];
 
 /// The pattern and method of a gRPC path `/package.Service/Method`, when a pattern serves it.
@@ -326,6 +366,7 @@ mod tests {
             max_fanout: Some(1),
             max_filter_clauses: Some(1),
             max_filter_depth: Some(1),
+            retention_ms: Some(1),
         };
         for setting in all.set_names() {
             assert!(

@@ -28,6 +28,7 @@ use crate::config::ProxyConfig;
 use crate::config::ServerLimits;
 use crate::patterns::Pattern;
 use crate::patterns::keyvalue::KeyValueService;
+use crate::patterns::mailbox::MailboxService;
 use crate::patterns::pubsub::PubSubService;
 use crate::patterns::queue::QueueService;
 use crate::patterns::registry::RegistryService;
@@ -38,6 +39,7 @@ use counters::TransportCounters;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prism_proto::admin::v1::admin_server::AdminServer;
 use prism_proto::keyvalue::v1::key_value_server::KeyValueServer;
+use prism_proto::mailbox::v1::mailbox_server::MailboxServer;
 use prism_proto::pubsub::v1::pub_sub_server::PubSubServer;
 use prism_proto::queue::v1::queue_server::QueueServer;
 use prism_proto::registry::v1::multicast_registry_server::MulticastRegistryServer;
@@ -205,6 +207,12 @@ impl Proxy {
                 .max_encoding_message_size(max_message),
             resolver(Pattern::MulticastRegistry),
         );
+        let mailbox = InterceptedService::new(
+            MailboxServer::new(MailboxService)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            resolver(Pattern::Mailbox),
+        );
         drop(drain);
         let admin = AdminServer::new(AdminService::new(self.router.clone(), self.guard.mode()));
 
@@ -240,6 +248,7 @@ impl Proxy {
             .add_service(pubsub)
             .add_service(queue)
             .add_service(registry)
+            .add_service(mailbox)
             .prepare();
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
         // call: the protocol checks bound request bodies and carry the caller's deadline, the guard

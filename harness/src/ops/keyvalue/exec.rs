@@ -3,10 +3,10 @@
 
 use super::judge::judge;
 use crate::runner::Failure;
-use crate::runner::exec::{Counts, Session, Vars, locate};
+use crate::runner::exec::{Counts, Session, Vars};
 use crate::scenario::code::StatusCode;
+use crate::scenario::model::OpStep;
 use crate::scenario::model::{Op, ValueSpec};
-use crate::scenario::model::{OpStep, Step};
 use crate::scenario::template;
 use crate::scenario::value::blob;
 use bytes::Bytes;
@@ -313,18 +313,12 @@ async fn scan_all(
 /// Runs one op step through the client and judges it (or counts it, in a tallied `parallel`).
 pub(crate) async fn run_op(
     session: &Session,
-    step: &Step,
     op: &OpStep,
     vars: &mut Vars,
     tally: Option<&Counts>,
 ) -> Result<(), Failure> {
-    let label = describe(&op.op, vars);
-    let mut kv = session
-        .client(op.namespace, op.token.as_deref())
-        .map_err(|f| locate(step, Some(label.clone()), f))?;
-    let out = execute(&mut kv, &op.op, vars)
-        .await
-        .map_err(|f| locate(step, Some(label.clone()), f))?;
+    let mut kv = session.client(op.namespace, op.token.as_deref())?;
+    let out = execute(&mut kv, &op.op, vars).await?;
     if let (Some(counts), None) = (tally, &op.expect) {
         let code = match &out {
             OpOutput::Error { code, .. } => *code,
@@ -333,5 +327,5 @@ pub(crate) async fn run_op(
         *counts.lock().expect("tally lock").entry(code).or_default() += 1;
         return Ok(());
     }
-    judge(&out, op.expect.as_ref(), vars).map_err(|f| locate(step, Some(label), f))
+    judge(&out, op.expect.as_ref(), vars)
 }

@@ -7,7 +7,8 @@ pub mod parse;
 pub mod print;
 
 use super::{PatternOps, StepFuture};
-use crate::runner::exec::{Counts, Session, Vars};
+use crate::runner::exec::{Counts, Session, Vars, locate};
+use crate::scenario::code::StatusCode;
 use crate::scenario::model::{Location, Step};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
@@ -46,8 +47,28 @@ impl PatternOps for KeyValueOps {
         step.op.needs()
     }
 
+    fn label(step: &OpStep, vars: &Vars) -> String {
+        exec::describe(&step.op, vars)
+    }
+
+    fn probe(step: &OpStep, capability: Capability) -> Option<OpStep> {
+        Some(OpStep {
+            token: None,
+            expect: Some(model::Expect {
+                error: Some(StatusCode::from(tonic::Code::Unimplemented)),
+                message_contains: Some(capability.name().to_string()),
+                ..model::Expect::default()
+            }),
+            ..step.clone()
+        })
+    }
+
     fn print(step: &OpStep, m: &mut Map<String, Value>) {
         print::step(step, m)
+    }
+
+    fn execute<'a>(session: &'a Session, step: &'a OpStep, vars: &'a mut Vars) -> StepFuture<'a> {
+        Box::pin(exec::run_op(session, step, vars, None))
     }
 
     fn run<'a>(
@@ -57,6 +78,11 @@ impl PatternOps for KeyValueOps {
         vars: &'a mut Vars,
         tally: Option<&'a Counts>,
     ) -> StepFuture<'a> {
-        Box::pin(exec::run_op(session, at, step, vars, tally))
+        Box::pin(async move {
+            let label = exec::describe(&step.op, vars);
+            exec::run_op(session, step, vars, tally)
+                .await
+                .map_err(|f| locate(at, Some(label), f))
+        })
     }
 }

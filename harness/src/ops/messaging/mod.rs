@@ -8,8 +8,9 @@ pub mod parse;
 pub mod print;
 
 use super::{PatternOps, StepFuture};
-use crate::runner::exec::{Counts, Session, Vars, locate};
-use crate::scenario::model::{Location, Step};
+use crate::runner::exec::{Session, Vars};
+use crate::scenario::code::StatusCode;
+use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{MSG_STEPS, MsgStep};
@@ -46,21 +47,35 @@ impl PatternOps for MessagingOps {
         step.needs()
     }
 
+    fn label(step: &MsgStep, _vars: &Vars) -> String {
+        step.name().to_string()
+    }
+
+    fn probe(step: &MsgStep, capability: Capability) -> Option<MsgStep> {
+        let mut probe = step.clone();
+        let refused = model::CallExpect {
+            error: Some(StatusCode::from(tonic::Code::Unimplemented)),
+            message_contains: Some(capability.name().to_string()),
+        };
+        match &mut probe {
+            MsgStep::Subscribe { expect, caller, .. }
+            | MsgStep::Publish { expect, caller, .. }
+            | MsgStep::Consume { expect, caller, .. }
+            | MsgStep::Enqueue { expect, caller, .. } => {
+                *expect = refused;
+                caller.token = None;
+            }
+            MsgStep::Ack { expect, .. } | MsgStep::Nack { expect, .. } => *expect = refused,
+            _ => return None,
+        }
+        Some(probe)
+    }
+
     fn print(step: &MsgStep, m: &mut Map<String, Value>) {
         print::step(step, m)
     }
 
-    fn run<'a>(
-        session: &'a Session,
-        at: &'a Step,
-        step: &'a MsgStep,
-        vars: &'a mut Vars,
-        _tally: Option<&'a Counts>,
-    ) -> StepFuture<'a> {
-        Box::pin(async move {
-            exec::run(session, step, vars)
-                .await
-                .map_err(|f| locate(at, Some(step.name().to_string()), f))
-        })
+    fn execute<'a>(session: &'a Session, step: &'a MsgStep, vars: &'a mut Vars) -> StepFuture<'a> {
+        Box::pin(exec::run(session, step, vars))
     }
 }

@@ -282,7 +282,11 @@ impl Ctx {
         self.header_map(h, scope)
     }
 
-    fn header_map(&mut self, h: &Located, scope: &Scope) -> Option<BTreeMap<String, String>> {
+    pub(crate) fn header_map(
+        &mut self,
+        h: &Located,
+        scope: &Scope,
+    ) -> Option<BTreeMap<String, String>> {
         let Node::Map(entries) = &h.node else {
             self.err(
                 h.loc,
@@ -419,22 +423,7 @@ impl Ctx {
             &format!("expect (for {op})"),
             &["error", "message_contains"],
         )?;
-        let error = match f.get("error") {
-            Some(c) => Some(self.status_code(c)?),
-            None => None,
-        };
-        let message_contains = match f.get("message_contains") {
-            Some(m) => {
-                if error.is_none() {
-                    self.err(
-                        m.loc,
-                        "message_contains needs `error` (it checks the error message)",
-                    );
-                }
-                Some(self.string(m, "message_contains")?)
-            }
-            None => None,
-        };
+        let (error, message_contains) = self.error_expect(&f)?;
         Some(CallExpect {
             error,
             message_contains,

@@ -17,7 +17,8 @@ fn call_expect(e: &CallExpect) -> Option<Value> {
     (!m.is_empty()).then_some(Value::Object(m))
 }
 
-fn caller(c: &Caller, m: &mut Map<String, Value>) {
+/// Adds a call step's `namespace` and `token` keys (when not the defaults).
+pub(crate) fn caller(c: &Caller, m: &mut Map<String, Value>) {
     if c.namespace == NamespaceRef::Other {
         m.insert("namespace".into(), json!("other"));
     }

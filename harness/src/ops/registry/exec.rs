@@ -8,11 +8,12 @@
 use super::model::*;
 use crate::ops::messaging::model::Caller;
 use crate::runner::Failure;
-use crate::runner::compare::mismatch;
+use crate::runner::compare::{self, mismatch};
 use crate::runner::exec::{Session, Vars};
 use crate::scenario::code::StatusCode;
 use crate::scenario::template;
 use prism_proto::client::Registry;
+use prism_proto::filter::v1 as fpb;
 use prism_proto::registry::v1 as pb;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -75,22 +76,22 @@ fn unscoped(identity: &str, vars: &Vars) -> String {
 }
 
 /// `filter` narrowed to this run's registrations.
-fn run_filter(filter: &pb::Filter, vars: &Vars) -> pb::Filter {
-    let mine = pb::Filter {
-        clause: Some(pb::filter::Clause::Compare(pb::Compare {
+fn run_filter(filter: &fpb::Filter, vars: &Vars) -> Result<fpb::Filter, Failure> {
+    let mine = fpb::Filter {
+        clause: Some(fpb::filter::Clause::Compare(fpb::Compare {
             key: RUN_KEY.into(),
-            op: pb::compare::Op::Eq as i32,
+            op: fpb::compare::Op::Eq as i32,
             value: prefix(vars),
         })),
     };
     if filter.clause.is_none() {
-        return mine;
+        return Ok(mine);
     }
-    pb::Filter {
-        clause: Some(pb::filter::Clause::All(pb::Filters {
-            filters: vec![mine, filter.clone()],
+    Ok(fpb::Filter {
+        clause: Some(fpb::filter::Clause::All(fpb::Filters {
+            filters: vec![mine, crate::ops::filter::expand(filter, vars)?],
         })),
-    }
+    })
 }
 
 fn client(session: &Session, caller: &Caller) -> Result<Registry, Failure> {
@@ -102,35 +103,7 @@ fn client(session: &Session, caller: &Caller) -> Result<Registry, Failure> {
 /// Judges a call's outcome against `expect`'s error part; `Ok(Some(value))` when it succeeded as
 /// expected and the rest is to be checked.
 fn outcome<T>(result: Result<T, Status>, expect: &RegExpect) -> Result<Option<T>, Failure> {
-    match (result, expect.error) {
-        (Ok(v), None) => Ok(Some(v)),
-        (Ok(_), Some(code)) => Err(mismatch("outcome", code.to_string(), "OK")),
-        (Err(s), None) => Err(mismatch(
-            "outcome",
-            "OK",
-            format!("{}: {}", StatusCode::from(s.code()), s.message()),
-        )),
-        (Err(s), Some(code)) => {
-            let got = StatusCode::from(s.code());
-            if got != code {
-                return Err(mismatch(
-                    "error code",
-                    code.to_string(),
-                    format!("{got}: {}", s.message()),
-                ));
-            }
-            if let Some(m) = &expect.message_contains {
-                if !s.message().contains(m.as_str()) {
-                    return Err(mismatch(
-                        "error message",
-                        format!("containing {m:?}"),
-                        s.message(),
-                    ));
-                }
-            }
-            Ok(None)
-        }
-    }
+    compare::outcome(result, expect.error, expect.message_contains.as_deref())
 }
 
 fn same_list(what: &str, expected: &[String], actual: &[String]) -> Result<(), Failure> {
@@ -228,7 +201,7 @@ pub async fn run(session: &Session, step: &RegStep, vars: &mut Vars) -> Result<(
             let mut pages = 0u64;
             loop {
                 let request = pb::EnumerateRequest {
-                    filter: Some(run_filter(filter, vars)),
+                    filter: Some(run_filter(filter, vars)?),
                     cursor: cursor.clone(),
                     limit: u32::try_from(*limit).unwrap_or(u32::MAX),
                 };
@@ -269,7 +242,7 @@ pub async fn run(session: &Session, step: &RegStep, vars: &mut Vars) -> Result<(
             expect,
         } => {
             let request = pb::MulticastRequest {
-                filter: Some(run_filter(filter, vars)),
+                filter: Some(run_filter(filter, vars)?),
                 payload: expand(payload, vars)?.into_bytes().into(),
                 headers: HashMap::new(),
             };
@@ -365,7 +338,7 @@ pub async fn run(session: &Session, step: &RegStep, vars: &mut Vars) -> Result<(
             expect,
         } => {
             let request = pb::WatchRequest {
-                filter: Some(run_filter(filter, vars)),
+                filter: Some(run_filter(filter, vars)?),
             };
             let got = client(session, caller)?.watch(request).await;
             let Some(response) = outcome(got, expect)? else {

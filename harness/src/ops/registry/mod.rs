@@ -7,8 +7,9 @@ pub mod parse;
 pub mod print;
 
 use super::{PatternOps, StepFuture};
-use crate::runner::exec::{Counts, Session, Vars, locate};
-use crate::scenario::model::{Location, Step};
+use crate::runner::exec::{Session, Vars};
+use crate::scenario::code::StatusCode;
+use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{REG_STEPS, RegStep};
@@ -41,21 +42,38 @@ impl PatternOps for RegistryOps {
         step.needs()
     }
 
+    fn label(step: &RegStep, _vars: &Vars) -> String {
+        step.name().to_string()
+    }
+
+    fn probe(step: &RegStep, capability: Capability) -> Option<RegStep> {
+        let mut probe = step.clone();
+        let refused = model::RegExpect {
+            error: Some(StatusCode::from(tonic::Code::Unimplemented)),
+            message_contains: Some(capability.name().to_string()),
+            ..model::RegExpect::default()
+        };
+        match &mut probe {
+            RegStep::Register { expect, caller, .. }
+            | RegStep::Heartbeat { expect, caller, .. }
+            | RegStep::Unregister { expect, caller, .. }
+            | RegStep::Enumerate { expect, caller, .. }
+            | RegStep::Multicast { expect, caller, .. }
+            | RegStep::Listen { expect, caller, .. }
+            | RegStep::Watch { expect, caller, .. } => {
+                *expect = refused;
+                caller.token = None;
+            }
+            RegStep::Hear { .. } | RegStep::Events { .. } | RegStep::Close { .. } => return None,
+        }
+        Some(probe)
+    }
+
     fn print(step: &RegStep, m: &mut Map<String, Value>) {
         print::step(step, m)
     }
 
-    fn run<'a>(
-        session: &'a Session,
-        at: &'a Step,
-        step: &'a RegStep,
-        vars: &'a mut Vars,
-        _tally: Option<&'a Counts>,
-    ) -> StepFuture<'a> {
-        Box::pin(async move {
-            exec::run(session, step, vars)
-                .await
-                .map_err(|f| locate(at, Some(step.name().to_string()), f))
-        })
+    fn execute<'a>(session: &'a Session, step: &'a RegStep, vars: &'a mut Vars) -> StepFuture<'a> {
+        Box::pin(exec::run(session, step, vars))
     }
 }

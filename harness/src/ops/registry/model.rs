@@ -6,7 +6,7 @@
 use crate::ops::messaging::model::Caller;
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::Template;
-use prism_proto::registry::v1::Filter;
+use prism_proto::filter::v1::Filter;
 use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 use std::time::Duration;

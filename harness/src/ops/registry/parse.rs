@@ -1,29 +1,13 @@
-//! Parsing the registry steps (see `model.rs`). Filters are written as YAML, one operator per
-//! mapping: `{ eq: { region: eu } }`, `{ lt: { load: 10 } }` (also `ne`, `le`, `gt`, `ge`,
-//! `startswith`, `endswith`, `contains`), `{ exists: key }`, `{ and: [..] }`, `{ or: [..] }` and
-//! `{ not: FILTER }` (or a list: none of them holds).
+//! Parsing the registry steps (see `model.rs`); filters as `ops/filter.rs` reads them.
 
 use super::model::*;
 use crate::ops::messaging::model::HandleKind;
 use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Fields, Scope};
 use crate::scenario::yaml::{Located, Node};
-use prism_proto::registry::v1::{Compare, Filter, Filters, compare::Op, filter::Clause};
+use prism_proto::filter::v1::Filter;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// The comparison operators with their YAML names.
-pub const COMPARISONS: [(&str, Op); 9] = [
-    ("eq", Op::Eq),
-    ("ne", Op::Ne),
-    ("lt", Op::Lt),
-    ("le", Op::Le),
-    ("gt", Op::Gt),
-    ("ge", Op::Ge),
-    ("startswith", Op::StartsWith),
-    ("endswith", Op::EndsWith),
-    ("contains", Op::Contains),
-];
 
 /// Watch event kinds as scenarios write them.
 pub const EVENT_KINDS: [&str; 7] = [
@@ -122,7 +106,7 @@ impl Ctx {
                     a.get("ttl_ms").map_or(Some(0), |v| cx.uint(v, "ttl_ms"))
                 };
                 let filter = |cx: &mut Ctx, a: &Fields<'_>| match a.get("filter") {
-                    Some(f) => cx.filter(f),
+                    Some(f) => cx.filter(f, scope),
                     None => Some(Filter::default()),
                 };
                 Some(match name {
@@ -253,69 +237,6 @@ impl Ctx {
         Some(EventSpec { kind, identity })
     }
 
-    /// Parses a filter (see the module docs).
-    pub(crate) fn filter(&mut self, n: &Located) -> Option<Filter> {
-        let Node::Map(entries) = &n.node else {
-            self.err(
-                n.loc,
-                format!(
-                    "a filter is a mapping such as `{{ eq: {{ region: eu }} }}`, found {}",
-                    n.node.kind()
-                ),
-            );
-            return None;
-        };
-        let [(k, v)] = entries.as_slice() else {
-            self.err(n.loc, "a filter has exactly one operator key");
-            return None;
-        };
-        let op = self.string(k, "a filter operator")?;
-        let list = |cx: &mut Ctx, v: &Located| -> Option<Filters> {
-            let items = match &v.node {
-                Node::Seq(_) => cx.list(v, &op),
-                _ => vec![v],
-            };
-            let filters: Option<Vec<Filter>> = items.into_iter().map(|f| cx.filter(f)).collect();
-            Some(Filters { filters: filters? })
-        };
-        let clause = match op.as_str() {
-            "and" => Clause::All(list(self, v)?),
-            "or" => Clause::Any(list(self, v)?),
-            "not" => Clause::Not(list(self, v)?),
-            "exists" => Clause::Exists(self.text(v, "exists")?),
-            other => {
-                let Some((_, cmp)) = COMPARISONS.iter().find(|(n, _)| *n == other) else {
-                    let mut names: Vec<&str> = COMPARISONS.iter().map(|(n, _)| *n).collect();
-                    names.extend(["exists", "and", "or", "not"]);
-                    self.err(
-                        k.loc,
-                        format!(
-                            "unknown filter operator '{other}' (expected one of: {})",
-                            names.join(", ")
-                        ),
-                    );
-                    return None;
-                };
-                let Node::Map(pair) = &v.node else {
-                    self.err(v.loc, format!("`{other}` takes one `KEY: VALUE` mapping"));
-                    return None;
-                };
-                let [(key, value)] = pair.as_slice() else {
-                    self.err(v.loc, format!("`{other}` takes exactly one `KEY: VALUE`"));
-                    return None;
-                };
-                Clause::Compare(Compare {
-                    key: self.text(key, "a metadata key")?,
-                    op: *cmp as i32,
-                    value: self.text(value, "a value")?,
-                })
-            }
-        };
-        Some(Filter {
-            clause: Some(clause),
-        })
-    }
-
     fn reg_expect(&mut self, n: &Located, op: &str, scope: &Scope) -> Option<RegExpect> {
         let own: &[&str] = match op {
             "register" => &["replaced"],
@@ -327,19 +248,12 @@ impl Ctx {
         let mut allowed = vec!["error", "message_contains"];
         allowed.extend_from_slice(own);
         let f = self.fields(n, &format!("expect (for {op})"), &allowed)?;
-        let mut e = RegExpect::default();
-        if let Some(c) = f.get("error") {
-            e.error = Some(self.status_code(c)?);
-        }
-        if let Some(m) = f.get("message_contains") {
-            if e.error.is_none() {
-                self.err(
-                    m.loc,
-                    "message_contains needs `error` (it checks the error message)",
-                );
-            }
-            e.message_contains = Some(self.string(m, "message_contains")?);
-        }
+        let (error, message_contains) = self.error_expect(&f)?;
+        let mut e = RegExpect {
+            error,
+            message_contains,
+            ..RegExpect::default()
+        };
         let ids = |cx: &mut Ctx, key: &str| -> Option<Option<Vec<String>>> {
             match f.get(key) {
                 None => Some(None),

@@ -1,44 +1,10 @@
 //! Printing the registry steps back to YAML (the inverse of `parse.rs`).
 
 use super::model::*;
-use super::parse::COMPARISONS;
-use crate::ops::messaging::model::Caller;
-use crate::scenario::model::NamespaceRef;
-use prism_proto::registry::v1::{Filter, filter::Clause};
+use crate::ops::filter;
+use crate::ops::messaging::print::caller;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
-
-/// A filter in its YAML form.
-pub fn filter(f: &Filter) -> Value {
-    let Some(clause) = &f.clause else {
-        return json!({});
-    };
-    let list = |l: &prism_proto::registry::v1::Filters| {
-        Value::Array(l.filters.iter().map(filter).collect())
-    };
-    match clause {
-        Clause::All(l) => json!({ "and": list(l) }),
-        Clause::Any(l) => json!({ "or": list(l) }),
-        Clause::Not(l) => json!({ "not": list(l) }),
-        Clause::Exists(k) => json!({ "exists": k }),
-        Clause::Compare(c) => {
-            let name = COMPARISONS
-                .iter()
-                .find(|(_, op)| *op as i32 == c.op)
-                .map_or("eq", |(n, _)| *n);
-            json!({ name: { c.key.clone(): c.value.clone() } })
-        }
-    }
-}
-
-fn caller(c: &Caller, m: &mut Map<String, Value>) {
-    if c.namespace == NamespaceRef::Other {
-        m.insert("namespace".into(), json!("other"));
-    }
-    if let Some(t) = &c.token {
-        m.insert("token".into(), json!(t));
-    }
-}
 
 fn expect(e: &RegExpect, m: &mut Map<String, Value>) {
     let mut x = Map::new();
@@ -110,7 +76,7 @@ pub fn step(step: &RegStep, m: &mut Map<String, Value>) {
             filter: f, limit, ..
         } => {
             if f.clause.is_some() {
-                args.insert("filter".into(), filter(f));
+                args.insert("filter".into(), filter::print(f));
             }
             if *limit > 0 {
                 args.insert("limit".into(), json!(limit));
@@ -120,7 +86,7 @@ pub fn step(step: &RegStep, m: &mut Map<String, Value>) {
             filter: f, payload, ..
         } => {
             if f.clause.is_some() {
-                args.insert("filter".into(), filter(f));
+                args.insert("filter".into(), filter::print(f));
             }
             args.insert("payload".into(), json!(payload));
         }
@@ -132,7 +98,7 @@ pub fn step(step: &RegStep, m: &mut Map<String, Value>) {
             filter: f, name, ..
         } => {
             if f.clause.is_some() {
-                args.insert("filter".into(), filter(f));
+                args.insert("filter".into(), filter::print(f));
             }
             args.insert("as".into(), json!(name));
         }

@@ -4,5 +4,6 @@ pub mod keys;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod walk;
 
 pub use service::KeyValueService;

@@ -4,7 +4,6 @@
 //! patterns use, so every KeyValue backend can hold a registry and every PubSub backend can carry
 //! it, and every proxy on the same backends sees the same registry.
 
-pub mod filter;
 pub mod listen;
 pub mod record;
 pub mod service;
@@ -15,21 +14,13 @@ pub use service::RegistryService;
 
 use crate::patterns::capability::Capability;
 use crate::patterns::{Pattern, Slot};
-use crate::router::RouteSlot;
+use crate::router::{RouteSlot, slot_ready};
 
 /// What a Multicast Registry namespace offers over `slots`: `multicast_registry.basic` when the
 /// registry slot's backend declares every KeyValue capability the slot needs, and `.multicast` and
 /// `.watch` when the messaging slot's backend declares PubSub too.
 pub fn capabilities(slots: &[RouteSlot]) -> Vec<Capability> {
-    let spec = Pattern::MulticastRegistry.spec();
-    let ready = |slot: Slot| {
-        let (Some(filled), Some(needs)) = (slots.iter().find(|s| s.slot == slot), spec.slot(slot))
-        else {
-            return false;
-        };
-        let declared = filled.backend.capabilities(needs.offers);
-        needs.needs.iter().all(|c| declared.contains(c))
-    };
+    let ready = |slot: Slot| slot_ready(Pattern::MulticastRegistry, slots, slot);
     let mut caps = Vec::new();
     if ready(Slot::Registry) {
         caps.push(Capability::RegistryBasic);

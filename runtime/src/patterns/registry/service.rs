@@ -1,13 +1,13 @@
 //! The `prism.registry.v1.MulticastRegistry` gRPC service: Register, Heartbeat, Unregister,
 //! Enumerate and Multicast here; the Listen and Watch streams in `listen.rs` and `watch.rs`.
 
-use super::filter;
 use super::record::{self, REGISTRATIONS};
 use super::store::{self, each_registration, listening, on_messaging, on_registry, publish_event};
 use crate::backends::error::StoreError;
 use crate::budget::Budget;
 use crate::patterns::call::{Call, routed, unimplemented};
 use crate::patterns::capability::Capability;
+use crate::patterns::filter;
 use crate::patterns::keyvalue::store::Condition;
 use crate::patterns::keyvalue::validate;
 use crate::patterns::names::{check_message, new_id, now_ms};

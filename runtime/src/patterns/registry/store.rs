@@ -8,6 +8,7 @@ use crate::patterns::Slot;
 use crate::patterns::call::{Call, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::keyvalue::store::{KvStore, ScanItem};
+use crate::patterns::keyvalue::walk;
 use crate::patterns::names::{new_id, now_ms};
 use crate::patterns::pubsub::adapter::{PubSubAdapter, Published};
 use prism_proto::registry::v1::{Registration, WatchResponse, watch_response::Kind};
@@ -55,7 +56,7 @@ pub async fn on_messaging<T>(
     call.on(call.route.slot(Slot::Messaging), work).await
 }
 
-/// One page of keys under `prefix` after `after`, and whether more may follow.
+/// One page of registry-slot keys under `prefix` after `after`, and whether more may follow.
 async fn page(
     call: &Call,
     kv: &dyn KvStore,
@@ -63,18 +64,13 @@ async fn page(
     after: Option<&str>,
     keys_only: bool,
 ) -> Result<(Vec<ScanItem>, bool), Status> {
-    let scan = kv
-        .scan()
-        .ok_or_else(|| unimplemented(&call.route, Capability::RegistryBasic))?;
-    let max_bytes = call.route.limits.max_message_bytes();
-    let items = on_registry(
-        call,
-        scan.scan(&call.route.name, prefix, after, PAGE, max_bytes, keys_only),
-    )
-    .await?;
-    let bytes: usize = items.iter().map(ScanItem::size).sum();
-    let more = items.len() >= PAGE || bytes > max_bytes;
-    Ok((items, more))
+    walk::Records {
+        slot: Slot::Registry,
+        capability: Capability::RegistryBasic,
+        kv,
+    }
+    .page(call, prefix, after, PAGE, keys_only)
+    .await
 }
 
 /// Walks live registrations in identity order from after `after` (a registration key), handing each

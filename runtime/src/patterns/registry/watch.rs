@@ -9,7 +9,6 @@
 //! A watcher that reads too slowly is ended with RESOURCE_EXHAUSTED rather than silently missing a
 //! change; it can watch again and gets the current set.
 
-use super::filter;
 use super::record::EVENTS_TOPIC;
 use super::service::{RegistryService, registration};
 use super::store::{self, each_registration, on_messaging};
@@ -17,6 +16,7 @@ use crate::backends::error::StoreError;
 use crate::patterns::Slot;
 use crate::patterns::call::{routed, slot_stream_status};
 use crate::patterns::capability::Capability;
+use crate::patterns::filter;
 use crate::patterns::names::now_ms;
 use crate::patterns::stream::{Outgoing, StreamGuard, outgoing};
 use futures_util::StreamExt;
@@ -101,7 +101,7 @@ impl Members {
     fn apply(
         &mut self,
         event: pb::WatchResponse,
-        filter: Option<&pb::Filter>,
+        filter: Option<&prism_proto::filter::v1::Filter>,
     ) -> Vec<pb::WatchResponse> {
         let Some(r) = event.registration.as_ref() else {
             return Vec::new();
@@ -121,7 +121,7 @@ impl Members {
     fn change(
         &mut self,
         event: pb::WatchResponse,
-        filter: Option<&pb::Filter>,
+        filter: Option<&prism_proto::filter::v1::Filter>,
     ) -> Option<pb::WatchResponse> {
         let r = event.registration?;
         let known = self.by_identity.get(&r.identity);
@@ -273,6 +273,7 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prism_proto::filter::v1 as fpb;
     use std::collections::HashMap;
 
     fn reg(
@@ -301,10 +302,10 @@ mod tests {
 
     #[test]
     fn events_become_changes_of_the_watched_set() {
-        let only_eu = pb::Filter {
-            clause: Some(pb::filter::Clause::Compare(pb::Compare {
+        let only_eu = fpb::Filter {
+            clause: Some(fpb::filter::Clause::Compare(fpb::Compare {
                 key: "region".into(),
-                op: pb::compare::Op::Eq as i32,
+                op: fpb::compare::Op::Eq as i32,
                 value: "eu".into(),
             })),
         };

@@ -1,10 +1,10 @@
-//! The Multicast Registry's filter language: checking a `Filter` against the namespace's limits
-//! (clauses and depth, each refusal naming its limit) and evaluating it on an identity's metadata.
-//! Filters are evaluated in the proxy for every registry backend, so every backend gives the same
-//! answers.
+//! The filter language (`prism.filter.v1`) of the patterns that select by a string map — a
+//! registration's metadata, a mailbox message's headers: checking a `Filter` against the
+//! namespace's limits (clauses and depth, each refusal naming its limit) and evaluating it on a map.
+//! Filters are evaluated in the proxy for every backend, so every backend gives the same answers.
 
 use crate::limits::Limits;
-use prism_proto::registry::v1::{Compare, Filter, compare::Op, filter::Clause};
+use prism_proto::filter::v1::{Compare, Filter, compare::Op, filter::Clause};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use tonic::Status;
@@ -59,7 +59,7 @@ fn walk(
             Ok(())
         }
         Clause::Exists(key) if key.is_empty() => Err(Status::invalid_argument(format!(
-            "{path}.exists is empty (name a metadata key)"
+            "{path}.exists is empty (name a key)"
         ))),
         Clause::Exists(_) => Ok(()),
         Clause::All(list) | Clause::Any(list) | Clause::Not(list) => {
@@ -108,6 +108,23 @@ pub fn matches(filter: Option<&Filter>, metadata: &HashMap<String, String>) -> b
     }
 }
 
+/// Every key `filter` names (comparisons and `exists`), in the order they appear.
+pub fn keys(filter: Option<&Filter>) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut todo: Vec<&Filter> = filter.into_iter().collect();
+    while let Some(f) = todo.pop() {
+        match &f.clause {
+            Some(Clause::Compare(c)) => out.push(c.key.as_str()),
+            Some(Clause::Exists(key)) => out.push(key.as_str()),
+            Some(Clause::All(l) | Clause::Any(l) | Clause::Not(l)) => {
+                todo.extend(l.filters.iter().rev())
+            }
+            None => {}
+        }
+    }
+    out
+}
+
 /// A finite decimal number, if `s` is one.
 fn number(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -143,7 +160,7 @@ fn compare(c: &Compare, metadata: &HashMap<String, String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prism_proto::registry::v1::Filters;
+    use prism_proto::filter::v1::Filters;
     use rstest::rstest;
 
     fn cmp(key: &str, op: Op, value: &str) -> Filter {
