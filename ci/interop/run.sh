@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop check: a Python gRPC client generated only from proto/prism/**/*.proto talks to the real
-# prism-proxy binary (KeyValue on memstore and sqlite, PubSub and Queue on memstore) with authentication on (auth.mode jwt, HS256),
+# prism-proxy binary (KeyValue on memstore and sqlite, PubSub and Queue on memstore, a Multicast
+# Registry on sqlite + memstore, a Mailbox on sqlite) with authentication on (auth.mode jwt, HS256),
 # then the proxy must stop gracefully on SIGTERM. The client mints its own tokens with PyJWT from the
 # same random secret the proxy reads from its secret_file.
 #
@@ -107,6 +108,8 @@ namespaces:
   interop-lite:   { pattern: keyvalue, backend: lite }
   interop-events: { pattern: pubsub, backend: mem }
   interop-jobs:   { pattern: queue, backend: mem }
+  interop-registry: { pattern: multicast_registry, slots: { registry: lite, messaging: mem } }
+  interop-mail:   { pattern: mailbox, backend: lite }
 EOF
 
 # 6. Start the proxy and wait until the port answers.
@@ -137,6 +140,7 @@ PRISM_INTEROP_TARGET="127.0.0.1:$PORT" \
     PRISM_INTEROP_STUBS="$WORK/stubs" \
     PRISM_INTEROP_NAMESPACES="interop-mem=memstore,interop-lite=sqlite" \
     PRISM_INTEROP_PUBSUB=interop-events PRISM_INTEROP_QUEUE=interop-jobs \
+    PRISM_INTEROP_REGISTRY=interop-registry PRISM_INTEROP_MAILBOX=interop-mail \
     PRISM_INTEROP_SECRET_FILE="$SECRET_FILE" \
     PRISM_INTEROP_ISSUER="$AUTH_ISSUER" \
     PRISM_INTEROP_AUDIENCE="$AUTH_AUDIENCE" \

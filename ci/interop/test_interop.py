@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Interop test: a Python gRPC client built only from proto/prism/**/*.proto talks to prism-proxy:
-KeyValue, PubSub (publish, subscribe), Queue (enqueue, consume, ack, nack), Admin, health, reflection
-and authentication.
+KeyValue, PubSub (publish, subscribe), Queue (enqueue, consume, ack, nack), Multicast Registry
+(register, enumerate, listen, multicast, watch), Mailbox (deliver, query, get, delete), Admin,
+health, reflection and authentication.
 
 Run by ci/interop/run.sh, which generates the stubs into a temp dir and starts the proxy with
 `auth.mode: jwt` and an HS256 secret file. The test mints its own tokens (PyJWT) from that secret
@@ -17,6 +18,8 @@ and sends them as `authorization: Bearer <JWT>`. Environment:
                              (default: interop-mem=memstore,interop-lite=sqlite)
   PRISM_INTEROP_PUBSUB       a PubSub namespace (default: interop-events)
   PRISM_INTEROP_QUEUE        a Queue namespace (default: interop-jobs)
+  PRISM_INTEROP_REGISTRY     a Multicast Registry namespace (default: interop-registry)
+  PRISM_INTEROP_MAILBOX      a Mailbox namespace (default: interop-mail)
 
 Plain unittest; the last line of output is `interop: N passed, M failed`, exit status 0 only when every
 case passed.
@@ -46,6 +49,8 @@ NAMESPACES = [
 
 PUBSUB_NS = os.environ.get("PRISM_INTEROP_PUBSUB", "interop-events")
 QUEUE_NS = os.environ.get("PRISM_INTEROP_QUEUE", "interop-jobs")
+REGISTRY_NS = os.environ.get("PRISM_INTEROP_REGISTRY", "interop-registry")
+MAILBOX_NS = os.environ.get("PRISM_INTEROP_MAILBOX", "interop-mail")
 
 if not TARGET or not STUBS or not SECRET_FILE:
     sys.exit(
@@ -62,9 +67,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 # Generated from the .proto files only; nothing here knows about the Rust code.
 from prism.admin.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+from prism.filter.v1 import filter_pb2  # noqa: E402
 from prism.keyvalue.v1 import keyvalue_pb2, keyvalue_pb2_grpc  # noqa: E402
+from prism.mailbox.v1 import mailbox_pb2, mailbox_pb2_grpc  # noqa: E402
 from prism.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc  # noqa: E402
 from prism.queue.v1 import queue_pb2, queue_pb2_grpc  # noqa: E402
+from prism.registry.v1 import registry_pb2, registry_pb2_grpc  # noqa: E402
 
 NAMESPACE_HEADER = "x-prism-namespace"
 TIMEOUT = 10.0  # seconds, per call
@@ -92,7 +100,9 @@ def mint(namespaces=None, *, secret=None, lifetime=TOKEN_LIFETIME, issuer=None, 
     permission on every test namespace), valid for `lifetime` seconds (negative: expired)."""
     if namespaces is None:
         namespaces = {ns: ALL_PERMISSIONS for ns, _ in NAMESPACES}
-        namespaces.update({PUBSUB_NS: ALL_PERMISSIONS, QUEUE_NS: ALL_PERMISSIONS})
+        namespaces.update(
+            {ns: ALL_PERMISSIONS for ns in (PUBSUB_NS, QUEUE_NS, REGISTRY_NS, MAILBOX_NS)}
+        )
     now = int(time.time())
     claims = {
         "sub": "prism-interop-test",
@@ -695,6 +705,123 @@ class Messaging(RpcAssertions, unittest.TestCase):
         self.consume(read_only)
         err = self.assertRpcError(grpc.StatusCode.PERMISSION_DENIED, self.enqueue, read_only, b"x")
         self.assertDetailsContain(err, "write")
+
+
+def eq_filter(key, value):
+    return filter_pb2.Filter(
+        compare=filter_pb2.Compare(key=key, op=filter_pb2.Compare.EQ, value=value)
+    )
+
+
+class Composites(RpcAssertions, unittest.TestCase):
+    """The composite patterns: a Multicast Registry over a SQLite registry slot and a memstore
+    messaging slot, and a Mailbox on SQLite."""
+
+    def setUp(self):
+        self.registry = registry_pb2_grpc.MulticastRegistryStub(channel)
+        self.mailbox = mailbox_pb2_grpc.MailboxStub(channel)
+        self.name = f"{RUN_PREFIX}{self._testMethodName}"
+        self.streams = []
+
+    def tearDown(self):
+        for s in self.streams:
+            s.cancel()
+
+    def register(self, md, identity, **metadata):
+        return self.registry.Register(
+            registry_pb2.RegisterRequest(
+                identity=identity, metadata={"run": self.name, **metadata}, ttl_ms=60_000
+            ),
+            metadata=md,
+            timeout=TIMEOUT,
+        )
+
+    def test_register_listen_multicast_and_watch(self):
+        md = ns_md(REGISTRY_NS)
+        a, b = f"{self.name}/a", f"{self.name}/b"
+        mine = eq_filter("run", self.name)
+        watch = self.registry.Watch(registry_pb2.WatchRequest(filter=mine), metadata=md, timeout=TIMEOUT)
+        self.streams.append(watch)
+        synced = next(watch)
+        self.assertEqual(synced.kind, registry_pb2.WatchResponse.SYNCED)
+        self.register(md, a, zone="eu")
+        self.register(md, b, zone="us")
+        events = [next(watch) for _ in range(2)]
+        self.assertEqual(
+            [(e.kind, e.registration.identity) for e in events],
+            [(registry_pb2.WatchResponse.REGISTERED, a), (registry_pb2.WatchResponse.REGISTERED, b)],
+        )
+        listen = self.registry.Listen(registry_pb2.ListenRequest(identity=a), metadata=md, timeout=TIMEOUT)
+        self.streams.append(listen)
+        self.assertEqual(next(listen).WhichOneof("event"), "listening")
+        listed = self.registry.Enumerate(
+            registry_pb2.EnumerateRequest(filter=mine), metadata=md, timeout=TIMEOUT
+        )
+        self.assertEqual([r.identity for r in listed.registrations], [a, b])
+        sent = self.registry.Multicast(
+            registry_pb2.MulticastRequest(filter=mine, payload=b"hello"), metadata=md, timeout=TIMEOUT
+        )
+        self.assertEqual((sent.targets, sent.delivered, sent.failed), (2, 1, 1))
+        failed = [o for o in sent.outcomes if not o.delivered]
+        self.assertEqual([(o.identity, o.reason) for o in failed], [(b, "no live listener")])
+        got = next(listen).message
+        self.assertEqual((got.payload, got.message_id), (b"hello", sent.message_id))
+
+    def test_register_twice_is_already_exists(self):
+        md = ns_md(REGISTRY_NS)
+        identity = f"{self.name}/x"
+        self.register(md, identity)
+        err = self.assertRpcError(grpc.StatusCode.ALREADY_EXISTS, self.register, md, identity)
+        self.assertDetailsContain(err, identity)
+
+    def test_mailbox_deliver_query_get_delete(self):
+        md = ns_md(MAILBOX_NS)
+        box = self.name
+        ids = []
+        for i, kind in enumerate(["text/plain", "application/json", "application/json"]):
+            r = self.mailbox.Deliver(
+                mailbox_pb2.DeliverRequest(
+                    mailbox=box, payload=f"m{i}".encode(), headers={"content_type": kind, "x-i": str(i)}
+                ),
+                metadata=md,
+                timeout=TIMEOUT,
+            )
+            ids.append(r.message_id)
+        page = self.mailbox.Query(
+            mailbox_pb2.QueryRequest(mailbox=box, filter=eq_filter("content_type", "application/json")),
+            metadata=md,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual([m.payload for m in page.messages], [b"m2", b"m1"])
+        self.assertEqual(page.messages[0].headers["principal"], "prism-interop-test")
+        got = self.mailbox.Get(
+            mailbox_pb2.GetRequest(mailbox=box, message_id=ids[0]), metadata=md, timeout=TIMEOUT
+        ).message
+        self.assertEqual((got.payload, got.headers["x-i"]), (b"m0", "0"))
+        deleted = self.mailbox.Delete(
+            mailbox_pb2.DeleteRequest(mailbox=box, message_ids=[ids[0], "never-was"]),
+            metadata=md,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual(deleted.deleted, 1)
+        err = self.assertRpcError(
+            grpc.StatusCode.NOT_FOUND,
+            self.mailbox.Get,
+            mailbox_pb2.GetRequest(mailbox=box, message_id=ids[0]),
+            metadata=md,
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, ids[0])
+
+    def test_a_mailbox_header_it_does_not_know_is_invalid_argument(self):
+        err = self.assertRpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            self.mailbox.Deliver,
+            mailbox_pb2.DeliverRequest(mailbox=self.name, payload=b"x", headers={"color": "red"}),
+            metadata=ns_md(MAILBOX_NS),
+            timeout=TIMEOUT,
+        )
+        self.assertDetailsContain(err, "headers.color")
 
 
 class CountingResult(unittest.TextTestResult):
