@@ -649,6 +649,9 @@ pub struct Environment {
     pub backends: Vec<Provisioned>,
     /// The in-process proxy.
     pub proxy: RunningProxy,
+    /// The second in-process proxy on the same backends, serving the namespaces whose every slot
+    /// is shared by processes (for `via: b` steps).
+    pub second: Option<RunningProxy>,
     /// One target per backend.
     pub targets: Vec<Target>,
     _dir: tempfile::TempDir,
@@ -658,6 +661,9 @@ impl Environment {
     /// Stops the proxy, then the servers the harness started (dropping them removes their dirs).
     pub async fn stop(self) {
         self.proxy.stop().await;
+        if let Some(second) = self.second {
+            second.stop().await;
+        }
         for b in self.backends {
             if let Some(server) = b.server {
                 if let Ok(mut s) = server.lock() {
@@ -711,6 +717,29 @@ pub async fn launch(
     let client = PrismClient::connect(proxy.url.clone())
         .await
         .map_err(|e| ProvisionError::Environment(e.to_string()))?;
+    // The second proxy serves only what two processes can share: composite namespaces with no
+    // memstore slot (SQLite shares its file; the networked backends their server).
+    let shared = |f: &Filling| {
+        f.slots.iter().all(|(slot, _)| *slot != Slot::Backend) && !f.names().contains(&"memstore")
+    };
+    let mut second_config = config.clone();
+    let shared_names: Vec<String> = fillings(&configs)
+        .iter()
+        .filter(|f| shared(f))
+        .flat_map(|f| [f.namespace(), f.other_namespace()])
+        .collect();
+    second_config
+        .namespaces
+        .retain(|name, _| shared_names.contains(name));
+    let (second, second_client) = if second_config.namespaces.is_empty() {
+        (None, None)
+    } else {
+        let second = start_proxy(&second_config).await?;
+        let client = PrismClient::connect(second.url.clone())
+            .await
+            .map_err(|e| ProvisionError::Environment(e.to_string()))?;
+        (Some(second), Some(client))
+    };
     let mut targets = Vec::new();
     for filling in fillings(&configs) {
         let (ns, other) = (filling.namespace(), filling.other_namespace());
@@ -719,6 +748,9 @@ pub async fn launch(
         let mut t = target(&client, &filling.label(), &ns, Some(other), token).await?;
         t.tokens = Some(Arc::new(tokens));
         t.proxy = Some(proxy.clone());
+        if shared(&filling) {
+            t.second.clone_from(&second_client);
+        }
         t.server = filling
             .faultable()
             .and_then(|name| backends.iter().find(|b| b.name == name))
@@ -728,6 +760,7 @@ pub async fn launch(
     Ok(Environment {
         backends,
         proxy,
+        second,
         targets,
         _dir: dir,
     })
@@ -770,6 +803,7 @@ pub async fn target(
         token,
         tokens: None,
         proxy: None,
+        second: None,
         server: None,
         namespace: ns.to_string(),
         other_namespace: other,

@@ -3,7 +3,7 @@
 
 use super::Failure;
 use crate::ops::mailbox::model::MailStep;
-use crate::ops::messaging::model::MsgStep;
+use crate::ops::messaging::model::{Caller, MsgStep, Via};
 use crate::ops::registry::model::RegStep;
 use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use crate::scenario::code::StatusCode;
@@ -52,6 +52,8 @@ pub struct Session {
     pub progress: crate::ops::messaging::exec::Progress,
     /// The in-process proxy, for `restart_proxy`.
     pub proxy: Option<crate::provision::RunningProxy>,
+    /// A connection to the second proxy on the same backends, for `via: b` steps.
+    pub second: Option<PrismClient>,
     /// The backend's server, for `fault` steps (when the harness started it).
     pub server: Option<Arc<Mutex<crate::provision::ServerHandle>>>,
     /// What the run measured on the way (fault and recovery times), for the case's report.
@@ -101,9 +103,31 @@ impl Session {
         }
     }
 
-    /// A client for namespace `ns` carrying the token a step selects.
+    /// A client for a call step's namespace, token and proxy.
+    pub fn caller_client(&self, caller: &Caller) -> Result<NamespaceClient, Failure> {
+        let base = match caller.via {
+            Via::A => &self.base,
+            Via::B => self.second.as_ref().ok_or_else(|| {
+                Failure::message(
+                    "this step goes `via: b`, but the run has no second proxy on the same backends",
+                )
+            })?,
+        };
+        self.client_on(base, caller.namespace, caller.token.as_deref())
+    }
+
+    /// A client of the run's proxy for namespace `ns` carrying the token a step selects.
     pub fn namespace_client(
         &self,
+        ns: NamespaceRef,
+        token: Option<&str>,
+    ) -> Result<NamespaceClient, Failure> {
+        self.client_on(&self.base, ns, token)
+    }
+
+    fn client_on(
+        &self,
+        base: &PrismClient,
         ns: NamespaceRef,
         token: Option<&str>,
     ) -> Result<NamespaceClient, Failure> {
@@ -123,12 +147,11 @@ impl Session {
                 .ok_or_else(|| Failure::message(format!("unknown token `{name}`")))?,
         };
         let client = match token {
-            Some(t) => self
-                .base
+            Some(t) => base
                 .clone()
                 .with_token(&t)
                 .map_err(|e| Failure::message(e.to_string()))?,
-            None => self.base.clone(),
+            None => base.clone(),
         };
         client
             .try_namespace(namespace)

@@ -60,6 +60,9 @@ pub struct Target {
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
     /// The in-process proxy, for `restart_proxy` steps (`None` with `--target`).
     pub proxy: Option<crate::provision::RunningProxy>,
+    /// A second proxy on the same backends, for `via: b` steps (`None` when a slot's backend is
+    /// memstore, which keeps its data per proxy, or with `--target`).
+    pub second: Option<PrismClient>,
     /// The backend's server when the harness started it, for `fault` steps.
     pub server: Option<Arc<std::sync::Mutex<crate::provision::ServerHandle>>>,
     /// Namespace for scenarios.
@@ -181,6 +184,12 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
             ));
         }
     }
+    if target.second.is_none() && scenario.uses_second_proxy() {
+        return Some(format!(
+            "goes through a second proxy on the same backends, which the harness starts only when every slot's backend is shared by processes (memstore keeps its data per proxy; backend '{}')",
+            target.backend
+        ));
+    }
     if target.tokens.is_none() && scenario.uses_token_matrix() {
         return Some(
             "needs the token matrix, which the harness mints only for its in-process proxy".into(),
@@ -216,6 +225,7 @@ pub async fn run_case(
         messaging: Arc::default(),
         progress,
         proxy: target.proxy.clone(),
+        second: target.second.clone(),
         server: target.server.clone(),
         notes: Arc::default(),
         families: Default::default(),

@@ -1,5 +1,6 @@
 //! The scenario model: what a YAML file means once parsed. Every step carries its source location.
 
+use crate::ops::messaging::model::{Caller, Via};
 use crate::scenario::code::StatusCode;
 use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
@@ -65,10 +66,7 @@ impl Scenario {
         let not_default = |t: &Option<String>| t.as_deref().is_some_and(|t| t != "default");
         self.any_step(|k| match k {
             StepKind::Op(o) => not_default(&o.token),
-            StepKind::Msg(m) => m.caller().is_some_and(|c| not_default(&c.token)),
-            StepKind::Reg(r) => r.caller().is_some_and(|c| not_default(&c.token)),
-            StepKind::Mail(m) => not_default(&m.call().0.token),
-            _ => false,
+            other => other.caller().is_some_and(|c| not_default(&c.token)),
         })
     }
 
@@ -97,15 +95,15 @@ impl Scenario {
     pub fn uses_other_namespace(&self) -> bool {
         self.any_step(|k| match k {
             StepKind::Op(o) => o.namespace == NamespaceRef::Other,
-            StepKind::Msg(m) => m
+            other => other
                 .caller()
                 .is_some_and(|c| c.namespace == NamespaceRef::Other),
-            StepKind::Reg(r) => r
-                .caller()
-                .is_some_and(|c| c.namespace == NamespaceRef::Other),
-            StepKind::Mail(m) => m.call().0.namespace == NamespaceRef::Other,
-            _ => false,
         })
+    }
+
+    /// Whether any step goes through the second proxy (`via: b`).
+    pub fn uses_second_proxy(&self) -> bool {
+        self.any_step(|k| k.caller().is_some_and(|c| c.via == Via::B))
     }
 }
 
@@ -168,6 +166,16 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// The namespace, token and proxy of a messaging, registry or mailbox call step.
+    pub fn caller(&self) -> Option<&Caller> {
+        match self {
+            StepKind::Msg(m) => m.caller(),
+            StepKind::Reg(r) => r.caller(),
+            StepKind::Mail(m) => Some(m.call().0),
+            _ => None,
+        }
+    }
+
     /// Capabilities this step's own call needs (none for a control step).
     pub fn needs(&self) -> Vec<Capability> {
         match self {

@@ -43,9 +43,7 @@ fn millis(t: Option<&String>, what: &str, vars: &Vars) -> Result<i64, Failure> {
 }
 
 fn client(session: &Session, caller: &Caller) -> Result<Mailbox, Failure> {
-    Ok(session
-        .namespace_client(caller.namespace, caller.token.as_deref())?
-        .mailbox())
+    Ok(session.caller_client(caller)?.mailbox())
 }
 
 fn outcome<T>(result: Result<T, tonic::Status>, expect: &MailExpect) -> Result<Option<T>, Failure> {

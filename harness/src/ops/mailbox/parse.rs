@@ -20,7 +20,7 @@ impl Ctx {
         let f = self.fields(
             n,
             &format!("the {name} step"),
-            &[name, "expect", "namespace", "token"],
+            &[name, "expect", "namespace", "token", "via"],
         )?;
         let caller = self.caller(&f)?;
         let expect = match f.get("expect") {

@@ -240,7 +240,7 @@ pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(
             caller,
             expect,
         } => {
-            let client = session.namespace_client(caller.namespace, caller.token.as_deref())?;
+            let client = session.caller_client(caller)?;
             let req = ps::PublishRequest {
                 topic: expand(topic, vars)?,
                 payload: resolve_value(payload, vars)?.into(),
@@ -257,7 +257,7 @@ pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(
             caller,
             expect,
         } => {
-            let client = session.namespace_client(caller.namespace, caller.token.as_deref())?;
+            let client = session.caller_client(caller)?;
             let queue = expand(queue, vars)?;
             let req = q::EnqueueRequest {
                 queue: queue.clone(),
@@ -279,7 +279,7 @@ pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(
             caller,
             expect,
         } => {
-            let client = session.namespace_client(caller.namespace, caller.token.as_deref())?;
+            let client = session.caller_client(caller)?;
             let topic = expand(topic, vars)?;
             let req = ps::SubscribeRequest {
                 topic: topic.clone(),
@@ -323,7 +323,7 @@ pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(
             caller,
             expect,
         } => {
-            let client = session.namespace_client(caller.namespace, caller.token.as_deref())?;
+            let client = session.caller_client(caller)?;
             let queue = expand(queue, vars)?;
             let group = match group {
                 Some(g) => expand(g, vars)?,

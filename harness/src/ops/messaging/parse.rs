@@ -25,7 +25,7 @@ impl Ctx {
         let what = format!("the {name} step");
         let step = match name {
             "subscribe" | "publish" | "consume" | "enqueue" => {
-                let f = self.fields(n, &what, &[name, "expect", "namespace", "token"])?;
+                let f = self.fields(n, &what, &[name, "expect", "namespace", "token", "via"])?;
                 let caller = self.caller(&f)?;
                 let expect = match f.get("expect") {
                     Some(e) => self.call_expect(e, name)?,
@@ -245,7 +245,7 @@ impl Ctx {
         self.required(f, key, what)
     }
 
-    /// The `namespace` and `token` keys of a call step.
+    /// The `namespace`, `token` and `via` keys of a call step.
     pub(crate) fn caller(&mut self, f: &Fields<'_>) -> Option<Caller> {
         let namespace = match f.get("namespace") {
             None => NamespaceRef::Main,
@@ -265,7 +265,25 @@ impl Ctx {
             None => None,
             Some(t) => Some(self.token_name(t)?),
         };
-        Some(Caller { namespace, token })
+        let via = match f.get("via") {
+            None => Via::A,
+            Some(v) => match self.string(v, "via")?.as_str() {
+                "a" => Via::A,
+                "b" => Via::B,
+                other => {
+                    self.err(
+                        v.loc,
+                        format!("unknown proxy '{other}' (expected one of: a, b)"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Caller {
+            namespace,
+            token,
+            via,
+        })
     }
 
     fn payload(&mut self, f: &Fields<'_>, scope: &Scope) -> Option<ValueSpec> {

@@ -25,6 +25,9 @@ pub(crate) fn caller(c: &Caller, m: &mut Map<String, Value>) {
     if let Some(t) = &c.token {
         m.insert("token".into(), json!(t));
     }
+    if c.via == Via::B {
+        m.insert("via".into(), json!("b"));
+    }
 }
 
 fn headers(h: &BTreeMap<String, String>, args: &mut Map<String, Value>) {

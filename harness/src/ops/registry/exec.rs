@@ -95,9 +95,7 @@ fn run_filter(filter: &fpb::Filter, vars: &Vars) -> Result<fpb::Filter, Failure>
 }
 
 fn client(session: &Session, caller: &Caller) -> Result<Registry, Failure> {
-    Ok(session
-        .namespace_client(caller.namespace, caller.token.as_deref())?
-        .registry())
+    Ok(session.caller_client(caller)?.registry())
 }
 
 /// Judges a call's outcome against `expect`'s error part; `Ok(Some(value))` when it succeeded as

@@ -81,7 +81,7 @@ impl Ctx {
                 Some(RegStep::Close { handle })
             }
             _ => {
-                let f = self.fields(n, &what, &[name, "expect", "namespace", "token"])?;
+                let f = self.fields(n, &what, &[name, "expect", "namespace", "token", "via"])?;
                 let caller = self.caller(&f)?;
                 let expect = match f.get("expect") {
                     Some(e) => self.reg_expect(e, name, scope)?,

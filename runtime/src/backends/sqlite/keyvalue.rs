@@ -15,7 +15,7 @@ impl KvBasic for SqliteStore {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = write_tx(&self.write).await?;
         let version = upsert(&mut tx, ns, key, &value, expiry(now_ms(), ttl)).await?;
         tx.commit().await.map_err(classify)?;
         Ok(version)
@@ -102,7 +102,7 @@ impl KvScan for SqliteStore {
 impl KvBatch for SqliteStore {
     async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
         let now = now_ms();
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = write_tx(&self.write).await?;
         let mut versions = Vec::with_capacity(items.len());
         for item in &items {
             versions
@@ -133,7 +133,7 @@ impl KvBatch for SqliteStore {
 
     async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32> {
         let now = now_ms();
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = write_tx(&self.write).await?;
         let mut deleted = 0u32;
         for key in keys {
             if delete_live(&mut tx, ns, key, now).await? {
@@ -157,7 +157,7 @@ impl KvCas for SqliteStore {
     ) -> StoreResult<u64> {
         let now = now_ms();
         // The single writer connection makes check-then-write atomic within this transaction.
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = write_tx(&self.write).await?;
         let current = live_version(&mut tx, ns, key, now).await?;
         match (condition, current) {
             (Condition::IfAbsent, Some(_)) => {

@@ -2,7 +2,10 @@
 //!
 //! One table holds every namespace (`ns`, `key` primary key, `WITHOUT ROWID` so scans walk key order).
 //! Writes go through a single-connection pool (SQLite has one writer anyway), so read-modify-write
-//! transactions such as CAS are atomic; reads use a separate pool of WAL readers. Versions come from a
+//! transactions such as CAS are atomic; they begin IMMEDIATE ([`write_tx`]), taking the file's
+//! write lock first, so another process on the same file (a second proxy) makes them wait out the
+//! busy timeout instead of failing with SQLITE_BUSY_SNAPSHOT. Reads use a separate pool of WAL
+//! readers. Versions come from a
 //! one-row sequence bumped in the same transaction as the write. Expired rows are filtered out of every
 //! read by `expires_at`, and a background task purges them in bounded batches.
 //!
@@ -268,6 +271,12 @@ async fn delete_live(
     .await
     .map_err(classify)?;
     Ok(row.is_some_and(|r| r.get::<bool, _>(0)))
+}
+
+/// A write transaction that holds the database's write lock from its start (`BEGIN IMMEDIATE`):
+/// a deferred one that read first could not upgrade after another process wrote.
+async fn write_tx(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)
 }
 
 async fn get_live(pool: &SqlitePool, ns: &str, key: &str, now: i64) -> StoreResult<Option<Entry>> {

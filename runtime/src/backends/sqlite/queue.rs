@@ -14,7 +14,7 @@
 //! of the process and is made durable by the next full commit; lost to a power cut, it means a
 //! delivery goes out again (at least once still holds). This saves one fsync per claim and ack.
 
-use super::{SqliteStore, classify, now_ms};
+use super::{SqliteStore, classify, now_ms, write_tx};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::backends::sql_queue::{
     self, Claims, GroupRef, Taking, Wakers, headers_json, parse_receipt, wake_key,
@@ -135,7 +135,7 @@ async fn write_enqueues(claims: Arc<SqliteClaims>, mut rx: mpsc::UnboundedReceiv
 }
 
 async fn insert_all(pool: &SqlitePool, batch: &[Enqueue]) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(classify)?;
+    let mut tx = write_tx(pool).await?;
     // The delay counts from the write, not from the wait for the writer.
     let now = now_ms();
     for e in batch {
@@ -240,7 +240,7 @@ impl QueueAdapter for SqliteQueue {
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         let c = &self.claims;
         let woken = c.wakers.notify(&wake_key(ns, queue));
-        let mut tx = c.write.begin().await.map_err(classify)?;
+        let mut tx = write_tx(&c.write).await?;
         let created = sqlx::query(
             "INSERT INTO prism_queue_groups (ns, queue, grp) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
