@@ -107,6 +107,44 @@ async fn a_short_queue_run_balances_its_ledger_through_the_proxy_and_direct() {
     assert!(md.contains("## Delivery ledger"), "{md}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_registry_run_hears_every_reported_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut profile = LoadProfile::load("registry-mixed", &profiles()).unwrap();
+    let r = profile.registry.as_mut().expect("a registry profile");
+    // Small enough for a debug build, large enough to span two listener connections.
+    (r.callers, r.listeners, r.fanout, r.fanout_calls) = (4, 20, 250, 3);
+    let summary = load::run(LoadOptions {
+        backend: "memstore+memstore".into(),
+        ..options(profile, dir.path())
+    })
+    .await
+    .unwrap();
+    let l = &summary.ledgers["proxy"];
+    assert!(l.sent > 3 && l.expected >= 3 * 250, "{l:?}");
+    assert_eq!((l.arrived, l.lost), (l.expected, 0), "{l:?}");
+    let ops: Vec<&str> = summary
+        .proxy
+        .operations
+        .iter()
+        .map(|o| o.op.as_str())
+        .collect();
+    assert_eq!(ops, ["enumerate", "multicast", "multicast-250", "register"]);
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    // A composite names a backend per slot.
+    let err = load::run(LoadOptions {
+        backend: "memstore".into(),
+        ..options(
+            LoadProfile::load("registry-mixed", &profiles()).unwrap(),
+            dir.path(),
+        )
+    })
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    assert!(err.to_string().contains("redis+nats"), "{err}");
+}
+
 #[test]
 fn profile_mistakes_are_located() {
     let err = LoadProfile::parse(

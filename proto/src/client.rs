@@ -35,6 +35,12 @@ pub enum ClientError {
     InvalidMetadata(String),
 }
 
+/// The HTTP/2 receive window of each stream a [`PrismClient`] opens.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// The HTTP/2 receive window of a [`PrismClient`]'s connection (half of it bounds the small DATA
+/// frames held unread, about 38,000 one-message frames).
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// A connection to a Prism proxy, cheap to clone; one HTTP/2 connection is shared by every handle.
 #[derive(Clone, Debug)]
 pub struct PrismClient {
@@ -44,10 +50,17 @@ pub struct PrismClient {
 
 impl PrismClient {
     /// Connects to `url` (e.g. `http://127.0.0.1:8980`).
+    ///
+    /// The HTTP/2 windows are fixed and large (1 MiB per stream, [`CONNECTION_WINDOW`] per
+    /// connection): h2 bounds how many small DATA frames a connection may hold unread by half the
+    /// connection window, and with the 64 KiB default a multicast reaching a few hundred listeners on
+    /// one connection at once exceeded it and the client closed the connection
+    /// (`GOAWAY ENHANCE_YOUR_CALM too_many_data_frames`), ending every stream on it.
     pub async fn connect(url: impl Into<String>) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(url.into())?
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         Ok(Self::from_channel(endpoint.connect().await?))
     }
 

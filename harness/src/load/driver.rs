@@ -273,6 +273,11 @@ impl Rng {
         Self(0x5eed ^ (n as u64).wrapping_mul(0xA24B_AED4_963E_E407))
     }
 
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -11,6 +11,7 @@ pub mod goose_driver;
 pub mod messaging;
 pub mod profile;
 pub mod proxy_process;
+pub mod registry;
 pub mod report;
 pub mod stats;
 pub mod users;
@@ -203,6 +204,8 @@ struct UnderLoad {
     pid: Option<u32>,
     /// The provisioned backend (kept alive for the run) and its config, when this run started it.
     backend: Option<provision::Provisioned>,
+    /// The other slots' backends of a composite profile, kept alive for the run.
+    _others: Vec<provision::Provisioned>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -225,17 +228,49 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
             process: None,
             pid: t.pid,
             backend: None,
+            _others: Vec::new(),
             _dir: None,
         });
     }
     let dir = provision::run_dir()?;
-    let backend = provision::provision(&opts.backend, opts.mode, &opts.urls, dir.path()).await?;
-    eprintln!(
-        "{}: {} ({:.2}s)",
-        backend.name,
-        backend.method,
-        backend.took.as_secs_f64()
-    );
+    // A composite profile names a backend per slot: `redis+nats` (each provisioned once).
+    let names: Vec<&str> = opts.backend.split('+').collect();
+    let mut provisioned: Vec<provision::Provisioned> = Vec::new();
+    for name in &names {
+        if provisioned.iter().any(|p| p.name == *name) {
+            continue;
+        }
+        let b = provision::provision(name, opts.mode, &opts.urls, dir.path()).await?;
+        eprintln!("{}: {} ({:.2}s)", b.name, b.method, b.took.as_secs_f64());
+        provisioned.push(b);
+    }
+    let pattern =
+        prism_runtime::patterns::Pattern::from_name(&opts.profile.pattern).ok_or_else(|| {
+            LoadError::Environment(format!("unknown pattern {}", opts.profile.pattern))
+        })?;
+    let slots = pattern.spec().slots;
+    if names.len() != slots.len() {
+        return Err(LoadError::Environment(format!(
+            "the {} pattern has {} slot(s) ({}): name a backend for each, joined by '+' (e.g. --backend redis+nats)",
+            pattern.name(),
+            slots.len(),
+            slots
+                .iter()
+                .map(|s| s.slot.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let backends_yaml: String = provisioned
+        .iter()
+        .map(|b| format!("  {}: {}\n", b.name, backend_yaml(&b.config)))
+        .collect();
+    let slots_yaml: Vec<String> = slots
+        .iter()
+        .zip(&names)
+        .map(|(s, n)| format!("{}: {n}", s.slot.name()))
+        .collect();
+    let backend = provisioned.remove(0);
     // The proxy process, with authentication on as in production.
     let mint = TokenMint::new();
     let auth = mint
@@ -243,7 +278,7 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         .map_err(|e| LoadError::Environment(format!("cannot write keys: {e}")))?;
     let config_path = dir.path().join("proxy.yaml");
     let yaml = format!(
-        "server: {{ worker_threads: {} }}\nauth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n  b: {}\nnamespaces:\n  load: {{ pattern: {}, backend: b }}\n",
+        "server: {{ worker_threads: {} }}\nauth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n{}namespaces:\n  load: {{ pattern: {}, slots: {{ {} }}{} }}\n",
         opts.proxy_threads,
         auth.hs256
             .as_ref()
@@ -256,8 +291,15 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
             .unwrap_or_default(),
         crate::tokens::ISSUER,
         crate::tokens::AUDIENCE,
-        backend_yaml(&backend.config),
+        backends_yaml,
         opts.profile.pattern,
+        slots_yaml.join(", "),
+        // A registry run's listeners are streams of one caller: room for all of them.
+        if opts.profile.registry.is_some() {
+            ", limits: { max_streams: 8192, max_streams_per_subject: 8192 }"
+        } else {
+            ""
+        },
     );
     std::fs::write(&config_path, yaml).map_err(|e| LoadError::Environment(e.to_string()))?;
     let binary = proxy_binary().ok_or_else(|| {
@@ -283,6 +325,7 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         pid: None,
         process: Some(process),
         backend: Some(backend),
+        _others: provisioned,
         _dir: Some(dir),
     })
 }
@@ -326,6 +369,9 @@ pub async fn run(opts: LoadOptions) -> Result<LoadSummary, LoadError> {
         .map_err(|e| LoadError::Environment(format!("{}: {e}", opts.report_dir.display())))?;
     if let Some(load) = &profile.messaging {
         return run_messaging(&opts, load, duration).await;
+    }
+    if let Some(load) = &profile.registry {
+        return run_registry(&opts, load, duration).await;
     }
     let mut proxy = start_proxy(&opts).await?;
     let run_id = format!(
@@ -565,6 +611,86 @@ async fn run_messaging(
         direct,
         usage,
         ledgers,
+    )
+}
+
+/// A Multicast Registry profile through the proxy (the composite's work is the proxy's own, so
+/// there is no direct baseline: the slots' direct figures are the KeyValue and PubSub profiles').
+async fn run_registry(
+    opts: &LoadOptions,
+    load: &registry::RegistryLoad,
+    duration: Duration,
+) -> Result<LoadSummary, LoadError> {
+    if opts.baseline_direct {
+        return Err(LoadError::Environment(
+            "--baseline direct does not apply to a multicast_registry profile: its work is the proxy's own (the slots' own baselines are the keyvalue and pubsub profiles)".into(),
+        ));
+    }
+    let env = |e: &dyn std::fmt::Display| LoadError::Environment(e.to_string());
+    let mut proxy = start_proxy(opts).await?;
+    let (url, ns, token) = (
+        proxy.url.clone(),
+        proxy.namespace.clone(),
+        proxy.token.clone(),
+    );
+    let connect: Arc<
+        dyn Fn() -> futures_util::future::BoxFuture<
+                'static,
+                Result<prism_proto::client::NamespaceClient, String>,
+            > + Send
+            + Sync,
+    > = Arc::new(move || {
+        let (url, ns, token) = (url.clone(), ns.clone(), token.clone());
+        Box::pin(async move {
+            let mut client = prism_proto::client::PrismClient::connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !token.is_empty() {
+                client = client.with_token(&token).map_err(|e| e.to_string())?;
+            }
+            Ok(client.namespace(&ns))
+        })
+    });
+    let before = proxy.usage();
+    let driver_before = usage_of(std::process::id());
+    let bar = progress_bar(opts.progress);
+    let measured = registry::drive(connect, load, duration, ticker(&bar, "proxy")).await;
+    bar.finish_and_clear();
+    let measured = measured.map_err(|e| env(&e))?;
+    let after = proxy.usage();
+    let driver_after = usage_of(std::process::id());
+    if let Some(p) = proxy.process.as_mut() {
+        p.stop();
+    }
+    eprintln!(
+        "mix: {:.0} calls/s; multicasts reported {} deliveries, listeners heard {}, live listeners reported missed {}",
+        measured.mix_ops_per_sec,
+        measured.ledger.expected - measured.live_missed,
+        measured.ledger.arrived,
+        measured.live_missed
+    );
+    for r in &measured.missed_reasons {
+        eprintln!("  missed: {r}");
+    }
+    if let Some(first) = measured.listeners_ended.first() {
+        eprintln!(
+            "{} listener stream(s) ended before the run did; the first: {first}",
+            measured.listeners_ended.len()
+        );
+    }
+    drop(proxy.backend.take());
+    let usage = Usage {
+        proxy: before.zip(after),
+        driver: (driver_before, driver_after),
+    };
+    finish(
+        opts,
+        load.callers,
+        1,
+        measured.stats,
+        None,
+        usage,
+        BTreeMap::from([("proxy".to_string(), measured.ledger)]),
     )
 }
 

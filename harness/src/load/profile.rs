@@ -40,6 +40,8 @@ pub struct LoadProfile {
     pub mix: Vec<MixEntry>,
     /// Senders, receivers and payloads (PubSub and Queue).
     pub messaging: Option<super::messaging::MessagingLoad>,
+    /// Callers, listeners and the call mix (Multicast Registry).
+    pub registry: Option<super::registry::RegistryLoad>,
     /// Optional gates: the run exits 1 naming each one violated.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -251,7 +253,21 @@ impl LoadProfile {
             path: path.to_string(),
             message,
         };
+        if profile.registry.is_some() != (profile.pattern == "multicast_registry") {
+            return Err(invalid(
+                "registry: { register, enumerate, multicast } is the load of a multicast_registry profile, and only of one".into(),
+            ));
+        }
         match (profile.pattern.as_str(), &profile.messaging) {
+            ("multicast_registry", None) => {
+                let r = profile.registry.as_ref().expect("checked above");
+                if r.register + r.enumerate + r.multicast == 0 {
+                    return Err(invalid(
+                        "registry needs a weight above 0 for register, enumerate or multicast"
+                            .into(),
+                    ));
+                }
+            }
             ("keyvalue", None) => {
                 if profile.mix.is_empty() || profile.mix.iter().all(|m| m.weight == 0) {
                     return Err(invalid(
@@ -292,7 +308,7 @@ impl LoadProfile {
             }
             (other, _) => {
                 return Err(invalid(format!(
-                    "pattern '{other}' has no load driver (expected keyvalue, pubsub or queue)"
+                    "pattern '{other}' has no load driver (expected keyvalue, pubsub, queue or multicast_registry)"
                 )));
             }
         }

@@ -1,31 +1,133 @@
-//! `summary.md`: the pattern × backend matrix, then each failure with its location and a diff, then skips.
+//! `summary.md`: the pattern × backend matrices, then each failure with its location and a diff, then skips.
 
-use super::model::{CaseStatus, RunReport};
+use super::model::{CaseStatus, RunReport, SuiteReport};
+use prism_runtime::patterns::{Pattern, Slot};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-/// The pattern × backend matrix alone (also what the README's compatibility section shows).
+/// The compatibility matrices (also what the README's compatibility section shows): plain
+/// patterns × backends, then one matrix per composite pattern over its slots' backends (rows: the
+/// first slot's backend, columns: the second's; a one-slot composite is one row).
 pub fn matrix(report: &RunReport) -> String {
-    let backends: BTreeSet<&str> = report.suites.iter().map(|s| s.backend.as_str()).collect();
-    let patterns: BTreeSet<&str> = report.suites.iter().map(|s| s.pattern.as_str()).collect();
+    let composite = |p: &str| {
+        Pattern::from_name(p)
+            .is_some_and(|p| p.spec().slots.iter().all(|s| s.slot != Slot::Backend))
+    };
+    let plain: Vec<&SuiteReport> = report
+        .suites
+        .iter()
+        .filter(|s| !composite(&s.pattern))
+        .collect();
     let mut out = String::new();
-    let _ = write!(out, "| pattern |");
-    for b in &backends {
-        let _ = write!(out, " {b} |");
+    if !plain.is_empty() {
+        let backends: BTreeSet<&str> = plain.iter().map(|s| s.backend.as_str()).collect();
+        let patterns: BTreeSet<&str> = plain.iter().map(|s| s.pattern.as_str()).collect();
+        let rows: Vec<(String, Vec<Option<&SuiteReport>>)> = patterns
+            .iter()
+            .map(|p| {
+                let cells = backends
+                    .iter()
+                    .map(|b| {
+                        plain
+                            .iter()
+                            .copied()
+                            .find(|s| s.pattern == *p && s.backend == *b)
+                    })
+                    .collect();
+                (p.to_string(), cells)
+            })
+            .collect();
+        table(&mut out, "pattern", &backends, &rows);
+    }
+    let composites: BTreeSet<&str> = report
+        .suites
+        .iter()
+        .map(|s| s.pattern.as_str())
+        .filter(|p| composite(p))
+        .collect();
+    for p in composites {
+        let Some(spec) = Pattern::from_name(p).map(Pattern::spec) else {
+            continue;
+        };
+        let suites: Vec<&SuiteReport> = report.suites.iter().filter(|s| s.pattern == p).collect();
+        let parts =
+            |s: &SuiteReport| -> Vec<String> { s.backend.split('+').map(str::to_string).collect() };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        match spec.slots {
+            [first, second] => {
+                let _ = writeln!(
+                    out,
+                    "**{p}** (rows: the `{}` slot's backend, columns: the `{}` slot's)\n",
+                    first.slot.name(),
+                    second.slot.name()
+                );
+                let columns: BTreeSet<String> = suites
+                    .iter()
+                    .filter_map(|s| parts(s).get(1).cloned())
+                    .collect();
+                let row_names: BTreeSet<String> = suites
+                    .iter()
+                    .filter_map(|s| parts(s).first().cloned())
+                    .collect();
+                let columns_ref: BTreeSet<&str> = columns.iter().map(String::as_str).collect();
+                let rows: Vec<(String, Vec<Option<&SuiteReport>>)> = row_names
+                    .iter()
+                    .map(|r| {
+                        let cells = columns
+                            .iter()
+                            .map(|c| {
+                                suites
+                                    .iter()
+                                    .copied()
+                                    .find(|s| parts(s) == [r.clone(), c.clone()])
+                            })
+                            .collect();
+                        (r.clone(), cells)
+                    })
+                    .collect();
+                table(&mut out, first.slot.name(), &columns_ref, &rows);
+            }
+            slots => {
+                let names: Vec<&str> = slots.iter().map(|s| s.slot.name()).collect();
+                let _ = writeln!(
+                    out,
+                    "**{p}** (columns: the `{}` slot's backend)\n",
+                    names.join("+")
+                );
+                let columns: BTreeSet<&str> = suites.iter().map(|s| s.backend.as_str()).collect();
+                let cells = columns
+                    .iter()
+                    .map(|c| suites.iter().copied().find(|s| s.backend == *c))
+                    .collect();
+                table(&mut out, "pattern", &columns, &[(p.to_string(), cells)]);
+            }
+        }
+    }
+    out
+}
+
+/// One Markdown table: a header cell, the column names, then each row's name and cells.
+fn table(
+    out: &mut String,
+    corner: &str,
+    columns: &BTreeSet<&str>,
+    rows: &[(String, Vec<Option<&SuiteReport>>)],
+) {
+    let _ = write!(out, "| {corner} |");
+    for c in columns {
+        let _ = write!(out, " {c} |");
     }
     out.push_str("\n|---|");
-    for _ in &backends {
+    for _ in columns {
         out.push_str("---|");
     }
     out.push('\n');
-    for p in &patterns {
-        let _ = write!(out, "| {p} |");
-        for b in &backends {
-            match report
-                .suites
-                .iter()
-                .find(|s| s.pattern == *p && s.backend == *b)
-            {
+    for (name, cells) in rows {
+        let _ = write!(out, "| {name} |");
+        for cell in cells {
+            match cell {
                 Some(s) => {
                     let mark = if s.totals.failed > 0 { "❌" } else { "✅" };
                     let _ = write!(
@@ -47,7 +149,6 @@ pub fn matrix(report: &RunReport) -> String {
         }
         out.push('\n');
     }
-    out
 }
 
 /// Renders the whole summary.

@@ -240,7 +240,8 @@ impl MulticastRegistry for RegistryService {
         let kv = store::keyvalue(&call)?;
         let bus = store::messaging(&call)?;
         let mut targets: Vec<String> = Vec::new();
-        each_registration(&call, kv.as_ref(), None, |reg, _| {
+        // The targets and the live listeners are read at once: two walks, one wait.
+        let matching = each_registration(&call, kv.as_ref(), None, |reg, _| {
             if filter::matches(r.filter.as_ref(), &reg.metadata) {
                 if targets.len() == limits.max_fanout {
                     return Err(Status::resource_exhausted(format!(
@@ -251,13 +252,10 @@ impl MulticastRegistry for RegistryService {
                 targets.push(reg.identity);
             }
             Ok(true)
-        })
-        .await?;
-        let live = if targets.is_empty() {
-            Default::default()
-        } else {
-            listening(&call, kv.as_ref()).await?
-        };
+        });
+        let (matched, live) = tokio::join!(matching, listening(&call, kv.as_ref()));
+        matched?;
+        let live = live?;
         let message_id = new_id();
         let sent_at = now_ms();
         let ns = call.route.name.as_str();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tonic::Status;
 
 /// Keys read per scan call when walking every registration or listener mark.
-const PAGE: usize = 512;
+const PAGE: usize = 2048;
 
 /// The registry slot's KeyValue adapter.
 pub fn keyvalue(call: &Call) -> Result<Arc<dyn KvStore>, Status> {
