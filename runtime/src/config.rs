@@ -207,6 +207,30 @@ pub struct NamespaceConfig {
     /// Limits for this namespace, over the top-level `limits`.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// A Mailbox's topic source: what a topic of its messaging slot carries is stored.
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+}
+
+/// `source:` of a Mailbox namespace: store every message published to `topic` of PubSub namespace
+/// `namespace` (on the mailbox's messaging slot backend) in a mailbox.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The PubSub namespace publishers use (its backend must be the messaging slot's).
+    pub namespace: String,
+    /// The topic.
+    pub topic: String,
+    /// The mailbox a message goes to when it has no `mailbox_header` (default: the topic's name).
+    #[serde(default)]
+    pub mailbox: Option<String>,
+    /// A header naming the mailbox per message (default `x-mailbox`).
+    #[serde(default = "default_mailbox_header")]
+    pub mailbox_header: String,
+}
+
+fn default_mailbox_header() -> String {
+    "x-mailbox".into()
 }
 
 impl NamespaceConfig {
@@ -218,11 +242,13 @@ impl NamespaceConfig {
             slots: BTreeMap::new(),
             disable: Vec::new(),
             limits: LimitsConfig::default(),
+            source: None,
         }
     }
 
     /// The backend named for each of the pattern's slots, in the pattern's slot order: `slots:`
-    /// where given, else `backend:`. A slot with neither is left out (the config check names it).
+    /// where given, else `backend:` (for a slot that is not optional). A slot with neither is left
+    /// out (the config check names a required one).
     pub fn slot_backends(&self) -> Vec<(Slot, &str)> {
         self.pattern
             .spec()
@@ -231,7 +257,7 @@ impl NamespaceConfig {
             .filter_map(|s| {
                 self.slots
                     .get(&s.slot)
-                    .or(self.backend.as_ref())
+                    .or(self.backend.as_ref().filter(|_| !s.optional))
                     .map(|b| (s.slot, b.as_str()))
             })
             .collect()
@@ -315,6 +341,7 @@ struct NamespacePlaces {
     #[serde(default)]
     disable: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
     limits: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    source: Option<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
 }
 
 fn place(location: serde_saphyr::Location) -> Option<(u64, u64)> {
@@ -368,6 +395,7 @@ impl ProxyConfig {
         for (name, ns) in &self.namespaces {
             let places = ns_places(name);
             problems.extend(self.slot_problems(name, ns, places));
+            problems.extend(self.source_problems(name, ns, places));
             for (i, capability) in ns.disable.iter().enumerate() {
                 if capability.pattern() != ns.pattern {
                     problems.push(Problem {
@@ -464,7 +492,11 @@ impl ProxyConfig {
             }
         }
         for slot in spec.slots {
-            let Some(backend_name) = ns.slots.get(&slot.slot).or(ns.backend.as_ref()) else {
+            let shorthand = ns.backend.as_ref().filter(|_| !slot.optional);
+            let Some(backend_name) = ns.slots.get(&slot.slot).or(shorthand) else {
+                if slot.optional {
+                    continue;
+                }
                 problems.push(Problem {
                     at: places.and_then(|p| p.pattern.as_ref()).and_then(|s| place(s.referenced)),
                     message: if spec.slots.len() == 1 {
@@ -530,6 +562,67 @@ impl ProxyConfig {
                     });
                 }
                 Some(_) => {}
+            }
+        }
+        problems
+    }
+
+    /// A `source:` only on a Mailbox with a messaging slot (and that slot only with it), reading
+    /// a PubSub namespace of this config on the messaging slot's backend.
+    fn source_problems(
+        &self,
+        name: &str,
+        ns: &NamespaceConfig,
+        places: Option<&NamespacePlaces>,
+    ) -> Vec<Problem> {
+        let at = places
+            .and_then(|p| p.source.as_ref().or(p.pattern.as_ref()))
+            .and_then(|s| place(s.referenced));
+        let problem = |message: String| Problem { at, message };
+        let messaging = ns.slots.get(&Slot::Messaging);
+        let Some(source) = &ns.source else {
+            return match (ns.pattern, messaging) {
+                (Pattern::Mailbox, Some(b)) => vec![problem(format!(
+                    "namespace '{name}' names backend '{b}' for slot `messaging`, which a mailbox uses only for `source: {{ namespace, topic }}` (add one, or remove the slot)"
+                ))],
+                _ => Vec::new(),
+            };
+        };
+        if ns.pattern != Pattern::Mailbox {
+            return vec![problem(format!(
+                "namespace '{name}' has `source:`, which only the mailbox pattern has (it serves {})",
+                ns.pattern.name()
+            ))];
+        }
+        let Some(messaging) = messaging else {
+            return vec![problem(format!(
+                "namespace '{name}' has `source:` but no messaging slot to read it from (add `slots: {{ messaging: NAME }}`)"
+            ))];
+        };
+        let mut problems = Vec::new();
+        match self.namespaces.get(&source.namespace) {
+            Some(from) if from.pattern == Pattern::Pubsub => {
+                let from_backend = from.slots.get(&Slot::Backend).or(from.backend.as_ref());
+                if from_backend != Some(messaging) {
+                    problems.push(problem(format!(
+                        "namespace '{name}' reads `source.namespace` '{}', whose backend is not '{messaging}', its messaging slot's",
+                        source.namespace
+                    )));
+                }
+            }
+            _ => problems.push(problem(format!(
+                "namespace '{name}' reads `source.namespace` '{}', which is not a pubsub namespace of this config",
+                source.namespace
+            ))),
+        }
+        let limits = self.limits_for(ns);
+        let mut names = vec![("source.topic", source.topic.as_str())];
+        if let Some(m) = &source.mailbox {
+            names.push(("source.mailbox", m.as_str()));
+        }
+        for (field, value) in names {
+            if let Err(status) = crate::patterns::names::check_name(field, value, &limits) {
+                problems.push(problem(format!("namespace '{name}': {}", status.message())));
             }
         }
         problems

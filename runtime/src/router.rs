@@ -41,6 +41,8 @@ pub struct NamespaceRoute {
     pub limits: Limits,
     /// Live Subscribe and Consume streams, against `limits.max_streams`.
     pub streams: StreamCount,
+    /// A Mailbox's topic source.
+    pub source: Option<crate::config::SourceConfig>,
 }
 
 impl NamespaceRoute {
@@ -49,7 +51,8 @@ impl NamespaceRoute {
         &self.slots[0]
     }
 
-    /// The backend of `slot` (the router builds every slot of the pattern).
+    /// The backend of `slot` (the router builds every slot the namespace uses; an optional slot it
+    /// does not use answers with the first).
     pub fn slot(&self, slot: Slot) -> &RouteSlot {
         self.slots
             .iter()
@@ -128,8 +131,9 @@ impl Router {
         let mut routes = BTreeMap::new();
         for (name, ns) in &config.namespaces {
             // ProxyConfig::parse has already rejected slots without a (defined) backend.
-            let slots: Vec<RouteSlot> = ns
-                .slot_backends()
+            let named = ns.slot_backends();
+            let count = named.len();
+            let slots: Vec<RouteSlot> = named
                 .into_iter()
                 .filter_map(|(slot, backend)| {
                     Some(RouteSlot {
@@ -139,7 +143,7 @@ impl Router {
                     })
                 })
                 .collect();
-            if slots.len() != ns.pattern.spec().slots.len() {
+            if slots.len() != count {
                 continue;
             }
             let capabilities = capabilities(ns.pattern, &slots)
@@ -153,6 +157,7 @@ impl Router {
                 capabilities,
                 limits: config.limits_for(ns),
                 streams: StreamCount::default(),
+                source: ns.source.clone(),
             };
             routes.insert(name.clone(), Arc::new(route));
         }

@@ -159,6 +159,57 @@ fn composite_slots_are_checked_and_located(#[case] ns: &str, #[case] expected: O
     }
 }
 
+#[rstest]
+#[case::storage_only("{ pattern: mailbox, backend: s }", None)]
+#[case::a_topic_source(
+    "{ pattern: mailbox, slots: { storage: s, messaging: m }, source: { namespace: events, topic: orders } }",
+    None
+)]
+#[case::source_without_messaging(
+    "{ pattern: mailbox, backend: s, source: { namespace: events, topic: orders } }",
+    Some("namespace 'box' has `source:` but no messaging slot to read it from")
+)]
+#[case::messaging_without_source(
+    "{ pattern: mailbox, slots: { storage: s, messaging: m } }",
+    Some("which a mailbox uses only for `source: { namespace, topic }`")
+)]
+#[case::source_on_another_pattern(
+    "{ pattern: keyvalue, backend: m, source: { namespace: events, topic: orders } }",
+    Some("namespace 'box' has `source:`, which only the mailbox pattern has (it serves keyvalue)")
+)]
+#[case::source_namespace_not_pubsub(
+    "{ pattern: mailbox, slots: { storage: s, messaging: m }, source: { namespace: box, topic: orders } }",
+    Some("reads `source.namespace` 'box', which is not a pubsub namespace of this config")
+)]
+#[case::source_on_another_backend(
+    "{ pattern: mailbox, slots: { storage: s, messaging: m2 }, source: { namespace: events, topic: orders } }",
+    Some("reads `source.namespace` 'events', whose backend is not 'm2', its messaging slot's")
+)]
+#[case::bad_topic(
+    "{ pattern: mailbox, slots: { storage: s, messaging: m }, source: { namespace: events, topic: \"a b\" } }",
+    Some("source.topic")
+)]
+fn a_mailbox_source_is_checked_and_located(#[case] ns: &str, #[case] expected: Option<&str>) {
+    let text = format!(
+        "auth: {{ mode: none }}\nbackends: {{ m: {{ type: memstore }}, m2: {{ type: memstore }}, s: {{ type: sqlite, path: \":memory:\" }} }}\nnamespaces:\n  events: {{ pattern: pubsub, backend: m }}\n  box: {ns}\n"
+    );
+    match (ProxyConfig::parse(&text, Path::new("t.yaml")), expected) {
+        (Ok(config), None) => {
+            let b = &config.namespaces["box"];
+            assert_eq!(b.slot_backends().len(), 1 + usize::from(b.source.is_some()));
+        }
+        (Err(e), Some(want)) => {
+            let text = e.to_string();
+            assert!(text.contains(want), "{text:?} should contain {want:?}");
+            assert!(
+                text.contains("t.yaml:5:"),
+                "{text:?} is located on box's line"
+            );
+        }
+        (got, want) => panic!("expected {want:?}, got {got:?}"),
+    }
+}
+
 #[test]
 fn unreadable_file_names_the_path() {
     let err = ProxyConfig::load(Path::new("/nonexistent/prism.yaml")).unwrap_err();

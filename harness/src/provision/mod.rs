@@ -21,7 +21,7 @@ use prism_runtime::backends::BackendConfig;
 use prism_runtime::backends::config::{NatsConfig, PoolConfig, PostgresConfig, RedisConfig};
 use prism_runtime::backends::memstore::MemStoreConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
-use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits};
+use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits, SourceConfig};
 use prism_runtime::limits::LimitsConfig;
 use prism_runtime::patterns::capability::Capability;
 use prism_runtime::patterns::{Pattern, Slot};
@@ -522,7 +522,7 @@ pub fn fillings(backends: &[(String, BackendConfig)]) -> Vec<Filling> {
             continue;
         }
         let mut partial: Vec<Vec<(Slot, String)>> = vec![Vec::new()];
-        for slot in spec.slots {
+        for slot in spec.slots.iter().filter(|s| !s.optional) {
             let offering: Vec<&String> = backends
                 .iter()
                 .filter(|(_, c)| c.patterns().contains(&slot.offers))
@@ -572,6 +572,35 @@ fn corpus_limits(pattern: Pattern) -> LimitsConfig {
 /// The `retention_ms` of the corpus's Mailbox namespaces (its retention scenario waits it out).
 pub const CORPUS_RETENTION_MS: u64 = 4000;
 
+/// The topic of the corpus mailboxes' `source:` (on their companion namespace `<ns>-source`).
+pub const SOURCE_TOPIC: &str = "conform-feed";
+
+/// A mailbox filling's messaging backend and companion PubSub namespace for its `source:`: the
+/// storage backend when it offers PubSub, else the first of the run's backends that does.
+pub fn mailbox_source(
+    filling: &Filling,
+    backends: &[(String, BackendConfig)],
+) -> Option<(String, String)> {
+    if filling.pattern != Pattern::Mailbox {
+        return None;
+    }
+    let offers = |name: &str| {
+        backends
+            .iter()
+            .any(|(n, c)| n == name && c.patterns().contains(&Pattern::Pubsub))
+    };
+    let storage = filling.names().first().map(|s| s.to_string())?;
+    let messaging = if offers(&storage) {
+        storage
+    } else {
+        backends
+            .iter()
+            .find(|(_, c)| c.patterns().contains(&Pattern::Pubsub))
+            .map(|(n, _)| n.clone())?
+    };
+    Some((messaging, format!("{}-source", filling.namespace())))
+}
+
 /// The `max_fanout` of the corpus's Multicast Registry namespaces.
 pub const CORPUS_MAX_FANOUT: usize = 20;
 
@@ -584,9 +613,19 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
         config.backend = None;
         config.slots = filling.slots.iter().cloned().collect();
         config.limits = corpus_limits(filling.pattern);
-        for n in [filling.namespace(), filling.other_namespace()] {
-            ns.insert(n, config.clone());
+        ns.insert(filling.other_namespace(), config.clone());
+        if let Some((messaging, source)) = mailbox_source(&filling, backends) {
+            // The main namespace stores what its companion PubSub namespace's feed topic carries.
+            config.slots.insert(Slot::Messaging, messaging.clone());
+            config.source = Some(SourceConfig {
+                namespace: source.clone(),
+                topic: SOURCE_TOPIC.into(),
+                mailbox: None,
+                mailbox_header: "x-mailbox".into(),
+            });
+            ns.insert(source, NamespaceConfig::on(Pattern::Pubsub, &messaging));
         }
+        ns.insert(filling.namespace(), config);
     }
     ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("loopback address parses"),
@@ -726,7 +765,12 @@ pub async fn launch(
     let shared_names: Vec<String> = fillings(&configs)
         .iter()
         .filter(|f| shared(f))
-        .flat_map(|f| [f.namespace(), f.other_namespace()])
+        .flat_map(|f| {
+            let source = mailbox_source(f, &configs).map(|(_, s)| s);
+            [f.namespace(), f.other_namespace()]
+                .into_iter()
+                .chain(source)
+        })
         .collect();
     second_config
         .namespaces
@@ -743,7 +787,10 @@ pub async fn launch(
     let mut targets = Vec::new();
     for filling in fillings(&configs) {
         let (ns, other) = (filling.namespace(), filling.other_namespace());
-        let tokens = mint.tokens(&[&ns, &other]);
+        let source = mailbox_source(&filling, &configs).map(|(_, s)| s);
+        let mut granted = vec![ns.as_str(), other.as_str()];
+        granted.extend(source.as_deref());
+        let tokens = mint.tokens(&granted);
         let token = tokens.get("default").cloned().flatten();
         let mut t = target(&client, &filling.label(), &ns, Some(other), token).await?;
         t.tokens = Some(Arc::new(tokens));

@@ -116,6 +116,44 @@ impl Session {
         self.client_on(base, caller.namespace, caller.token.as_deref())
     }
 
+    /// A client of the run's proxy for the namespace called `name` (one the harness configured
+    /// beside the scenario's, such as a mailbox's source) carrying the token a step selects.
+    pub fn named_client(
+        &self,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<NamespaceClient, Failure> {
+        let client = match self.token_for(token)? {
+            Some(t) => self
+                .base
+                .clone()
+                .with_token(&t)
+                .map_err(|e| Failure::message(e.to_string()))?,
+            None => self.base.clone(),
+        };
+        client
+            .try_namespace(name)
+            .map_err(|e| Failure::message(e.to_string()))
+    }
+
+    /// The token a step selects (`None`: the run's default).
+    fn token_for(&self, token: Option<&str>) -> Result<Option<String>, Failure> {
+        match token {
+            None | Some("default") => Ok(self.token.clone()),
+            Some(name) => self
+                .tokens
+                .as_ref()
+                .ok_or_else(|| {
+                    Failure::message(format!(
+                        "token `{name}` is minted only for the in-process proxy"
+                    ))
+                })?
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Failure::message(format!("unknown token `{name}`"))),
+        }
+    }
+
     /// A client of the run's proxy for namespace `ns` carrying the token a step selects.
     pub fn namespace_client(
         &self,
@@ -132,21 +170,7 @@ impl Session {
         token: Option<&str>,
     ) -> Result<NamespaceClient, Failure> {
         let namespace = self.namespace_name(ns)?;
-        let token = match token {
-            None | Some("default") => self.token.clone(),
-            Some(name) => self
-                .tokens
-                .as_ref()
-                .ok_or_else(|| {
-                    Failure::message(format!(
-                        "token `{name}` is minted only for the in-process proxy"
-                    ))
-                })?
-                .get(name)
-                .cloned()
-                .ok_or_else(|| Failure::message(format!("unknown token `{name}`")))?,
-        };
-        let client = match token {
+        let client = match self.token_for(token)? {
             Some(t) => base
                 .clone()
                 .with_token(&t)

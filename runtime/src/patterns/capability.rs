@@ -68,11 +68,14 @@ pub enum Capability {
     /// Query by header filter and time range, newest first.
     #[serde(rename = "mailbox.query")]
     MailboxQuery,
+    /// The namespace stores what a topic of its messaging slot carries (`source:`).
+    #[serde(rename = "mailbox.source")]
+    MailboxSource,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 20] = [
+    pub const ALL: [Capability; 21] = [
         Capability::KvBasic,
         Capability::KvTtl,
         Capability::KvScan,
@@ -93,6 +96,7 @@ impl Capability {
         Capability::RegistryWatch,
         Capability::MailboxBasic,
         Capability::MailboxQuery,
+        Capability::MailboxSource,
     ];
 
     /// The wire name, e.g. `keyvalue.ttl`.
@@ -118,6 +122,7 @@ impl Capability {
             Capability::RegistryWatch => "multicast_registry.watch",
             Capability::MailboxBasic => "mailbox.basic",
             Capability::MailboxQuery => "mailbox.query",
+            Capability::MailboxSource => "mailbox.source",
         }
     }
 
@@ -141,7 +146,9 @@ impl Capability {
             Capability::RegistryBasic
             | Capability::RegistryMulticast
             | Capability::RegistryWatch => Pattern::MulticastRegistry,
-            Capability::MailboxBasic | Capability::MailboxQuery => Pattern::Mailbox,
+            Capability::MailboxBasic | Capability::MailboxQuery | Capability::MailboxSource => {
+                Pattern::Mailbox
+            }
         }
     }
 

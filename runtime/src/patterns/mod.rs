@@ -82,7 +82,8 @@ pub enum Slot {
     Backend,
     /// Where a Multicast Registry keeps its registrations (a KeyValue backend).
     Registry,
-    /// What carries a composite's messages and events (a PubSub backend).
+    /// What carries a composite's messages and events (a PubSub backend); a Mailbox's `source:`
+    /// topic.
     Messaging,
     /// Where a Mailbox keeps its messages (a KeyValue backend).
     Storage,
@@ -110,6 +111,9 @@ pub struct SlotSpec {
     pub offers: Pattern,
     /// Capabilities of that pattern the slot's backend must declare.
     pub needs: &'static [Capability],
+    /// Filled only by `slots:` (never by the `backend:` shorthand), and only when a feature of the
+    /// namespace uses it (a Mailbox's `source:`).
+    pub optional: bool,
 }
 
 /// One gRPC method of a pattern.
@@ -175,7 +179,34 @@ const fn plain(pattern: Pattern) -> [SlotSpec; 1] {
         slot: Slot::Backend,
         offers: pattern,
         needs: &[],
+        optional: false,
     }]
+}
+
+/// A composite's slot that keeps records in a KeyValue backend (expiring, scanned in order,
+/// written conditionally).
+const fn records(slot: Slot) -> SlotSpec {
+    SlotSpec {
+        slot,
+        offers: Pattern::Keyvalue,
+        needs: &[
+            Capability::KvBasic,
+            Capability::KvTtl,
+            Capability::KvScan,
+            Capability::KvCas,
+        ],
+        optional: false,
+    }
+}
+
+/// A composite's `messaging` slot (a PubSub backend).
+const fn messaging(optional: bool) -> SlotSpec {
+    SlotSpec {
+        slot: Slot::Messaging,
+        offers: Pattern::Pubsub,
+        needs: &[Capability::PubSubBasic],
+        optional,
+    }
 }
 
 use Permission::{Read, Write};
@@ -256,23 +287,7 @@ pub static REGISTRY: [PatternSpec; 5] = [
             stream("Listen", Read),
             stream("Watch", Read),
         ],
-        slots: &[
-            SlotSpec {
-                slot: Slot::Registry,
-                offers: Pattern::Keyvalue,
-                needs: &[
-                    Capability::KvBasic,
-                    Capability::KvTtl,
-                    Capability::KvScan,
-                    Capability::KvCas,
-                ],
-            },
-            SlotSpec {
-                slot: Slot::Messaging,
-                offers: Pattern::Pubsub,
-                needs: &[Capability::PubSubBasic],
-            },
-        ],
+        slots: &[records(Slot::Registry), messaging(false)],
         settings: &[
             "max_name_bytes",
             "max_value_bytes",
@@ -299,16 +314,7 @@ pub static REGISTRY: [PatternSpec; 5] = [
             unary("Get", Read),
             unary("Delete", Write),
         ],
-        slots: &[SlotSpec {
-            slot: Slot::Storage,
-            offers: Pattern::Keyvalue,
-            needs: &[
-                Capability::KvBasic,
-                Capability::KvTtl,
-                Capability::KvScan,
-                Capability::KvCas,
-            ],
-        }],
+        slots: &[records(Slot::Storage), messaging(true)],
         settings: &[
             "max_name_bytes",
             "max_value_bytes",

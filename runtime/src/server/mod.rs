@@ -213,6 +213,9 @@ impl Proxy {
                 .max_encoding_message_size(max_message),
             resolver(Pattern::Mailbox),
         );
+        for route in self.router.routes() {
+            crate::patterns::mailbox::source::spawn(route.clone(), drain.clone());
+        }
         drop(drain);
         let admin = AdminServer::new(AdminService::new(self.router.clone(), self.guard.mode()));
 

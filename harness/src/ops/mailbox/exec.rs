@@ -5,6 +5,7 @@
 use super::model::*;
 use crate::ops::filter;
 use crate::ops::messaging::model::Caller;
+use crate::provision::SOURCE_TOPIC;
 use crate::runner::Failure;
 use crate::runner::compare::{self, mismatch};
 use crate::runner::exec::{Session, Vars};
@@ -215,6 +216,32 @@ pub async fn run(session: &Session, step: &MailStep, vars: &mut Vars) -> Result<
             if let Some(want) = &expect.headers {
                 has_headers(want, &m.headers, vars)?;
             }
+            Ok(())
+        }
+        MailStep::SourcePublish {
+            mailbox,
+            payload,
+            headers,
+            caller,
+            expect,
+        } => {
+            let mut headers: HashMap<String, String> = headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), expand(v, vars)?)))
+                .collect::<Result<_, Failure>>()?;
+            headers.insert("x-mailbox".into(), scoped(mailbox, vars)?);
+            let request = prism_proto::pubsub::v1::PublishRequest {
+                topic: SOURCE_TOPIC.into(),
+                payload: expand(payload, vars)?.into_bytes().into(),
+                headers,
+            };
+            let source = format!("{}-source", session.namespace);
+            let got = session
+                .named_client(&source, caller.token.as_deref())?
+                .pubsub()
+                .publish(request)
+                .await;
+            outcome(got, expect)?;
             Ok(())
         }
         MailStep::Delete {

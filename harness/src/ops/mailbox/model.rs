@@ -10,7 +10,13 @@ use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 
 /// The mailbox step names.
-pub const MAIL_STEPS: [&str; 4] = ["deliver", "query", "get_message", "delete_messages"];
+pub const MAIL_STEPS: [&str; 5] = [
+    "deliver",
+    "query",
+    "get_message",
+    "delete_messages",
+    "source_publish",
+];
 
 /// What a mailbox call must return; unset fields are not checked (a call without `error` must
 /// succeed).
@@ -80,6 +86,20 @@ pub enum MailStep {
         /// Expected outcome.
         expect: MailExpect,
     },
+    /// Publish to the namespace's `source:` topic (through its companion PubSub namespace), with
+    /// the mailbox named in the `x-mailbox` header.
+    SourcePublish {
+        /// The mailbox.
+        mailbox: Template,
+        /// The payload.
+        payload: Template,
+        /// Its headers.
+        headers: BTreeMap<String, Template>,
+        /// Token (the namespace is always the companion).
+        caller: Caller,
+        /// Expected outcome of the publish.
+        expect: MailExpect,
+    },
     /// Delete messages by id.
     Delete {
         /// The mailbox.
@@ -101,6 +121,7 @@ impl MailStep {
             MailStep::Query { .. } => "query",
             MailStep::Get { .. } => "get_message",
             MailStep::Delete { .. } => "delete_messages",
+            MailStep::SourcePublish { .. } => "source_publish",
         }
     }
 
@@ -110,6 +131,7 @@ impl MailStep {
             MailStep::Deliver { caller, expect, .. }
             | MailStep::Query { caller, expect, .. }
             | MailStep::Get { caller, expect, .. }
+            | MailStep::SourcePublish { caller, expect, .. }
             | MailStep::Delete { caller, expect, .. } => (caller, expect),
         }
     }
@@ -120,14 +142,17 @@ impl MailStep {
             MailStep::Deliver { caller, expect, .. }
             | MailStep::Query { caller, expect, .. }
             | MailStep::Get { caller, expect, .. }
+            | MailStep::SourcePublish { caller, expect, .. }
             | MailStep::Delete { caller, expect, .. } => (caller, expect),
         }
     }
 
-    /// Capabilities the step's call needs.
+    /// Capabilities the step's call needs (a publish to the source needs none of the mailbox's:
+    /// `mailbox.source` is a property of the namespace).
     pub fn needs(&self) -> Vec<Capability> {
         match self {
             MailStep::Query { .. } => vec![Capability::MailboxQuery],
+            MailStep::SourcePublish { .. } => Vec::new(),
             _ => vec![Capability::MailboxBasic],
         }
     }

@@ -5,6 +5,7 @@ use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Fields, Scope};
 use crate::scenario::yaml::Located;
 use prism_proto::filter::v1::Filter;
+use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 
 impl Ctx {
@@ -38,6 +39,7 @@ impl Ctx {
                 "headers_only",
             ],
             "get_message" => &["mailbox", "message_id"],
+            "source_publish" => &["mailbox", "payload", "headers"],
             _ => &["mailbox", "message_ids"],
         };
         let a = self.fields(args, name, allowed)?;
@@ -52,13 +54,7 @@ impl Ctx {
         };
         Some(match name {
             "deliver" => {
-                let payload = self
-                    .required(&a, "payload", name)
-                    .and_then(|p| self.template(p, "payload", scope));
-                let headers = match a.get("headers") {
-                    Some(h) => self.header_map(h, scope),
-                    None => Some(BTreeMap::new()),
-                };
+                let (payload, headers) = self.payload_and_headers(&a, name, scope);
                 let message_id = optional(self, &a, "message_id");
                 let save = match a.get("as") {
                     Some(v) => {
@@ -101,6 +97,17 @@ impl Ctx {
                     expect,
                 }
             }
+            "source_publish" => {
+                let (payload, headers) = self.payload_and_headers(&a, name, scope);
+                self.observed.insert(Capability::MailboxSource);
+                MailStep::SourcePublish {
+                    mailbox: mailbox?,
+                    payload: payload?,
+                    headers: headers?,
+                    caller,
+                    expect,
+                }
+            }
             "get_message" => {
                 let message_id = self
                     .required(&a, "message_id", name)
@@ -130,6 +137,22 @@ impl Ctx {
                 }
             }
         })
+    }
+
+    fn payload_and_headers(
+        &mut self,
+        a: &Fields<'_>,
+        name: &str,
+        scope: &Scope,
+    ) -> (Option<String>, Option<BTreeMap<String, String>>) {
+        let payload = self
+            .required(a, "payload", name)
+            .and_then(|p| self.template(p, "payload", scope));
+        let headers = match a.get("headers") {
+            Some(h) => self.header_map(h, scope),
+            None => Some(BTreeMap::new()),
+        };
+        (payload, headers)
     }
 
     fn mail_expect(&mut self, n: &Located, op: &str, scope: &Scope) -> Option<MailExpect> {

@@ -88,6 +88,18 @@ pub fn step(step: &MailStep, m: &mut Map<String, Value>) {
             args.insert("mailbox".into(), json!(mailbox));
             args.insert("message_id".into(), json!(message_id));
         }
+        MailStep::SourcePublish {
+            mailbox,
+            payload,
+            headers,
+            ..
+        } => {
+            args.insert("mailbox".into(), json!(mailbox));
+            args.insert("payload".into(), json!(payload));
+            if !headers.is_empty() {
+                args.insert("headers".into(), json!(headers));
+            }
+        }
         MailStep::Delete {
             mailbox,
             message_ids,

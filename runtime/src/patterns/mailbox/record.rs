@@ -80,13 +80,18 @@ pub fn check_headers(headers: &HashMap<String, String>) -> Result<(), Status> {
                 "headers.{name} is set by the proxy, not the sender"
             )));
         }
-        if !SET_BY_SENDER.contains(&name.as_str()) && !is_free(name) {
+        if !sender_header(name) {
             return Err(Status::invalid_argument(format!(
                 "headers.{name} is not a mailbox header: use topic, content_type, schema_id, correlation_id or a name starting with 'x-'"
             )));
         }
     }
     Ok(())
+}
+
+/// Whether a sender may set header `name` (an indexed one or an `x-` one).
+pub fn sender_header(name: &str) -> bool {
+    SET_BY_SENDER.contains(&name) || is_free(name)
 }
 
 /// Whether `name` is a header a filter may name.
