@@ -54,7 +54,7 @@ fn every_shipped_profile_parses() {
 fn the_messaging_profiles_parse_and_a_messaging_profile_needs_its_section() {
     for (name, pattern) in [("pubsub-fanout", "pubsub"), ("queue-work", "queue")] {
         let p = LoadProfile::load(name, &profiles()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!((p.pattern.as_str(), p.mix.len()), (pattern, 0));
+        assert_eq!((p.pattern.name(), p.mix.len()), (pattern, 0));
         assert!(
             p.messaging
                 .is_some_and(|m| m.senders > 0 && m.receivers > 0)

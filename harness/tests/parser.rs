@@ -224,7 +224,10 @@ fn the_whole_corpus_parses_and_round_trips() {
                 .join("\n")
         )
     });
-    let keyvalue = corpus.iter().filter(|s| s.pattern == "keyvalue").count();
+    let keyvalue = corpus
+        .iter()
+        .filter(|s| s.pattern == prism_runtime::patterns::Pattern::Keyvalue)
+        .count();
     assert!(
         keyvalue >= 40,
         "the KeyValue corpus has {keyvalue} scenarios, fewer than 40"

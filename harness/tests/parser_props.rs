@@ -218,7 +218,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     file: PathBuf::from("gen.yaml"),
                     name,
                     description,
-                    pattern: "keyvalue".into(),
+                    pattern: prism_runtime::patterns::Pattern::Keyvalue,
                     requires,
                     tags,
                     steps,

@@ -88,7 +88,7 @@ pub fn select(sel: &Selection) -> Result<Vec<Scenario>, u8> {
     };
     let picked: Vec<Scenario> = all
         .into_iter()
-        .filter(|s| sel.patterns.is_empty() || sel.patterns.contains(&s.pattern))
+        .filter(|s| sel.patterns.is_empty() || sel.patterns.iter().any(|p| p == s.pattern.name()))
         .filter(|s| sel.tags.is_empty() || s.tags.iter().any(|t| sel.tags.contains(t)))
         .filter(matches_glob)
         .collect();

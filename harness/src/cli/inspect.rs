@@ -2,7 +2,7 @@
 
 use super::corpus::{load, select};
 use super::{EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Selection};
-use crate::provision::{self, BACKENDS, Mode, container, process};
+use crate::provision::{self, BACKENDS, Kind, Mode, container, process};
 use crate::report;
 use crate::scenario::print::print_scenario;
 use clap::Args;
@@ -137,12 +137,13 @@ pub fn backends(_args: BackendsArgs) -> u8 {
                     }
                 }
                 Mode::Process => {
-                    let dir = match b.name {
-                        "redis" => process::redis_bin_dir()
+                    let dir = match b.kind {
+                        Kind::Redis => process::redis_bin_dir()
                             .ok_or_else(|| "server binaries not installed".to_string()),
-                        "nats" => process::nats_bin_dir(),
-                        _ => process::postgres_bin_dir()
+                        Kind::Nats => process::nats_bin_dir(),
+                        Kind::Postgres => process::postgres_bin_dir()
                             .ok_or_else(|| "server binaries not installed".to_string()),
+                        Kind::Memstore | Kind::Sqlite => Err("no server process".to_string()),
                     };
                     dir.map(|d| format!("binaries in {}", d.display()))
                 }

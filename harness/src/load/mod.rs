@@ -244,11 +244,13 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         eprintln!("{}: {} ({:.2}s)", b.name, b.method, b.took.as_secs_f64());
         provisioned.push(b);
     }
-    let pattern =
-        prism_runtime::patterns::Pattern::from_name(&opts.profile.pattern).ok_or_else(|| {
-            LoadError::Environment(format!("unknown pattern {}", opts.profile.pattern))
-        })?;
-    let slots = pattern.spec().slots;
+    let pattern = opts.profile.pattern;
+    let slots: Vec<&prism_runtime::patterns::SlotSpec> = pattern
+        .spec()
+        .slots
+        .iter()
+        .filter(|s| !s.optional)
+        .collect();
     if names.len() != slots.len() {
         return Err(LoadError::Environment(format!(
             "the {} pattern has {} slot(s) ({}): name a backend for each, joined by '+' (e.g. --backend redis+nats)",
@@ -539,8 +541,8 @@ async fn run_messaging(
         client = client.with_token(&proxy.token).map_err(|e| env(&e))?;
     }
     let ns = client.namespace(&proxy.namespace);
-    let bus: Arc<dyn messaging::Bus> = match opts.profile.pattern.as_str() {
-        "pubsub" => Arc::new(messaging::GrpcBus::PubSub {
+    let bus: Arc<dyn messaging::Bus> = match opts.profile.pattern {
+        prism_runtime::patterns::Pattern::Pubsub => Arc::new(messaging::GrpcBus::PubSub {
             client: ns.pubsub(),
             topic: name.clone(),
         }),
@@ -575,12 +577,14 @@ async fn run_messaging(
                     opened.kind, opts.profile.pattern
                 ))
             };
-            let bus: Arc<dyn messaging::Bus> = match opts.profile.pattern.as_str() {
-                "pubsub" => Arc::new(messaging::DirectBus::PubSub {
-                    adapter: opened.pubsub.clone().ok_or_else(missing)?,
-                    ns: "load-direct".into(),
-                    topic: name.clone(),
-                }),
+            let bus: Arc<dyn messaging::Bus> = match opts.profile.pattern {
+                prism_runtime::patterns::Pattern::Pubsub => {
+                    Arc::new(messaging::DirectBus::PubSub {
+                        adapter: opened.pubsub.clone().ok_or_else(missing)?,
+                        ns: "load-direct".into(),
+                        topic: name.clone(),
+                    })
+                }
                 _ => Arc::new(messaging::DirectBus::Queue {
                     adapter: opened.queue.clone().ok_or_else(missing)?,
                     ns: "load-direct".into(),

@@ -4,6 +4,7 @@
 //! without changing the shape.
 
 use prism_runtime::config::yaml_message;
+use prism_runtime::patterns::Pattern;
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -16,8 +17,8 @@ pub struct LoadProfile {
     pub name: String,
     /// What it models.
     pub description: String,
-    /// Pattern it drives (`keyvalue`).
-    pub pattern: String,
+    /// Pattern it drives.
+    pub pattern: Pattern,
     /// Concurrent users (each runs the mix in a loop).
     #[serde(default = "default_users")]
     pub users: usize,
@@ -253,13 +254,13 @@ impl LoadProfile {
             path: path.to_string(),
             message,
         };
-        if profile.registry.is_some() != (profile.pattern == "multicast_registry") {
+        if profile.registry.is_some() != (profile.pattern == Pattern::MulticastRegistry) {
             return Err(invalid(
                 "registry: { register, enumerate, multicast } is the load of a multicast_registry profile, and only of one".into(),
             ));
         }
-        match (profile.pattern.as_str(), &profile.messaging) {
-            ("multicast_registry", None) => {
+        match (profile.pattern, &profile.messaging) {
+            (Pattern::MulticastRegistry, None) => {
                 let r = profile.registry.as_ref().expect("checked above");
                 if r.register + r.enumerate + r.multicast == 0 {
                     return Err(invalid(
@@ -268,20 +269,20 @@ impl LoadProfile {
                     ));
                 }
             }
-            ("keyvalue", None) => {
+            (Pattern::Keyvalue, None) => {
                 if profile.mix.is_empty() || profile.mix.iter().all(|m| m.weight == 0) {
                     return Err(invalid(
                         "mix needs at least one operation with a weight above 0".into(),
                     ));
                 }
             }
-            ("keyvalue", Some(_)) => {
+            (Pattern::Keyvalue, Some(_)) => {
                 return Err(invalid(
                     "messaging: is for pubsub and queue profiles; a keyvalue profile has a mix"
                         .into(),
                 ));
             }
-            ("pubsub" | "queue", Some(m)) => {
+            (Pattern::Pubsub | Pattern::Queue, Some(m)) => {
                 if !profile.mix.is_empty() {
                     return Err(invalid(format!(
                         "a {} profile has no mix; its load is messaging: senders and receivers",
@@ -300,13 +301,13 @@ impl LoadProfile {
                     )));
                 }
             }
-            ("pubsub" | "queue", None) => {
+            (Pattern::Pubsub | Pattern::Queue, None) => {
                 return Err(invalid(format!(
                     "a {} profile needs messaging: {{ senders: N, receivers: N }}",
                     profile.pattern
                 )));
             }
-            (other, _) => {
+            (other @ (Pattern::MulticastRegistry | Pattern::Mailbox), _) => {
                 return Err(invalid(format!(
                     "pattern '{other}' has no load driver (expected keyvalue, pubsub, queue or multicast_registry)"
                 )));

@@ -15,6 +15,7 @@ use crate::runner::exec::{Counts, Session, Vars, locate};
 use crate::scenario::model::{Location, Step};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -30,7 +31,7 @@ pub(crate) trait PatternOps {
     /// The step names (YAML keys) the family parses.
     const NAMES: &'static [&'static str];
     /// The pattern a step name belongs to, `None` when any of the family's patterns may use it.
-    fn pattern_of(name: &str) -> Option<&'static str>;
+    fn pattern_of(name: &str) -> Option<Pattern>;
     /// Parses step `name`: `n` is the whole step mapping, `args` the value under its name.
     fn parse(
         cx: &mut Ctx,

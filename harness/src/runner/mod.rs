@@ -11,6 +11,7 @@ use crate::report::model::{
 use crate::scenario::{Location, Scenario};
 use exec::{Refusal, Session, refusal_walk, run_steps};
 use prism_proto::client::PrismClient;
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub struct Target {
     /// Backend kind as the proxy reports it.
     pub backend_kind: String,
     /// Pattern served.
-    pub pattern: String,
+    pub pattern: Pattern,
     /// The connection (without a token).
     pub client: PrismClient,
     /// The token calls carry by default (admin on the target's namespaces), if authentication is on.
@@ -438,7 +439,7 @@ pub async fn run(
                 totals.add(c.status);
             }
             SuiteReport {
-                pattern: t.pattern.clone(),
+                pattern: t.pattern.to_string(),
                 backend: t.backend.clone(),
                 backend_kind: t.backend_kind.clone(),
                 capabilities: t
@@ -469,7 +470,7 @@ pub async fn run(
 
 fn key(t: &Target) -> SuiteKey {
     SuiteKey {
-        pattern: t.pattern.clone(),
+        pattern: t.pattern.to_string(),
         backend: t.backend.clone(),
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::ops::messaging::model::{Caller, Via};
 use crate::scenario::code::StatusCode;
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,8 +26,8 @@ pub struct Scenario {
     pub name: String,
     /// One-sentence description.
     pub description: String,
-    /// The pattern it exercises, e.g. `keyvalue`.
-    pub pattern: String,
+    /// The pattern it exercises.
+    pub pattern: Pattern,
     /// Capabilities the steps use.
     pub requires: Vec<Capability>,
     /// Free-form tags.

@@ -9,6 +9,7 @@ use crate::ops::messaging::model::HandleKind;
 use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -121,7 +122,7 @@ pub(crate) struct Ctx {
     /// observable (durability, once a step restarts the proxy or faults the backend).
     pub(crate) observed: HashSet<Capability>,
     pub(crate) handles: BTreeMap<String, HandleKind>,
-    pattern: Option<String>,
+    pattern: Option<Pattern>,
 }
 
 /// Variables visible at a point of the walk.
@@ -408,8 +409,8 @@ impl Ctx {
         let pattern = self.required(&f, "pattern", "the scenario").and_then(|n| {
             let p = self.string(n, "pattern")?;
             let known = patterns();
-            if known.contains(&p.as_str()) {
-                Some(p)
+            if let Some(pattern) = Pattern::from_name(&p) {
+                Some(pattern)
             } else {
                 self.err(
                     n.loc,
@@ -421,7 +422,7 @@ impl Ctx {
                 None
             }
         });
-        self.pattern.clone_from(&pattern);
+        self.pattern = pattern;
         let mut requires = Vec::new();
         let mut requires_at = Vec::new();
         if let Some(list) = f.get("requires") {
@@ -585,11 +586,15 @@ impl Ctx {
         } else {
             None
         };
-        if let (Some(step), Some(scenario)) = (step_pattern, self.pattern.as_deref()) {
+        if let (Some(step), Some(scenario)) = (step_pattern, self.pattern) {
             if step != scenario {
                 self.err(
                     loc,
-                    format!("{name} is a {step} step; this scenario's pattern is {scenario}"),
+                    format!(
+                        "{name} is a {} step; this scenario's pattern is {}",
+                        step.name(),
+                        scenario.name()
+                    ),
                 );
                 return None;
             }
@@ -628,7 +633,7 @@ impl Ctx {
                     self.fields(n, "the restart_proxy step", &["restart_proxy"])?;
                     self.fields(&head.1, "restart_proxy", &[])?;
                     // What survives a restart is what a durable queue keeps.
-                    if self.pattern.as_deref() == Some("queue") {
+                    if self.pattern == Some(Pattern::Queue) {
                         self.used.entry(Capability::QueueDurable).or_insert(loc);
                     }
                     self.observed.insert(Capability::KvDurable);

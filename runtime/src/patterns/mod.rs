@@ -17,10 +17,10 @@ pub mod stream;
 
 use crate::auth::Permission;
 use capability::Capability;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which pattern API a namespace serves.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Pattern {
     /// `prism.keyvalue.v1.KeyValue`.
@@ -69,6 +69,12 @@ impl Pattern {
         Capability::ALL
             .into_iter()
             .filter(move |c| c.pattern() == self)
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

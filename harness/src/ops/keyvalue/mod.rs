@@ -13,6 +13,7 @@ use crate::scenario::model::{Location, Step};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::OpStep;
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
 
@@ -23,8 +24,8 @@ impl PatternOps for KeyValueOps {
     type Step = OpStep;
     const NAMES: &'static [&'static str] = &model::OPS;
 
-    fn pattern_of(_name: &str) -> Option<&'static str> {
-        Some("keyvalue")
+    fn pattern_of(_name: &str) -> Option<Pattern> {
+        Some(Pattern::Keyvalue)
     }
 
     fn parse(

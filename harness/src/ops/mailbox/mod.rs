@@ -12,6 +12,7 @@ use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{MAIL_STEPS, MailStep};
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
 
@@ -22,8 +23,8 @@ impl PatternOps for MailboxOps {
     type Step = MailStep;
     const NAMES: &'static [&'static str] = &MAIL_STEPS;
 
-    fn pattern_of(_name: &str) -> Option<&'static str> {
-        Some("mailbox")
+    fn pattern_of(_name: &str) -> Option<Pattern> {
+        Some(Pattern::Mailbox)
     }
 
     fn parse(

@@ -14,6 +14,7 @@ use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{MSG_STEPS, MsgStep};
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
 
@@ -24,10 +25,10 @@ impl PatternOps for MessagingOps {
     type Step = MsgStep;
     const NAMES: &'static [&'static str] = &MSG_STEPS;
 
-    fn pattern_of(name: &str) -> Option<&'static str> {
+    fn pattern_of(name: &str) -> Option<Pattern> {
         match name {
-            "subscribe" | "publish" => Some("pubsub"),
-            "consume" | "enqueue" | "ack" | "nack" => Some("queue"),
+            "subscribe" | "publish" => Some(Pattern::Pubsub),
+            "consume" | "enqueue" | "ack" | "nack" => Some(Pattern::Queue),
             _ => None,
         }
     }

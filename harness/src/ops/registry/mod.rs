@@ -13,6 +13,7 @@ use crate::scenario::model::Location;
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{REG_STEPS, RegStep};
+use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
 
@@ -23,8 +24,8 @@ impl PatternOps for RegistryOps {
     type Step = RegStep;
     const NAMES: &'static [&'static str] = &REG_STEPS;
 
-    fn pattern_of(_name: &str) -> Option<&'static str> {
-        Some("multicast_registry")
+    fn pattern_of(_name: &str) -> Option<Pattern> {
+        Some(Pattern::MulticastRegistry)
     }
 
     fn parse(
