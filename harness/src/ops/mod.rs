@@ -51,6 +51,11 @@ pub(crate) trait PatternOps {
     fn probe(step: &Self::Step, capability: Capability) -> Option<Self::Step>;
     /// Adds the step's keys to its YAML mapping.
     fn print(step: &Self::Step, m: &mut Map<String, Value>);
+    /// After a scenario's steps passed: ends what the family still holds open and gives its
+    /// verdict on the whole run (a note for the report, or the failure, such as a lost message).
+    fn finish(_session: &Session) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
     /// Runs the step and judges what came back; a failure is not yet located.
     fn execute<'a>(
         session: &'a Session,
@@ -73,6 +78,18 @@ pub(crate) trait PatternOps {
                 .map_err(|f| locate(at, Some(label), f))
         })
     }
+}
+
+/// Every family's verdict after a scenario's steps passed ([`PatternOps::finish`]), as report
+/// notes.
+pub(crate) fn finish(session: &Session) -> Result<Vec<String>, Failure> {
+    let verdicts = [
+        KeyValueOps::finish(session)?,
+        MessagingOps::finish(session)?,
+        RegistryOps::finish(session)?,
+        MailboxOps::finish(session)?,
+    ];
+    Ok(verdicts.into_iter().flatten().collect())
 }
 
 pub(crate) use keyvalue::KeyValueOps;

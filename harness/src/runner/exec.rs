@@ -46,8 +46,6 @@ pub struct Session {
     pub token: Option<String>,
     /// The minted token matrix (`token: NAME`), when the harness holds the keys.
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
-    /// The messaging steps' handles and delivery ledger.
-    pub messaging: Arc<crate::ops::messaging::exec::Messaging>,
     /// Reports progress of long steps (receives) to the event stream.
     pub progress: crate::ops::messaging::exec::Progress,
     /// The in-process proxy, for `restart_proxy`.

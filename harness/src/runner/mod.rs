@@ -3,8 +3,10 @@
 
 pub mod compare;
 pub mod exec;
+pub mod values;
 
 use crate::events::{Event, EventKind, SuiteKey};
+use crate::ops::finish;
 use crate::report::model::{
     CaseReport, CaseStatus, FailureReport, RunReport, SCHEMA_VERSION, SuiteReport, Totals,
 };
@@ -223,7 +225,6 @@ pub async fn run_case(
         other: target.other_namespace.clone(),
         token: target.token.clone(),
         tokens: target.tokens.clone(),
-        messaging: Arc::default(),
         progress,
         proxy: target.proxy.clone(),
         second: target.second.clone(),
@@ -241,8 +242,7 @@ pub async fn run_case(
     let work = async {
         if missing.is_empty() {
             run_steps(&session, &scenario.steps, &mut vars, None).await?;
-            let verdict = session.messaging.finish()?;
-            let mut notes: Vec<String> = verdict.map(|v| v.summary()).into_iter().collect();
+            let mut notes = finish(&session)?;
             notes.extend(session.take_notes());
             Ok((
                 CaseStatus::Passed,

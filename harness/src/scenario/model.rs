@@ -1,6 +1,5 @@
 //! The scenario model: what a YAML file means once parsed. Every step carries its source location.
 
-use crate::ops::messaging::model::{Caller, Via};
 use crate::scenario::code::StatusCode;
 use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
@@ -364,3 +363,25 @@ pub struct NumExpect {
 }
 
 pub use crate::ops::keyvalue::model::{BatchEntry, Expect, Op, OpStep};
+
+/// The namespace, token and proxy a call step uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// Which namespace.
+    pub namespace: NamespaceRef,
+    /// Which minted token (`None`: the default).
+    pub token: Option<String>,
+    /// Which proxy the call goes through.
+    pub via: Via,
+}
+
+/// Which of the run's proxies a call goes through (`via: b`): both serve the same provisioned
+/// backends, so what one writes the other must see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// The run's proxy.
+    #[default]
+    A,
+    /// The second proxy on the same backends.
+    B,
+}

@@ -4,11 +4,11 @@
 use super::judge::judge;
 use crate::runner::Failure;
 use crate::runner::exec::{Counts, Session, Vars};
+use crate::runner::values::{expand, resolve_value};
 use crate::scenario::code::StatusCode;
+use crate::scenario::model::Op;
 use crate::scenario::model::OpStep;
-use crate::scenario::model::{Op, ValueSpec};
 use crate::scenario::template;
-use crate::scenario::value::blob;
 use bytes::Bytes;
 use prism_proto::client::KeyValue;
 use prism_proto::keyvalue::v1 as pb;
@@ -76,27 +76,6 @@ pub enum OpOutput {
         /// The message.
         message: String,
     },
-}
-
-/// Expands a template, turning errors into a step failure.
-pub fn expand(t: &str, vars: &HashMap<String, String>) -> Result<String, Failure> {
-    template::expand(t, vars).map_err(|e| Failure::message(e.to_string()))
-}
-
-/// The bytes a value spec stands for.
-pub fn resolve_value(v: &ValueSpec, vars: &HashMap<String, String>) -> Result<Vec<u8>, Failure> {
-    match v {
-        ValueSpec::Text(t) => Ok(expand(t, vars)?.into_bytes()),
-        ValueSpec::Bytes(b) => Ok(b.clone()),
-        ValueSpec::Blob { bytes, seed } => {
-            let seed_text = expand(seed, vars)?;
-            let seed: u64 = seed_text.parse().map_err(|_| {
-                Failure::message(format!("blob seed {seed_text:?} is not a number"))
-            })?;
-            let len = usize::try_from(*bytes).map_err(|_| Failure::message("blob too large"))?;
-            Ok(blob(len, seed))
-        }
-    }
 }
 
 fn status(s: tonic::Status) -> OpOutput {

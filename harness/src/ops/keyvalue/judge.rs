@@ -1,9 +1,10 @@
 //! Judging an [`OpOutput`] against a step's expectation. Pure: no I/O, so it is unit-tested directly.
 //! On success it records saved variables; on mismatch it returns expected vs actual.
 
-use super::exec::{OpOutput, resolve_value};
+use super::exec::OpOutput;
 use crate::runner::Failure;
 use crate::runner::compare::{mismatch, num};
+use crate::runner::values::resolve_value;
 use crate::scenario::model::Expect;
 use crate::scenario::template;
 use crate::scenario::value::render;

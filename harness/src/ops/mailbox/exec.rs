@@ -9,17 +9,13 @@ use crate::provision::SOURCE_TOPIC;
 use crate::runner::Failure;
 use crate::runner::compare::{self, mismatch};
 use crate::runner::exec::{Session, Vars};
-use crate::scenario::template;
+use crate::runner::values::expand;
 use prism_proto::client::Mailbox;
 use prism_proto::mailbox::v1 as pb;
 use std::collections::{BTreeMap, HashMap};
 
 /// Pages a query walks before the harness calls the cursor chain endless.
 const MAX_PAGES: u64 = 10_000;
-
-fn expand(t: &str, vars: &Vars) -> Result<String, Failure> {
-    template::expand(t, vars).map_err(|e| Failure::message(e.to_string()))
-}
 
 /// The mailbox the proxy sees for scenario mailbox `t` (an empty one stays empty, so a scenario
 /// can send it).

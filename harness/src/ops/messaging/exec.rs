@@ -6,10 +6,10 @@
 
 use super::ledger::{Cause, Ledger, Verdict};
 use super::model::*;
-use crate::ops::keyvalue::exec::{expand, resolve_value};
 use crate::runner::Failure;
 use crate::runner::compare::{mismatch, num};
 use crate::runner::exec::Session;
+use crate::runner::values::{expand, resolve_value};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::Template;
 use crate::scenario::value::render;
@@ -231,7 +231,7 @@ fn headers(
 
 /// Runs one messaging step.
 pub async fn run(session: &Session, step: &MsgStep, vars: &mut Vars) -> Result<(), Failure> {
-    let m = &session.messaging;
+    let m = &*session.family::<Messaging>();
     match step {
         MsgStep::Publish {
             topic,
@@ -602,7 +602,7 @@ async fn receive(
     expect: &ReceiveExpect,
     vars: &mut Vars,
 ) -> Result<(), Failure> {
-    let m = &session.messaging;
+    let m = &*session.family::<Messaging>();
     let handles = from
         .iter()
         .map(|h| m.handle(h))

@@ -8,6 +8,7 @@ pub mod parse;
 pub mod print;
 
 use super::{PatternOps, StepFuture};
+use crate::runner::Failure;
 use crate::runner::exec::{Session, Vars};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::Location;
@@ -70,6 +71,13 @@ impl PatternOps for MessagingOps {
             _ => return None,
         }
         Some(probe)
+    }
+
+    fn finish(session: &Session) -> Result<Option<String>, Failure> {
+        Ok(session
+            .family::<exec::Messaging>()
+            .finish()?
+            .map(|v| v.summary()))
     }
 
     fn print(step: &MsgStep, m: &mut Map<String, Value>) {

@@ -4,7 +4,7 @@
 //! this folder).
 
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::{NamespaceRef, NumExpect, Template, ValueSpec};
+use crate::scenario::model::{NumExpect, Template, ValueSpec};
 use prism_runtime::patterns::capability::Capability;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,27 +72,7 @@ pub struct ReceiveExpect {
     pub message_contains: Option<String>,
 }
 
-/// The namespace, token and proxy a call step uses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Caller {
-    /// Which namespace.
-    pub namespace: NamespaceRef,
-    /// Which minted token (`None`: the default).
-    pub token: Option<String>,
-    /// Which proxy the call goes through.
-    pub via: Via,
-}
-
-/// Which of the run's proxies a call goes through (`via: b`): both serve the same provisioned
-/// backends, so what one writes the other must see.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Via {
-    /// The run's proxy.
-    #[default]
-    A,
-    /// The second proxy on the same backends.
-    B,
-}
+pub use crate::scenario::model::{Caller, Via};
 
 /// One messaging step.
 #[derive(Clone, Debug, PartialEq, Eq)]

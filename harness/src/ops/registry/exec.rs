@@ -10,8 +10,8 @@ use crate::ops::messaging::model::Caller;
 use crate::runner::Failure;
 use crate::runner::compare::{self, mismatch};
 use crate::runner::exec::{Session, Vars};
+use crate::runner::values::expand;
 use crate::scenario::code::StatusCode;
-use crate::scenario::template;
 use prism_proto::client::Registry;
 use prism_proto::filter::v1 as fpb;
 use prism_proto::registry::v1 as pb;
@@ -49,10 +49,6 @@ impl Handles {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Handle>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn expand(t: &str, vars: &Vars) -> Result<String, Failure> {
-    template::expand(t, vars).map_err(|e| Failure::message(e.to_string()))
 }
 
 fn prefix(vars: &Vars) -> String {
