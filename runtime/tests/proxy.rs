@@ -1,10 +1,15 @@
 //! The proxy end to end over real gRPC: namespace resolution errors, capability refusal, Admin,
-//! health, reflection, isolation on a shared backend, and graceful drain.
+//! health, reflection, isolation on a shared backend, the registry's index entries in its slot, and
+//! graceful drain.
 
 use prism_proto::admin::v1::{GetCapabilitiesRequest, ListNamespacesRequest};
 use prism_proto::client::PrismClient;
+use prism_proto::filter::v1::{Compare, Filter, compare::Op, filter::Clause};
 use prism_proto::keyvalue::v1::key_value_client::KeyValueClient;
 use prism_proto::keyvalue::v1::{GetRequest, ScanRequest, SetRequest};
+use prism_proto::registry::v1::{EnumerateRequest, RegisterRequest, UnregisterRequest};
+use prism_runtime::backends::sqlite::{SqliteConfig, SqliteStore};
+use prism_runtime::patterns::keyvalue::store::KvStore;
 use tokio::sync::oneshot;
 use tonic::Code;
 
@@ -14,7 +19,7 @@ struct Running {
     url: String,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start(extra_namespaces: &str) -> Running {
@@ -28,7 +33,7 @@ async fn start(extra_namespaces: &str) -> Running {
         url: format!("http://{}", served.addr),
         stop: served.stop,
         task: served.task,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -288,6 +293,77 @@ async fn namespaces_sharing_a_backend_are_isolated() {
         .into_inner();
     let keys: Vec<_> = scan.items.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, ["shared/k"]);
+}
+
+/// The keys of namespace `ns` under `prefix` in the proxy's SQLite file, read by a second store.
+async fn stored_keys(p: &Running, ns: &str, prefix: &str) -> Vec<String> {
+    let store = SqliteStore::open(&SqliteConfig {
+        path: p.dir.path().join("t.db").display().to_string(),
+        readers: 1,
+        claim_idle_secs: 600,
+    })
+    .await
+    .unwrap();
+    let scan = store.scan().expect("sqlite scans");
+    let items = scan
+        .scan(ns, prefix, None, 100, usize::MAX, true)
+        .await
+        .unwrap();
+    store.close().await;
+    items.into_iter().map(|i| i.key).collect()
+}
+
+#[tokio::test]
+async fn registry_index_entries_follow_replacement_and_removal() {
+    let p =
+        start("  r: { pattern: multicast_registry, slots: { registry: lite, messaging: mem } }\n")
+            .await;
+    let client = PrismClient::connect(p.url.clone()).await.unwrap();
+    let mut r = client.namespace("r").registry();
+    let register = |zone: &str, replace| RegisterRequest {
+        identity: "a".into(),
+        metadata: [("zone", zone), ("tier", "gold")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ttl_ms: 0,
+        replace,
+    };
+    r.register(register("eu", false)).await.unwrap();
+    assert_eq!(
+        stored_keys(&p, "r", "x/").await.len(),
+        2,
+        "one entry per pair"
+    );
+    r.register(register("us", true)).await.unwrap();
+    let entries = stored_keys(&p, "r", "x/").await;
+    assert_eq!(
+        entries.len(),
+        2,
+        "the replaced pair's entry is gone: {entries:?}"
+    );
+    let found = r
+        .enumerate(EnumerateRequest {
+            filter: Some(Filter {
+                clause: Some(Clause::Compare(Compare {
+                    key: "zone".into(),
+                    op: Op::Eq as i32,
+                    value: "us".into(),
+                })),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.registrations.len(), 1);
+    r.unregister(UnregisterRequest {
+        identity: "a".into(),
+    })
+    .await
+    .unwrap();
+    let entries = stored_keys(&p, "r", "x/").await;
+    assert!(entries.is_empty(), "removal leaves no entry: {entries:?}");
 }
 
 #[tokio::test]

@@ -125,6 +125,11 @@ pub fn keys(filter: Option<&Filter>) -> Vec<&str> {
     out
 }
 
+/// Whether comparisons treat `s` as a number (a plain finite decimal).
+pub fn is_number(s: &str) -> bool {
+    number(s).is_some()
+}
+
 /// A finite decimal number, if `s` is one.
 fn number(s: &str) -> Option<f64> {
     let s = s.trim();

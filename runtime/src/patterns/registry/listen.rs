@@ -4,7 +4,7 @@
 //! bounded like a PubSub subscriber's; drops are counted in the next delivery's `dropped`.
 
 use super::record::{self, LISTENER_RENEW, LISTENER_TTL};
-use super::service::{RegistryService, registration};
+use super::service::{RegistryService, stored};
 use super::store::{self, on_messaging, on_registry};
 use crate::backends::error::StoreError;
 use crate::budget::{Budget, Held};
@@ -43,7 +43,7 @@ pub async fn listen(
     let guard = StreamGuard::admit(&call.route, caller.as_deref(), &service.drain)?;
     let identity = r.identity;
     record::check_identity(&identity, &call.route.limits)?;
-    if registration(&call, &identity).await?.is_none() {
+    if stored(&call, &identity).await?.is_none() {
         return Err(Status::not_found(format!(
             "identity '{identity}' is not registered (or its time to live ran out); register it before listening"
         )));

@@ -4,6 +4,7 @@
 //! patterns use, so every KeyValue backend can hold a registry and every PubSub backend can carry
 //! it, and every proxy on the same backends sees the same registry.
 
+pub mod index;
 pub mod listen;
 pub mod record;
 pub mod service;

@@ -1,6 +1,7 @@
 //! The `prism.registry.v1.MulticastRegistry` gRPC service: Register, Heartbeat, Unregister,
 //! Enumerate and Multicast here; the Listen and Watch streams in `listen.rs` and `watch.rs`.
 
+use super::index;
 use super::record::{self, REGISTRATIONS};
 use super::store::{self, each_registration, listening, on_messaging, on_registry, publish_event};
 use crate::backends::error::StoreError;
@@ -47,7 +48,7 @@ fn not_registered(identity: &str) -> Status {
 }
 
 /// A registration's current stored value, if live.
-pub(super) async fn registration(
+pub(super) async fn stored(
     call: &Call,
     identity: &str,
 ) -> Result<Option<(pb::Registration, u64)>, Status> {
@@ -106,8 +107,12 @@ impl MulticastRegistry for RegistryService {
                     r.identity
                 )));
             }
+            if let Some((old, _)) = stored(&call, &r.identity).await? {
+                index::forget(&call, kv.as_ref(), &old, Some(&registration)).await?;
+            }
             on_registry(&call, kv.set(ns, &key, bytes, ttl)).await?;
         }
+        index::write(&call, kv.as_ref(), &registration, ttl).await?;
         let kind = if created {
             Kind::Registered
         } else {
@@ -133,7 +138,7 @@ impl MulticastRegistry for RegistryService {
             .ok_or_else(|| unimplemented(&call.route, Capability::RegistryBasic))?;
         let key = record::registration_key(&r.identity);
         for _ in 0..HEARTBEAT_TRIES {
-            let Some((mut current, version)) = registration(&call, &r.identity).await? else {
+            let Some((mut current, version)) = stored(&call, &r.identity).await? else {
                 return Err(not_registered(&r.identity));
             };
             current.expires_at_ms = record::expires_at(now_ms(), ttl);
@@ -158,6 +163,7 @@ impl MulticastRegistry for RegistryService {
             })
             .await?;
             if written {
+                index::write(&call, kv.as_ref(), &current, ttl).await?;
                 return Ok(Response::new(pb::HeartbeatResponse {
                     expires_at_ms: current.expires_at_ms,
                 }));
@@ -176,6 +182,9 @@ impl MulticastRegistry for RegistryService {
         let (call, r) = routed(request, Capability::RegistryBasic)?;
         record::check_identity(&r.identity, &call.route.limits)?;
         let kv = store::keyvalue(&call)?;
+        if let Some((old, _)) = stored(&call, &r.identity).await? {
+            index::forget(&call, kv.as_ref(), &old, None).await?;
+        }
         let existed = on_registry(
             &call,
             kv.delete(&call.route.name, &record::registration_key(&r.identity)),
@@ -206,7 +215,7 @@ impl MulticastRegistry for RegistryService {
         let mut page = Vec::new();
         let mut more = false;
         let mut last_key = String::new();
-        each_registration(&call, kv.as_ref(), after, |reg, key| {
+        let visit = |reg: pb::Registration, key: &str| {
             if !filter::matches(r.filter.as_ref(), &reg.metadata) {
                 return Ok(true);
             }
@@ -217,8 +226,15 @@ impl MulticastRegistry for RegistryService {
             last_key = key.to_string();
             page.push(reg);
             Ok(true)
-        })
-        .await?;
+        };
+        match index::plan(r.filter.as_ref()) {
+            Some(pair) => {
+                let want = limit + 1;
+                index::each_candidate(&call, kv.as_ref(), pair, after.as_deref(), want, visit)
+                    .await?
+            }
+            None => each_registration(&call, kv.as_ref(), after, visit).await?,
+        }
         Ok(Response::new(pb::EnumerateResponse {
             registrations: page,
             next_cursor: if more {
@@ -241,7 +257,7 @@ impl MulticastRegistry for RegistryService {
         let bus = store::messaging(&call)?;
         let mut targets: Vec<String> = Vec::new();
         // The targets and the live listeners are read at once: two walks, one wait.
-        let matching = each_registration(&call, kv.as_ref(), None, |reg, _| {
+        let visit = |reg: pb::Registration, _: &str| {
             if filter::matches(r.filter.as_ref(), &reg.metadata) {
                 if targets.len() == limits.max_fanout {
                     return Err(Status::resource_exhausted(format!(
@@ -252,7 +268,15 @@ impl MulticastRegistry for RegistryService {
                 targets.push(reg.identity);
             }
             Ok(true)
-        });
+        };
+        let matching = async {
+            match index::plan(r.filter.as_ref()) {
+                Some(pair) => {
+                    index::each_candidate(&call, kv.as_ref(), pair, None, index::PAGE, visit).await
+                }
+                None => each_registration(&call, kv.as_ref(), None, visit).await,
+            }
+        };
         let (matched, live) = tokio::join!(matching, listening(&call, kv.as_ref()));
         matched?;
         let live = live?;

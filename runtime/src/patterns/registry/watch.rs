@@ -10,7 +10,7 @@
 //! change; it can watch again and gets the current set.
 
 use super::record::EVENTS_TOPIC;
-use super::service::{RegistryService, registration};
+use super::service::{RegistryService, stored};
 use super::store::{self, each_registration, on_messaging};
 use crate::backends::error::StoreError;
 use crate::patterns::Slot;
@@ -222,7 +222,7 @@ pub async fn watch(
                 } => {
                     out.extend(members.expire(now_ms()));
                     for identity in members.due(now_ms()) {
-                        match registration(&call, &identity).await {
+                        match stored(&call, &identity).await {
                             Ok(Some((renewed, _))) if renewed.expires_at_ms > now_ms() || renewed.expires_at_ms == 0 => {
                                 if filter::matches(filter.as_ref(), &renewed.metadata) {
                                     members.insert(renewed);
