@@ -189,18 +189,30 @@ const fn plain(pattern: Pattern) -> [SlotSpec; 1] {
     }]
 }
 
-/// A composite's slot that keeps records in a KeyValue backend (expiring, scanned in order,
-/// written conditionally).
-const fn records(slot: Slot) -> SlotSpec {
+/// What a composite's records slot needs of its KeyValue backend: records that expire, are
+/// scanned in order and written conditionally.
+const RECORDS: [Capability; 4] = [
+    Capability::KvBasic,
+    Capability::KvTtl,
+    Capability::KvScan,
+    Capability::KvCas,
+];
+
+/// The registry slot: records, plus several keys per call (the metadata index).
+const REGISTRY_RECORDS: [Capability; 5] = [
+    RECORDS[0],
+    RECORDS[1],
+    RECORDS[2],
+    RECORDS[3],
+    Capability::KvBatch,
+];
+
+/// A composite's slot that keeps records in a KeyValue backend offering `needs`.
+const fn records(slot: Slot, needs: &'static [Capability]) -> SlotSpec {
     SlotSpec {
         slot,
         offers: Pattern::Keyvalue,
-        needs: &[
-            Capability::KvBasic,
-            Capability::KvTtl,
-            Capability::KvScan,
-            Capability::KvCas,
-        ],
+        needs,
         optional: false,
     }
 }
@@ -293,7 +305,7 @@ pub static REGISTRY: [PatternSpec; 5] = [
             stream("Listen", Read),
             stream("Watch", Read),
         ],
-        slots: &[records(Slot::Registry), messaging(false)],
+        slots: &[records(Slot::Registry, &REGISTRY_RECORDS), messaging(false)],
         settings: &[
             "max_name_bytes",
             "max_value_bytes",
@@ -320,7 +332,7 @@ pub static REGISTRY: [PatternSpec; 5] = [
             unary("Get", Read),
             unary("Delete", Write),
         ],
-        slots: &[records(Slot::Storage), messaging(true)],
+        slots: &[records(Slot::Storage, &RECORDS), messaging(true)],
         settings: &[
             "max_name_bytes",
             "max_value_bytes",

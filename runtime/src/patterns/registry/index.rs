@@ -1,7 +1,7 @@
 //! The registry's metadata index, in the registry slot beside the registrations: every metadata
 //! pair `key = value` of a registration has an entry `x/<hex key>.<hex value>/<identity>` with the
 //! registration's time to live (rewritten by each Heartbeat). Enumerate and Multicast read a filter
-//! through the entries of its last top-level `eq` comparison whose value is not a number (a number
+//! (and Watch its starting set) through the entries of its last top-level `eq` comparison whose value is not a number (a number
 //! compares numerically, so `"10"` also matches `"10.0"`, which no exact entry can find) and then
 //! check each candidate's stored registration against the whole filter — so an entry left by a
 //! replaced or removed registration only costs a read, and the answers are those of a full walk.
@@ -13,12 +13,12 @@
 //! Register just replaced stays until its time to live ends.
 
 use super::record::{self, REGISTRATIONS};
-use super::store::on_registry;
+use super::store::{each_registration, on_registry};
 use crate::patterns::Slot;
-use crate::patterns::call::Call;
+use crate::patterns::call::{Call, unimplemented};
 use crate::patterns::capability::Capability;
-use crate::patterns::filter::is_number;
-use crate::patterns::keyvalue::store::{BatchItem, KvStore};
+use crate::patterns::filter::{self, is_number};
+use crate::patterns::keyvalue::store::{BatchItem, KvBatch, KvStore};
 use crate::patterns::keyvalue::walk::Records;
 use crate::patterns::names::{hex_token, now_ms};
 use bytes::Bytes;
@@ -29,8 +29,8 @@ use tonic::Status;
 
 /// Key prefix of index entries.
 pub const INDEX: &str = "x/";
-/// Candidates read per batch (the first batch is the caller's `want`, when smaller).
-pub const PAGE: usize = 512;
+/// Index entries read per batch after the first.
+const PAGE: usize = 512;
 
 /// The prefix of the entries of pair `key = value`.
 pub fn prefix(key: &str, value: &str) -> String {
@@ -57,6 +57,12 @@ fn exact_eq(c: &Compare) -> Option<(&str, &str)> {
         .then_some((c.key.as_str(), c.value.as_str()))
 }
 
+/// The registry slot's several-keys-per-call API (the slot needs `keyvalue.batch`).
+fn batch<'a>(call: &Call, kv: &'a dyn KvStore) -> Result<&'a dyn KvBatch, Status> {
+    kv.batch()
+        .ok_or_else(|| unimplemented(&call.route, Capability::RegistryBasic))
+}
+
 /// Writes the entries of every metadata pair of `registration`, expiring after `ttl`.
 pub async fn write(
     call: &Call,
@@ -64,7 +70,6 @@ pub async fn write(
     registration: &Registration,
     ttl: Option<Duration>,
 ) -> Result<(), Status> {
-    let ns = call.route.name.as_str();
     let items: Vec<BatchItem> = registration
         .metadata
         .iter()
@@ -77,17 +82,9 @@ pub async fn write(
     if items.is_empty() {
         return Ok(());
     }
-    match kv.batch() {
-        Some(batch) => on_registry(call, batch.batch_set(ns, items))
-            .await
-            .map(|_| ()),
-        None => {
-            for item in items {
-                on_registry(call, kv.set(ns, &item.key, item.value, item.ttl)).await?;
-            }
-            Ok(())
-        }
-    }
+    let batch = batch(call, kv)?;
+    on_registry(call, batch.batch_set(&call.route.name, items)).await?;
+    Ok(())
 }
 
 /// Deletes the entries of `old`'s pairs that `new` (its replacement, if any) does not have.
@@ -97,7 +94,6 @@ pub async fn forget(
     old: &Registration,
     new: Option<&Registration>,
 ) -> Result<(), Status> {
-    let ns = call.route.name.as_str();
     let keys: Vec<String> = old
         .metadata
         .iter()
@@ -107,51 +103,40 @@ pub async fn forget(
     if keys.is_empty() {
         return Ok(());
     }
-    match kv.batch() {
-        Some(batch) => on_registry(call, batch.batch_delete(ns, &keys))
-            .await
-            .map(|_| ()),
-        None => {
-            for key in &keys {
-                on_registry(call, kv.delete(ns, key)).await?;
-            }
-            Ok(())
-        }
-    }
+    let batch = batch(call, kv)?;
+    on_registry(call, batch.batch_delete(&call.route.name, &keys)).await?;
+    Ok(())
 }
 
-/// The stored registrations of `keys` (registration keys), in order.
-async fn fetch(
+/// Walks the live registrations that match `filter`, in identity order from after the
+/// registration key `after`, handing each with its registration key to `visit` until it returns
+/// `false`: through the index when [`plan`] finds a pair, else over every registration. `want` is
+/// how many matches the caller needs at most (a page of Enumerate), the size of the first batch of
+/// index entries read.
+pub async fn each_match(
     call: &Call,
     kv: &dyn KvStore,
-    keys: &[String],
-) -> Result<Vec<Option<Bytes>>, Status> {
-    let ns = call.route.name.as_str();
-    match kv.batch() {
-        Some(batch) => Ok(on_registry(
-            call,
-            batch.batch_get(ns, keys, call.route.limits.max_message_bytes()),
-        )
-        .await?
-        .into_iter()
-        .map(|e| e.map(|e| e.value))
-        .collect()),
-        None => {
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                out.push(on_registry(call, kv.get(ns, key)).await?.map(|e| e.value));
-            }
-            Ok(out)
+    filter: Option<&Filter>,
+    after: Option<String>,
+    want: usize,
+    mut visit: impl FnMut(Registration, &str) -> Result<bool, Status>,
+) -> Result<(), Status> {
+    let visit = |r: Registration, key: &str| {
+        if filter::matches(filter, &r.metadata) {
+            visit(r, key)
+        } else {
+            Ok(true)
         }
+    };
+    match plan(filter) {
+        Some(pair) => each_candidate(call, kv, pair, after.as_deref(), want, visit).await,
+        None => each_registration(call, kv, after, visit).await,
     }
 }
 
-/// Walks the live registrations that have pair `key = value`, in identity order from after the
-/// registration key `after`, handing each with its registration key to `visit` until it returns
-/// `false` (the caller checks the rest of its filter). The first batch reads `want` candidates
-/// (a page of Enumerate needs no more when the rest of its filter matches them all), later ones
-/// [`PAGE`].
-pub async fn each_candidate(
+/// Walks the live registrations that have an entry of pair `key = value`, in identity order from
+/// after the registration key `after`, reading `want` entries first and then [`PAGE`] at a time.
+async fn each_candidate(
     call: &Call,
     kv: &dyn KvStore,
     (key, value): (&str, &str),
@@ -165,29 +150,28 @@ pub async fn each_candidate(
         capability: Capability::RegistryBasic,
         kv,
     };
+    let batch = batch(call, kv)?;
+    let max_bytes = call.route.limits.max_message_bytes();
     let mut after = after
         .and_then(|k| k.strip_prefix(REGISTRATIONS))
         .map(|identity| format!("{prefix}{identity}"));
-    let mut batch = want.clamp(1, PAGE);
+    let mut size = want.clamp(1, PAGE);
     loop {
         let (items, more) = records
-            .page(call, &prefix, after.as_deref(), batch, true)
+            .page(call, &prefix, after.as_deref(), size, true)
             .await?;
-        batch = PAGE;
+        size = PAGE;
         let keys: Vec<String> = items
             .iter()
             .filter_map(|i| i.key.strip_prefix(&prefix))
             .map(record::registration_key)
             .collect();
-        let stored = fetch(call, kv, &keys).await?;
+        let stored = on_registry(call, batch.batch_get(&call.route.name, &keys, max_bytes)).await?;
         let now = now_ms();
-        for (key_of, bytes) in keys.iter().zip(stored) {
-            let Some(r) = bytes.and_then(|b| record::decode(&b, now)) else {
+        for (key_of, entry) in keys.iter().zip(stored) {
+            let Some(r) = entry.and_then(|e| record::decode(&e.value, now)) else {
                 continue;
             };
-            if r.metadata.get(key).map(String::as_str) != Some(value) {
-                continue;
-            }
             if !visit(r, key_of)? {
                 return Ok(());
             }

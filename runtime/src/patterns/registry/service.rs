@@ -3,7 +3,7 @@
 
 use super::index;
 use super::record::{self, REGISTRATIONS};
-use super::store::{self, each_registration, listening, on_messaging, on_registry, publish_event};
+use super::store::{self, listening, on_messaging, on_registry, publish_event};
 use crate::backends::error::StoreError;
 use crate::budget::Budget;
 use crate::patterns::call::{Call, routed, unimplemented};
@@ -215,26 +215,23 @@ impl MulticastRegistry for RegistryService {
         let mut page = Vec::new();
         let mut more = false;
         let mut last_key = String::new();
-        let visit = |reg: pb::Registration, key: &str| {
-            if !filter::matches(r.filter.as_ref(), &reg.metadata) {
-                return Ok(true);
-            }
-            if page.len() == limit {
-                more = true;
-                return Ok(false);
-            }
-            last_key = key.to_string();
-            page.push(reg);
-            Ok(true)
-        };
-        match index::plan(r.filter.as_ref()) {
-            Some(pair) => {
-                let want = limit + 1;
-                index::each_candidate(&call, kv.as_ref(), pair, after.as_deref(), want, visit)
-                    .await?
-            }
-            None => each_registration(&call, kv.as_ref(), after, visit).await?,
-        }
+        index::each_match(
+            &call,
+            kv.as_ref(),
+            r.filter.as_ref(),
+            after,
+            limit + 1,
+            |reg, key| {
+                if page.len() == limit {
+                    more = true;
+                    return Ok(false);
+                }
+                last_key = key.to_string();
+                page.push(reg);
+                Ok(true)
+            },
+        )
+        .await?;
         Ok(Response::new(pb::EnumerateResponse {
             registrations: page,
             next_cursor: if more {
@@ -257,8 +254,13 @@ impl MulticastRegistry for RegistryService {
         let bus = store::messaging(&call)?;
         let mut targets: Vec<String> = Vec::new();
         // The targets and the live listeners are read at once: two walks, one wait.
-        let visit = |reg: pb::Registration, _: &str| {
-            if filter::matches(r.filter.as_ref(), &reg.metadata) {
+        let matching = index::each_match(
+            &call,
+            kv.as_ref(),
+            r.filter.as_ref(),
+            None,
+            usize::MAX,
+            |reg, _| {
                 if targets.len() == limits.max_fanout {
                     return Err(Status::resource_exhausted(format!(
                         "the filter matches more than {} identities, the limit max_fanout; narrow it",
@@ -266,17 +268,9 @@ impl MulticastRegistry for RegistryService {
                     )));
                 }
                 targets.push(reg.identity);
-            }
-            Ok(true)
-        };
-        let matching = async {
-            match index::plan(r.filter.as_ref()) {
-                Some(pair) => {
-                    index::each_candidate(&call, kv.as_ref(), pair, None, index::PAGE, visit).await
-                }
-                None => each_registration(&call, kv.as_ref(), None, visit).await,
-            }
-        };
+                Ok(true)
+            },
+        );
         let (matched, live) = tokio::join!(matching, listening(&call, kv.as_ref()));
         matched?;
         let live = live?;

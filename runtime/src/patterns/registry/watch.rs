@@ -9,9 +9,10 @@
 //! A watcher that reads too slowly is ended with RESOURCE_EXHAUSTED rather than silently missing a
 //! change; it can watch again and gets the current set.
 
+use super::index;
 use super::record::EVENTS_TOPIC;
 use super::service::{RegistryService, stored};
-use super::store::{self, each_registration, on_messaging};
+use super::store::{self, on_messaging};
 use crate::backends::error::StoreError;
 use crate::patterns::Slot;
 use crate::patterns::call::{routed, slot_stream_status};
@@ -172,12 +173,17 @@ pub async fn watch(
     // Subscribe before reading, so no change between the read and the subscription is missed.
     let mut events = on_messaging(&call, bus.subscribe(&call.route.name, EVENTS_TOPIC)).await?;
     let mut members = Members::default();
-    each_registration(&call, kv.as_ref(), None, |reg, _| {
-        if filter::matches(r.filter.as_ref(), &reg.metadata) {
+    index::each_match(
+        &call,
+        kv.as_ref(),
+        r.filter.as_ref(),
+        None,
+        usize::MAX,
+        |reg, _| {
             members.insert(reg);
-        }
-        Ok(true)
-    })
+            Ok(true)
+        },
+    )
     .await?;
     let capacity = call.route.limits.subscriber_buffer;
     let (sending, response) = outgoing::<_, ()>(capacity + 1);
