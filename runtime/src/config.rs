@@ -7,7 +7,7 @@ use crate::backends::health::BackendCallConfig;
 use crate::limits::{Limits, LimitsConfig};
 use crate::patterns::capability::Capability;
 use crate::patterns::{Pattern, Slot};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8980";
 
 /// The proxy config as loaded from YAML.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Address the gRPC server binds.
@@ -48,7 +48,7 @@ fn default_listen() -> SocketAddr {
 
 /// Per-connection limits of the gRPC server (over a limit: RESOURCE_EXHAUSTED, or the HTTP/2 stream is
 /// refused).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerLimits {
     /// Most metadata entries (headers) on one call (default 64).
@@ -190,7 +190,7 @@ impl Default for ServerLimits {
 }
 
 /// One namespace: a pattern served by a named backend per slot.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// The pattern API this namespace serves.
@@ -214,7 +214,7 @@ pub struct NamespaceConfig {
 
 /// `source:` of a Mailbox namespace: store every message published to `topic` of PubSub namespace
 /// `namespace` (on the mailbox's messaging slot backend) in a mailbox.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The PubSub namespace publishers use (its backend must be the messaging slot's).

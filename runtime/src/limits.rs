@@ -1,6 +1,6 @@
 //! Per-namespace request limits and their defaults, for every pattern.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Resolved limits for one namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl Limits {
 pub const DEFAULT_SCAN_PAGE: usize = 100;
 
 /// Limits as written in the config; unset fields keep their defaults.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// See [`Limits::max_key_bytes`].

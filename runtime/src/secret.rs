@@ -1,7 +1,7 @@
 //! Backend URLs from config: `${ENV}` references are expanded at load time, and the password is never
 //! shown — `Display` and `Debug` print `redis://user:***@host:6379`.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// A connection URL that may hold a password.
@@ -79,6 +79,15 @@ impl<'de> Deserialize<'de> for SecretUrl {
             )));
         }
         Ok(Self(url))
+    }
+}
+
+/// Writes the full URL, password included, so a config written for another process (the load
+/// tool's proxy) opens the same backend. Configs are serialized only into such files, never into
+/// logs or reports, which use `Display` (redacted).
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

@@ -28,7 +28,8 @@ pub struct LoadArgs {
     #[arg(long, short = 'u')]
     users: Option<usize>,
     /// Backend: memstore, sqlite, redis, postgres, nats (redis, postgres and nats need a build
-    /// with `--features networked`).
+    /// with `--features networked`). A composite profile takes one per slot joined by `+`
+    /// (`registry-mixed`: `--backend redis+nats`, registry then messaging) or one for every slot.
     #[arg(long, default_value = "memstore")]
     backend: String,
     /// How to get the backend (as for `run`).

@@ -20,7 +20,11 @@ pub mod wire;
 use crate::provision::{self, Mode, ProvisionError};
 use crate::tokens::TokenMint;
 use driver::{DirectDriver, Driver, GrpcDriver, Workload};
+use prism_runtime::auth::config::AuthConfig;
 use prism_runtime::backends::BackendConfig;
+use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits};
+use prism_runtime::limits::LimitsConfig;
+use prism_runtime::patterns::Slot;
 use profile::{LoadProfile, Thresholds};
 use proxy_process::{ProxyProcess, proxy_binary, usage_of};
 use serde::{Deserialize, Serialize};
@@ -153,16 +157,44 @@ pub struct LoadSummary {
     pub violations: Vec<String>,
 }
 
-fn backend_yaml(config: &BackendConfig) -> String {
-    match config {
-        BackendConfig::Memstore(_) => "{ type: memstore }".into(),
-        BackendConfig::Sqlite(c) => format!("{{ type: sqlite, path: '{}' }}", c.path),
-        BackendConfig::Redis(c) => format!(
-            "{{ type: redis, url: '{}', key_prefix: prism-load }}",
-            c.url.expose()
-        ),
-        BackendConfig::Postgres(c) => format!("{{ type: postgres, url: '{}' }}", c.url.expose()),
-        BackendConfig::Nats(c) => format!("{{ type: nats, url: '{}' }}", c.url.expose()),
+/// The config of the proxy under load: namespace `load` of the profile's pattern, each slot on
+/// the backend named for it, authentication on as in production. Redis keys get their own prefix
+/// so a load run never touches a corpus run's keys on a shared server.
+fn load_proxy_config(
+    opts: &LoadOptions,
+    backends: &[provision::Provisioned],
+    slots: BTreeMap<Slot, String>,
+    auth: AuthConfig,
+) -> ProxyConfig {
+    let backends = backends
+        .iter()
+        .map(|b| {
+            let mut config = b.config.clone();
+            if let BackendConfig::Redis(c) = &mut config {
+                c.key_prefix = "prism-load".into();
+            }
+            (b.name.clone(), config)
+        })
+        .collect();
+    let mut namespace = NamespaceConfig::on(opts.profile.pattern, "");
+    namespace.backend = None;
+    namespace.slots = slots;
+    if opts.profile.registry.is_some() {
+        // A registry run's listeners are streams of one caller: room for all of them.
+        namespace.limits.max_streams = Some(8192);
+        namespace.limits.max_streams_per_subject = Some(8192);
+    }
+    ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("loopback address parses"),
+        auth,
+        server: ServerLimits {
+            worker_threads: opts.proxy_threads,
+            ..ServerLimits::default()
+        },
+        limits: LimitsConfig::default(),
+        backend_calls: Default::default(),
+        backends,
+        namespaces: BTreeMap::from([("load".to_string(), namespace)]),
     }
 }
 
@@ -233,8 +265,19 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         });
     }
     let dir = provision::run_dir()?;
-    // A composite profile names a backend per slot: `redis+nats` (each provisioned once).
-    let names: Vec<&str> = opts.backend.split('+').collect();
+    let pattern = opts.profile.pattern;
+    let slots: Vec<&prism_runtime::patterns::SlotSpec> = pattern
+        .spec()
+        .slots
+        .iter()
+        .filter(|s| !s.optional)
+        .collect();
+    // A composite profile names a backend per slot, `redis+nats` (each provisioned once), or one
+    // backend for every slot, as `backend:` does in a proxy config.
+    let mut names: Vec<&str> = opts.backend.split('+').collect();
+    if names.len() == 1 {
+        names = vec![names[0]; slots.len()];
+    }
     let mut provisioned: Vec<provision::Provisioned> = Vec::new();
     for name in &names {
         if provisioned.iter().any(|p| p.name == *name) {
@@ -244,16 +287,9 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         eprintln!("{}: {} ({:.2}s)", b.name, b.method, b.took.as_secs_f64());
         provisioned.push(b);
     }
-    let pattern = opts.profile.pattern;
-    let slots: Vec<&prism_runtime::patterns::SlotSpec> = pattern
-        .spec()
-        .slots
-        .iter()
-        .filter(|s| !s.optional)
-        .collect();
     if names.len() != slots.len() {
         return Err(LoadError::Environment(format!(
-            "the {} pattern has {} slot(s) ({}): name a backend for each, joined by '+' (e.g. --backend redis+nats)",
+            "the {} pattern has {} slot(s) ({}): name a backend for each, joined by '+' (e.g. --backend redis+nats), or one for all",
             pattern.name(),
             slots.len(),
             slots
@@ -263,46 +299,21 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
                 .join(", ")
         )));
     }
-    let backends_yaml: String = provisioned
-        .iter()
-        .map(|b| format!("  {}: {}\n", b.name, backend_yaml(&b.config)))
-        .collect();
-    let slots_yaml: Vec<String> = slots
+    let slots = slots
         .iter()
         .zip(&names)
-        .map(|(s, n)| format!("{}: {n}", s.slot.name()))
+        .map(|(s, n)| (s.slot, n.to_string()))
         .collect();
-    let backend = provisioned.remove(0);
     // The proxy process, with authentication on as in production.
     let mint = TokenMint::new();
     let auth = mint
         .auth_config(dir.path())
         .map_err(|e| LoadError::Environment(format!("cannot write keys: {e}")))?;
+    let config = load_proxy_config(opts, &provisioned, slots, auth);
+    let backend = provisioned.remove(0);
     let config_path = dir.path().join("proxy.yaml");
-    let yaml = format!(
-        "server: {{ worker_threads: {} }}\nauth:\n  hs256: {{ secret_file: '{}' }}\n  jwks_file: '{}'\n  issuer: {}\n  audience: {}\nbackends:\n{}namespaces:\n  load: {{ pattern: {}, slots: {{ {} }}{} }}\n",
-        opts.proxy_threads,
-        auth.hs256
-            .as_ref()
-            .and_then(|h| h.secret_file.as_ref())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        auth.jwks_file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        crate::tokens::ISSUER,
-        crate::tokens::AUDIENCE,
-        backends_yaml,
-        opts.profile.pattern,
-        slots_yaml.join(", "),
-        // A registry run's listeners are streams of one caller: room for all of them.
-        if opts.profile.registry.is_some() {
-            ", limits: { max_streams: 8192, max_streams_per_subject: 8192 }"
-        } else {
-            ""
-        },
-    );
+    let yaml = serde_saphyr::to_string(&config)
+        .map_err(|e| LoadError::Environment(format!("cannot write the proxy config: {e}")))?;
     std::fs::write(&config_path, yaml).map_err(|e| LoadError::Environment(e.to_string()))?;
     let binary = proxy_binary().ok_or_else(|| {
         LoadError::Environment("prism-proxy is not built next to prism-conform; run `cargo build --release --workspace --bins` first (or set PRISM_PROXY_BIN)".into())

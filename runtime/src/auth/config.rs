@@ -1,12 +1,12 @@
 //! The `auth:` section of the proxy config.
 
 use super::Permission;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Whether calls must carry a valid token.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Bearer JWTs are required (the default).
@@ -27,7 +27,7 @@ impl AuthMode {
 }
 
 /// Where the HS256 shared secret comes from.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Hs256Config {
     /// A file holding the secret (trailing newline ignored).
@@ -37,7 +37,7 @@ pub struct Hs256Config {
 }
 
 /// A config rule granting permissions by subject or group.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Matches tokens whose `sub` equals this.
@@ -49,7 +49,7 @@ pub struct RuleConfig {
 }
 
 /// The `auth:` section.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `jwt` (default) or `none`.

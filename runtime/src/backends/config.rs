@@ -4,10 +4,10 @@
 //! variant". The adapters live in `redis/`, `nats/` and `postgres/`, each behind its feature.
 
 use crate::secret::SecretUrl;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Config of a `redis` backend.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]`; `${ENV}` references are expanded.
@@ -49,7 +49,7 @@ fn redis_claim_idle() -> u64 {
 }
 
 /// Config of a `nats` backend.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// `nats://[user:password@]host:port`; `${ENV}` references are expanded.
@@ -85,7 +85,7 @@ fn nats_connect_ms() -> u64 {
 }
 
 /// Config of a `postgres` backend.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// `postgres://user[:password]@host:port/db`; `${ENV}` references are expanded.
@@ -111,7 +111,7 @@ fn postgres_claim_idle_secs() -> u64 {
 }
 
 /// Pool settings.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Most connections (default 16).

@@ -28,11 +28,11 @@ use crate::patterns::keyvalue::store::KvStore;
 use crate::patterns::pubsub::adapter::PubSubAdapter;
 use crate::patterns::queue::adapter::QueueAdapter;
 use health::{BackendCallConfig, Health, Ping};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Config of one backend instance, selected by its `type:` key.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     /// In-process memory (`type: memstore`).

@@ -81,7 +81,7 @@ impl std::fmt::Display for Pattern {
 /// A role a backend plays in a namespace. The plain patterns have one slot, `backend` (written
 /// `backend: NAME`); a composite pattern names a backend per slot (`slots: { registry: NAME,
 /// messaging: NAME }`).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     /// The one backend of a plain pattern.

@@ -12,11 +12,11 @@ pub use queue::MemQueue;
 
 use super::health::{Health, Ping};
 use super::{Backend, Closer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Config of a `memstore` backend (no settings yet; unknown keys are rejected).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MemStoreConfig {}
 
