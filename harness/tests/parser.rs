@@ -1,6 +1,6 @@
 //! The scenario parser: valid files, every mistake located exactly, and parse → print → parse.
 
-use prism_conform::scenario::model::{NamespaceRef, Op, Rel, StepKind, ValueSpec};
+use prism_conform::scenario::model::{NamespaceRef, Op, OpStep, Rel, StepKind, ValueSpec};
 use prism_conform::scenario::parse_scenario;
 use prism_conform::scenario::print::print_scenario;
 use prism_runtime::patterns::capability::Capability;
@@ -53,9 +53,7 @@ fn a_valid_scenario_parses_into_the_model() {
     );
     assert_eq!(s.steps.len(), 5);
     assert_eq!((s.steps[0].loc.line, s.steps[0].loc.column), (8, 5));
-    let StepKind::Op(op) = &s.steps[1].kind else {
-        panic!("op expected")
-    };
+    let op: &OpStep = s.steps[1].kind.call_as().expect("a KeyValue op expected");
     let Op::Set {
         value, if_version, ..
     } = &op.op
@@ -80,9 +78,7 @@ fn a_valid_scenario_parses_into_the_model() {
         (*within, *every),
         (Duration::from_secs(2), Duration::from_millis(50))
     );
-    let StepKind::Op(inner) = &steps[0].kind else {
-        panic!()
-    };
+    let inner: &OpStep = steps[0].kind.call_as().expect("a KeyValue op expected");
     assert_eq!(inner.namespace, NamespaceRef::Other);
     let StepKind::Parallel { branches, tally } = &s.steps[4].kind else {
         panic!()

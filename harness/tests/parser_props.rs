@@ -153,7 +153,7 @@ fn at(kind: StepKind) -> Step {
 
 fn step() -> impl Strategy<Value = Step> {
     let leaf = prop_oneof![
-        op_step().prop_map(|o| at(StepKind::Op(Box::new(o)))),
+        op_step().prop_map(|o| at(StepKind::from(o))),
         (0u64..500).prop_map(|ms| at(StepKind::Sleep(Duration::from_millis(ms)))),
         prop::sample::select(FaultAction::ALL.to_vec())
             .prop_map(|(action, _)| at(StepKind::Fault(action))),

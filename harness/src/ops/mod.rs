@@ -2,7 +2,8 @@
 //! (PubSub and Queue, which share stream handles), `registry/` (the Multicast Registry) and
 //! `mailbox/`: the steps' model, parser, printer, execution and judge; `filter.rs` holds the filter
 //! language the registry and mailbox steps share. The scenario parser, the printer and the runner
-//! reach a family only through [`PatternOps`], so adding an operation touches its family's folder.
+//! reach a family only through [`FAMILIES`] (one entry per family) and the [`FamilyStep`] a parsed
+//! step is, so adding an operation touches its family's folder and adding a family one entry here.
 
 pub mod filter;
 pub mod keyvalue;
@@ -11,14 +12,16 @@ pub mod messaging;
 pub mod registry;
 
 use crate::runner::Failure;
-use crate::runner::exec::{Counts, Session, Vars, locate};
-use crate::scenario::model::{Location, Step};
+use crate::runner::exec::{Counts, Refusal, Session, Vars, locate, walk_step};
+use crate::scenario::model::{Caller, Location, Step, StepKind};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use prism_runtime::patterns::Pattern;
 use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 
 /// A boxed future borrowing a step's run.
@@ -27,7 +30,7 @@ pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Failure>> + Sen
 /// What the scenario layer and the runner need from a family of pattern steps.
 pub(crate) trait PatternOps {
     /// The family's step, as the scenario model holds it.
-    type Step: Send + Sync;
+    type Step: Clone + fmt::Debug + Send + Sync + 'static;
     /// The step names (YAML keys) the family parses.
     const NAMES: &'static [&'static str];
     /// The pattern a step name belongs to, `None` when any of the family's patterns may use it.
@@ -43,6 +46,8 @@ pub(crate) trait PatternOps {
     ) -> Option<Self::Step>;
     /// Capabilities a backend needs to accept the step's call as written.
     fn needs(step: &Self::Step) -> Vec<Capability>;
+    /// The namespace, token and proxy the step's call goes to, if it makes one.
+    fn caller(step: &Self::Step) -> Option<Caller>;
     /// How reports name the step (`vars`: the run's variables, for a step that names its key).
     fn label(step: &Self::Step, vars: &Vars) -> String;
     /// The refusal probe of a step whose call needs `capability`, which the namespace does not
@@ -80,16 +85,166 @@ pub(crate) trait PatternOps {
     }
 }
 
+/// A future of the refusal walk's step ([`FamilyStep::walk`]).
+pub type WalkFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Refusal>, Failure>> + Send + 'a>>;
+
+/// A parsed step of some family, as the scenario model holds it: what the model, the printer and
+/// the runner ask of it, whichever family it belongs to.
+pub trait FamilyStep: fmt::Debug + Send + Sync {
+    /// Capabilities a backend needs to accept the step's call as written.
+    fn needs(&self) -> Vec<Capability>;
+    /// The namespace, token and proxy the step's call goes to, if it makes one.
+    fn caller(&self) -> Option<Caller>;
+    /// Adds the step's keys to its YAML mapping.
+    fn print(&self, m: &mut Map<String, Value>);
+    /// Runs the step at `at` and judges it (see [`PatternOps::run`]).
+    fn run<'a>(
+        &'a self,
+        session: &'a Session,
+        at: &'a Step,
+        vars: &'a mut Vars,
+        tally: Option<&'a Counts>,
+    ) -> StepFuture<'a>;
+    /// The step in the refusal walk: run as written, or, when it needs a capability in
+    /// `missing`, its probe, which must be refused.
+    fn walk<'a>(
+        &'a self,
+        session: &'a Session,
+        at: &'a Step,
+        missing: &'a [Capability],
+        tallied: bool,
+        vars: &'a mut Vars,
+    ) -> WalkFuture<'a>;
+    /// A copy of the step.
+    fn clone_box(&self) -> Box<dyn FamilyStep>;
+    /// The family's own step type (`OpStep`, `MsgStep`, …), for code that knows the family.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl Clone for Box<dyn FamilyStep> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// A step of family `F`.
+struct Of<F: PatternOps>(F::Step);
+
+/// Family `F`'s step `step` as a scenario step.
+pub(crate) fn call_of<F: PatternOps + 'static>(step: F::Step) -> StepKind {
+    StepKind::Call(Box::new(Of::<F>(step)))
+}
+
+impl<F: PatternOps> fmt::Debug for Of<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<F: PatternOps + 'static> FamilyStep for Of<F> {
+    fn needs(&self) -> Vec<Capability> {
+        F::needs(&self.0)
+    }
+    fn caller(&self) -> Option<Caller> {
+        F::caller(&self.0)
+    }
+    fn print(&self, m: &mut Map<String, Value>) {
+        F::print(&self.0, m)
+    }
+    fn run<'a>(
+        &'a self,
+        session: &'a Session,
+        at: &'a Step,
+        vars: &'a mut Vars,
+        tally: Option<&'a Counts>,
+    ) -> StepFuture<'a> {
+        F::run(session, at, &self.0, vars, tally)
+    }
+    fn walk<'a>(
+        &'a self,
+        session: &'a Session,
+        at: &'a Step,
+        missing: &'a [Capability],
+        tallied: bool,
+        vars: &'a mut Vars,
+    ) -> WalkFuture<'a> {
+        Box::pin(walk_step::<F>(session, at, &self.0, missing, tallied, vars))
+    }
+    fn clone_box(&self) -> Box<dyn FamilyStep> {
+        Box::new(Of::<F>(self.0.clone()))
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        &self.0
+    }
+}
+
+/// A family as the scenario parser and the runner see it.
+pub(crate) trait Family: Sync {
+    /// The step names (YAML keys) the family parses.
+    fn names(&self) -> &'static [&'static str];
+    /// See [`PatternOps::pattern_of`].
+    fn pattern_of(&self, name: &str) -> Option<Pattern>;
+    /// See [`PatternOps::parse`].
+    fn parse(
+        &self,
+        cx: &mut Ctx,
+        name: &str,
+        n: &Located,
+        args: &Located,
+        loc: Location,
+        scope: &mut Scope,
+    ) -> Option<Box<dyn FamilyStep>>;
+    /// See [`PatternOps::finish`].
+    fn finish(&self, session: &Session) -> Result<Option<String>, Failure>;
+}
+
+struct Registered<F>(PhantomData<F>);
+
+impl<F: PatternOps + Sync + 'static> Family for Registered<F> {
+    fn names(&self) -> &'static [&'static str] {
+        F::NAMES
+    }
+    fn pattern_of(&self, name: &str) -> Option<Pattern> {
+        F::pattern_of(name)
+    }
+    fn parse(
+        &self,
+        cx: &mut Ctx,
+        name: &str,
+        n: &Located,
+        args: &Located,
+        loc: Location,
+        scope: &mut Scope,
+    ) -> Option<Box<dyn FamilyStep>> {
+        F::parse(cx, name, n, args, loc, scope).map(|s| Box::new(Of::<F>(s)) as Box<dyn FamilyStep>)
+    }
+    fn finish(&self, session: &Session) -> Result<Option<String>, Failure> {
+        F::finish(session)
+    }
+}
+
+/// Every family of pattern steps: the one list a new family joins.
+pub(crate) const FAMILIES: &[&dyn Family] = &[
+    &Registered::<KeyValueOps>(PhantomData),
+    &Registered::<MessagingOps>(PhantomData),
+    &Registered::<RegistryOps>(PhantomData),
+    &Registered::<MailboxOps>(PhantomData),
+];
+
+/// The family that parses step `name`, if any.
+pub(crate) fn family_of(name: &str) -> Option<&'static dyn Family> {
+    FAMILIES.iter().copied().find(|f| f.names().contains(&name))
+}
+
 /// Every family's verdict after a scenario's steps passed ([`PatternOps::finish`]), as report
 /// notes.
 pub(crate) fn finish(session: &Session) -> Result<Vec<String>, Failure> {
-    let verdicts = [
-        KeyValueOps::finish(session)?,
-        MessagingOps::finish(session)?,
-        RegistryOps::finish(session)?,
-        MailboxOps::finish(session)?,
-    ];
-    Ok(verdicts.into_iter().flatten().collect())
+    let mut notes = Vec::new();
+    for family in FAMILIES {
+        notes.extend(family.finish(session)?);
+    }
+    Ok(notes)
 }
 
 pub(crate) use keyvalue::KeyValueOps;

@@ -2,12 +2,10 @@
 //! parallel), and the refusal walk of the two-way capability check.
 
 use super::Failure;
-use crate::ops::mailbox::model::MailStep;
-use crate::ops::messaging::model::{Caller, MsgStep, Via};
-use crate::ops::registry::model::RegStep;
-use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
+use crate::ops::messaging::model::{Caller, Via};
+use crate::ops::{FamilyStep, PatternOps};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::{NamespaceRef, OpStep, Step, StepKind, Tally};
+use crate::scenario::model::{NamespaceRef, Step, StepKind, Tally};
 use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
 use prism_runtime::patterns::capability::Capability;
 use std::any::{Any, TypeId};
@@ -212,10 +210,7 @@ async fn run_step(
     tally: Option<&Counts>,
 ) -> Result<(), Failure> {
     match &step.kind {
-        StepKind::Op(op) => KeyValueOps::run(session, step, op, vars, tally).await,
-        StepKind::Msg(m) => MessagingOps::run(session, step, m, vars, tally).await,
-        StepKind::Reg(r) => RegistryOps::run(session, step, r, vars, tally).await,
-        StepKind::Mail(m) => MailboxOps::run(session, step, m, vars, tally).await,
+        StepKind::Call(call) => call.run(session, step, vars, tally).await,
         StepKind::Sleep(d) => {
             tokio::time::sleep(*d).await;
             Ok(())
@@ -409,26 +404,15 @@ pub enum Refusal {
     NotExercised,
 }
 
-/// A call step of the refusal walk.
-enum Call<'a> {
-    Op(&'a OpStep),
-    Msg(&'a MsgStep),
-    Reg(&'a RegStep),
-    Mail(&'a MailStep),
-}
-
 fn flatten<'a>(
     steps: &'a [Step],
     vars: &Vars,
-    out: &mut Vec<(&'a Step, Call<'a>, Vars, bool)>,
+    out: &mut Vec<(&'a Step, &'a dyn FamilyStep, Vars, bool)>,
     tallied: bool,
 ) {
     for step in steps {
         match &step.kind {
-            StepKind::Op(op) => out.push((step, Call::Op(op), vars.clone(), tallied)),
-            StepKind::Msg(m) => out.push((step, Call::Msg(m), vars.clone(), tallied)),
-            StepKind::Reg(r) => out.push((step, Call::Reg(r), vars.clone(), tallied)),
-            StepKind::Mail(m) => out.push((step, Call::Mail(m), vars.clone(), tallied)),
+            StepKind::Call(call) => out.push((step, call.as_ref(), vars.clone(), tallied)),
             StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
             StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
                 flatten(steps, vars, out, tallied)
@@ -452,7 +436,7 @@ fn flatten<'a>(
 /// One call step of the refusal walk: `Ok(Some(_))` ends the walk — the step needed a missing
 /// capability and its probe was refused as it must be (or it makes no call of its own). A step
 /// needing nothing missing runs as written (counted, not judged, where a tally covers it).
-async fn walk_step<F: PatternOps>(
+pub(crate) async fn walk_step<F: PatternOps>(
     session: &Session,
     at: &Step,
     step: &F::Step,
@@ -498,20 +482,9 @@ pub async fn refusal_walk(
         for (k, v) in vars.iter() {
             local.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let refusal = match call {
-            Call::Op(op) => {
-                walk_step::<KeyValueOps>(session, step, op, missing, tallied, &mut local).await?
-            }
-            Call::Msg(m) => {
-                walk_step::<MessagingOps>(session, step, m, missing, tallied, &mut local).await?
-            }
-            Call::Reg(r) => {
-                walk_step::<RegistryOps>(session, step, r, missing, tallied, &mut local).await?
-            }
-            Call::Mail(m) => {
-                walk_step::<MailboxOps>(session, step, m, missing, tallied, &mut local).await?
-            }
-        };
+        let refusal = call
+            .walk(session, step, missing, tallied, &mut local)
+            .await?;
         if let Some(refusal) = refusal {
             return Ok(refusal);
         }

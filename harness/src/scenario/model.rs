@@ -64,10 +64,7 @@ impl Scenario {
     /// Whether any step selects a token other than the default one.
     pub fn uses_token_matrix(&self) -> bool {
         let not_default = |t: &Option<String>| t.as_deref().is_some_and(|t| t != "default");
-        self.any_step(|k| match k {
-            StepKind::Op(o) => not_default(&o.token),
-            other => other.caller().is_some_and(|c| not_default(&c.token)),
-        })
+        self.any_step(|k| k.caller().is_some_and(|c| not_default(&c.token)))
     }
 
     /// Whether some call step needs one of `caps` (so a backend without it must refuse that call).
@@ -93,11 +90,9 @@ impl Scenario {
 
     /// Whether any step addresses the run's second namespace.
     pub fn uses_other_namespace(&self) -> bool {
-        self.any_step(|k| match k {
-            StepKind::Op(o) => o.namespace == NamespaceRef::Other,
-            other => other
-                .caller()
-                .is_some_and(|c| c.namespace == NamespaceRef::Other),
+        self.any_step(|k| {
+            k.caller()
+                .is_some_and(|c| c.namespace == NamespaceRef::Other)
         })
     }
 
@@ -119,14 +114,8 @@ pub struct Step {
 /// Operation and control steps.
 #[derive(Clone, Debug)]
 pub enum StepKind {
-    /// A KeyValue operation with its expectation.
-    Op(Box<OpStep>),
-    /// A PubSub or Queue step.
-    Msg(Box<crate::ops::messaging::model::MsgStep>),
-    /// A Multicast Registry step.
-    Reg(Box<crate::ops::registry::model::RegStep>),
-    /// A Mailbox step.
-    Mail(Box<crate::ops::mailbox::model::MailStep>),
+    /// A call of some pattern family (KeyValue, PubSub and Queue, Multicast Registry, Mailbox).
+    Call(Box<dyn crate::ops::FamilyStep>),
     /// Wait.
     Sleep(Duration),
     /// Drain the in-process proxy and serve again on the same address and backends.
@@ -166,12 +155,18 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    /// The namespace, token and proxy of a messaging, registry or mailbox call step.
-    pub fn caller(&self) -> Option<&Caller> {
+    /// The namespace, token and proxy of a call step.
+    pub fn caller(&self) -> Option<Caller> {
         match self {
-            StepKind::Msg(m) => m.caller(),
-            StepKind::Reg(r) => r.caller(),
-            StepKind::Mail(m) => Some(m.call().0),
+            StepKind::Call(s) => s.caller(),
+            _ => None,
+        }
+    }
+
+    /// The call step as its family's own type `T` (`OpStep`, `MsgStep`, …), if it is one.
+    pub fn call_as<T: 'static>(&self) -> Option<&T> {
+        match self {
+            StepKind::Call(s) => s.as_any().downcast_ref(),
             _ => None,
         }
     }
@@ -179,10 +174,7 @@ impl StepKind {
     /// Capabilities this step's own call needs (none for a control step).
     pub fn needs(&self) -> Vec<Capability> {
         match self {
-            StepKind::Op(o) => o.op.needs(),
-            StepKind::Msg(m) => m.needs(),
-            StepKind::Reg(r) => r.needs(),
-            StepKind::Mail(m) => m.needs(),
+            StepKind::Call(s) => s.needs(),
             _ => Vec::new(),
         }
     }
@@ -200,10 +192,7 @@ impl StepKind {
                 .iter()
                 .map(|b| (b.workers, b.steps.as_slice()))
                 .collect(),
-            StepKind::Op(_)
-            | StepKind::Msg(_)
-            | StepKind::Reg(_)
-            | StepKind::Mail(_)
+            StepKind::Call(_)
             | StepKind::Sleep(_)
             | StepKind::RestartProxy
             | StepKind::Fault(_) => Vec::new(),

@@ -6,7 +6,6 @@ use super::model::*;
 use super::template;
 use super::yaml::{Located, Node, parse_tree};
 use crate::ops::messaging::model::HandleKind;
-use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prism_runtime::patterns::Pattern;
@@ -536,11 +535,9 @@ impl Ctx {
             );
             return None;
         };
-        let all: Vec<&str> = KeyValueOps::NAMES
+        let all: Vec<&str> = crate::ops::FAMILIES
             .iter()
-            .chain(MessagingOps::NAMES.iter())
-            .chain(RegistryOps::NAMES.iter())
-            .chain(MailboxOps::NAMES.iter())
+            .flat_map(|f| f.names().iter())
             .chain(CONTROLS.iter())
             .copied()
             .collect();
@@ -575,17 +572,8 @@ impl Ctx {
         };
         let name = name.as_str();
         let loc = head.0.loc;
-        let step_pattern = if KeyValueOps::NAMES.contains(&name) {
-            KeyValueOps::pattern_of(name)
-        } else if MessagingOps::NAMES.contains(&name) {
-            MessagingOps::pattern_of(name)
-        } else if RegistryOps::NAMES.contains(&name) {
-            RegistryOps::pattern_of(name)
-        } else if MailboxOps::NAMES.contains(&name) {
-            MailboxOps::pattern_of(name)
-        } else {
-            None
-        };
+        let family = crate::ops::family_of(name);
+        let step_pattern = family.and_then(|f| f.pattern_of(name));
         if let (Some(step), Some(scenario)) = (step_pattern, self.pattern) {
             if step != scenario {
                 self.err(
@@ -599,30 +587,12 @@ impl Ctx {
                 return None;
             }
         }
-        let kind = if KeyValueOps::NAMES.contains(&name) {
-            let step = KeyValueOps::parse(self, name, n, &head.1, loc, scope)?;
-            for cap in KeyValueOps::needs(&step) {
+        let kind = if let Some(family) = family {
+            let step = family.parse(self, name, n, &head.1, loc, scope)?;
+            for cap in step.needs() {
                 self.used.entry(cap).or_insert(loc);
             }
-            StepKind::Op(Box::new(step))
-        } else if MessagingOps::NAMES.contains(&name) {
-            let step = MessagingOps::parse(self, name, n, &head.1, loc, scope)?;
-            for cap in MessagingOps::needs(&step) {
-                self.used.entry(cap).or_insert(loc);
-            }
-            StepKind::Msg(Box::new(step))
-        } else if RegistryOps::NAMES.contains(&name) {
-            let step = RegistryOps::parse(self, name, n, &head.1, loc, scope)?;
-            for cap in RegistryOps::needs(&step) {
-                self.used.entry(cap).or_insert(loc);
-            }
-            StepKind::Reg(Box::new(step))
-        } else if MailboxOps::NAMES.contains(&name) {
-            let step = MailboxOps::parse(self, name, n, &head.1, loc, scope)?;
-            for cap in MailboxOps::needs(&step) {
-                self.used.entry(cap).or_insert(loc);
-            }
-            StepKind::Mail(Box::new(step))
+            StepKind::Call(step)
         } else {
             match name {
                 "sleep" => {

@@ -2,7 +2,6 @@
 //! `prism-conform check --print`).
 
 use super::model::*;
-use crate::ops::{KeyValueOps, MailboxOps, MessagingOps, PatternOps, RegistryOps};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
@@ -36,10 +35,7 @@ pub(crate) fn ms(d: std::time::Duration) -> Value {
 fn step(s: &Step) -> Value {
     let mut m = Map::new();
     match &s.kind {
-        StepKind::Op(o) => KeyValueOps::print(o, &mut m),
-        StepKind::Msg(step) => MessagingOps::print(step, &mut m),
-        StepKind::Reg(step) => RegistryOps::print(step, &mut m),
-        StepKind::Mail(step) => MailboxOps::print(step, &mut m),
+        StepKind::Call(step) => step.print(&mut m),
         StepKind::Sleep(d) => {
             m.insert("sleep".into(), ms(*d));
         }

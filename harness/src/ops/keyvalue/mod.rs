@@ -9,7 +9,7 @@ pub mod print;
 use super::{PatternOps, StepFuture};
 use crate::runner::exec::{Counts, Session, Vars, locate};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::{Location, Step};
+use crate::scenario::model::{Caller, Location, Step, Via};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::OpStep;
@@ -19,6 +19,13 @@ use serde_json::{Map, Value};
 
 /// The KeyValue operations.
 pub(crate) struct KeyValueOps;
+
+/// A KeyValue op as a scenario step (for code that builds scenarios, such as generators).
+impl From<OpStep> for crate::scenario::model::StepKind {
+    fn from(step: OpStep) -> Self {
+        super::call_of::<KeyValueOps>(step)
+    }
+}
 
 impl PatternOps for KeyValueOps {
     type Step = OpStep;
@@ -42,6 +49,14 @@ impl PatternOps for KeyValueOps {
             &[name, "expect", "namespace", "token"],
         )?;
         cx.op_step(name, args.clone(), &f, scope)
+    }
+
+    fn caller(step: &OpStep) -> Option<Caller> {
+        Some(Caller {
+            namespace: step.namespace,
+            token: step.token.clone(),
+            via: Via::A,
+        })
     }
 
     fn needs(step: &OpStep) -> Vec<Capability> {

@@ -8,7 +8,7 @@ pub mod print;
 use super::{PatternOps, StepFuture};
 use crate::runner::exec::{Session, Vars};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::Location;
+use crate::scenario::model::{Caller, Location};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{MAIL_STEPS, MailStep};
@@ -36,6 +36,10 @@ impl PatternOps for MailboxOps {
         scope: &mut Scope,
     ) -> Option<MailStep> {
         cx.mail_step(name, n, args, loc, scope)
+    }
+
+    fn caller(step: &MailStep) -> Option<Caller> {
+        Some(step.call().0.clone())
     }
 
     fn needs(step: &MailStep) -> Vec<Capability> {

@@ -11,7 +11,7 @@ use super::{PatternOps, StepFuture};
 use crate::runner::Failure;
 use crate::runner::exec::{Session, Vars};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::Location;
+use crate::scenario::model::{Caller, Location};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{MSG_STEPS, MsgStep};
@@ -43,6 +43,10 @@ impl PatternOps for MessagingOps {
         scope: &mut Scope,
     ) -> Option<MsgStep> {
         cx.msg_step(name, n, args, loc, scope)
+    }
+
+    fn caller(step: &MsgStep) -> Option<Caller> {
+        step.caller().cloned()
     }
 
     fn needs(step: &MsgStep) -> Vec<Capability> {

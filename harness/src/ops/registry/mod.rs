@@ -9,7 +9,7 @@ pub mod print;
 use super::{PatternOps, StepFuture};
 use crate::runner::exec::{Session, Vars};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::Location;
+use crate::scenario::model::{Caller, Location};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::{REG_STEPS, RegStep};
@@ -37,6 +37,10 @@ impl PatternOps for RegistryOps {
         scope: &mut Scope,
     ) -> Option<RegStep> {
         cx.reg_step(name, n, args, loc, scope)
+    }
+
+    fn caller(step: &RegStep) -> Option<Caller> {
+        step.caller().cloned()
     }
 
     fn needs(step: &RegStep) -> Vec<Capability> {
