@@ -21,7 +21,6 @@ use prism_runtime::patterns::capability::Capability;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 
 /// A boxed future borrowing a step's run.
@@ -179,62 +178,45 @@ impl<F: PatternOps + 'static> FamilyStep for Of<F> {
     }
 }
 
+/// How a family parses one step (see [`PatternOps::parse`]).
+type ParseFn =
+    fn(&mut Ctx, &str, &Located, &Located, Location, &mut Scope) -> Option<Box<dyn FamilyStep>>;
+
 /// A family as the scenario parser and the runner see it.
-pub(crate) trait Family: Sync {
+pub(crate) struct Family {
     /// The step names (YAML keys) the family parses.
-    fn names(&self) -> &'static [&'static str];
+    pub names: &'static [&'static str],
     /// See [`PatternOps::pattern_of`].
-    fn pattern_of(&self, name: &str) -> Option<Pattern>;
+    pub pattern_of: fn(&str) -> Option<Pattern>,
     /// See [`PatternOps::parse`].
-    fn parse(
-        &self,
-        cx: &mut Ctx,
-        name: &str,
-        n: &Located,
-        args: &Located,
-        loc: Location,
-        scope: &mut Scope,
-    ) -> Option<Box<dyn FamilyStep>>;
+    pub parse: ParseFn,
     /// See [`PatternOps::finish`].
-    fn finish(&self, session: &Session) -> Result<Option<String>, Failure>;
+    pub finish: fn(&Session) -> Result<Option<String>, Failure>,
 }
 
-struct Registered<F>(PhantomData<F>);
-
-impl<F: PatternOps + Sync + 'static> Family for Registered<F> {
-    fn names(&self) -> &'static [&'static str] {
-        F::NAMES
-    }
-    fn pattern_of(&self, name: &str) -> Option<Pattern> {
-        F::pattern_of(name)
-    }
-    fn parse(
-        &self,
-        cx: &mut Ctx,
-        name: &str,
-        n: &Located,
-        args: &Located,
-        loc: Location,
-        scope: &mut Scope,
-    ) -> Option<Box<dyn FamilyStep>> {
-        F::parse(cx, name, n, args, loc, scope).map(|s| Box::new(Of::<F>(s)) as Box<dyn FamilyStep>)
-    }
-    fn finish(&self, session: &Session) -> Result<Option<String>, Failure> {
-        F::finish(session)
+/// Family `F` as the parser and the runner see it.
+const fn family<F: PatternOps + 'static>() -> Family {
+    Family {
+        names: F::NAMES,
+        pattern_of: F::pattern_of,
+        parse: |cx, name, n, args, loc, scope| {
+            F::parse(cx, name, n, args, loc, scope).map(|s| Box::new(Of::<F>(s)) as _)
+        },
+        finish: F::finish,
     }
 }
 
 /// Every family of pattern steps: the one list a new family joins.
-pub(crate) const FAMILIES: &[&dyn Family] = &[
-    &Registered::<KeyValueOps>(PhantomData),
-    &Registered::<MessagingOps>(PhantomData),
-    &Registered::<RegistryOps>(PhantomData),
-    &Registered::<MailboxOps>(PhantomData),
+pub(crate) const FAMILIES: &[Family] = &[
+    family::<KeyValueOps>(),
+    family::<MessagingOps>(),
+    family::<RegistryOps>(),
+    family::<MailboxOps>(),
 ];
 
 /// The family that parses step `name`, if any.
-pub(crate) fn family_of(name: &str) -> Option<&'static dyn Family> {
-    FAMILIES.iter().copied().find(|f| f.names().contains(&name))
+pub(crate) fn family_of(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.names.contains(&name))
 }
 
 /// Every family's verdict after a scenario's steps passed ([`PatternOps::finish`]), as report
@@ -242,7 +224,7 @@ pub(crate) fn family_of(name: &str) -> Option<&'static dyn Family> {
 pub(crate) fn finish(session: &Session) -> Result<Vec<String>, Failure> {
     let mut notes = Vec::new();
     for family in FAMILIES {
-        notes.extend(family.finish(session)?);
+        notes.extend((family.finish)(session)?);
     }
     Ok(notes)
 }

@@ -537,7 +537,7 @@ impl Ctx {
         };
         let all: Vec<&str> = crate::ops::FAMILIES
             .iter()
-            .flat_map(|f| f.names().iter())
+            .flat_map(|f| f.names.iter())
             .chain(CONTROLS.iter())
             .copied()
             .collect();
@@ -573,7 +573,7 @@ impl Ctx {
         let name = name.as_str();
         let loc = head.0.loc;
         let family = crate::ops::family_of(name);
-        let step_pattern = family.and_then(|f| f.pattern_of(name));
+        let step_pattern = family.and_then(|f| (f.pattern_of)(name));
         if let (Some(step), Some(scenario)) = (step_pattern, self.pattern) {
             if step != scenario {
                 self.err(
@@ -588,7 +588,7 @@ impl Ctx {
             }
         }
         let kind = if let Some(family) = family {
-            let step = family.parse(self, name, n, &head.1, loc, scope)?;
+            let step = (family.parse)(self, name, n, &head.1, loc, scope)?;
             for cap in step.needs() {
                 self.used.entry(cap).or_insert(loc);
             }
