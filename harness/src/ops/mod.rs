@@ -12,7 +12,7 @@ pub mod messaging;
 pub mod registry;
 
 use crate::runner::Failure;
-use crate::runner::exec::{Counts, Refusal, Session, Vars, locate, walk_step};
+use crate::runner::exec::{Counts, Session, Vars, locate};
 use crate::scenario::model::{Caller, Location, Step, StepKind};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
@@ -84,10 +84,6 @@ pub(crate) trait PatternOps {
     }
 }
 
-/// A future of the refusal walk's step ([`FamilyStep::walk`]).
-pub type WalkFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Refusal>, Failure>> + Send + 'a>>;
-
 /// A parsed step of some family, as the scenario model holds it: what the model, the printer and
 /// the runner ask of it, whichever family it belongs to.
 pub trait FamilyStep: fmt::Debug + Send + Sync {
@@ -105,16 +101,10 @@ pub trait FamilyStep: fmt::Debug + Send + Sync {
         vars: &'a mut Vars,
         tally: Option<&'a Counts>,
     ) -> StepFuture<'a>;
-    /// The step in the refusal walk: run as written, or, when it needs a capability in
-    /// `missing`, its probe, which must be refused.
-    fn walk<'a>(
-        &'a self,
-        session: &'a Session,
-        at: &'a Step,
-        missing: &'a [Capability],
-        tallied: bool,
-        vars: &'a mut Vars,
-    ) -> WalkFuture<'a>;
+    /// See [`PatternOps::label`].
+    fn label(&self, vars: &Vars) -> String;
+    /// See [`PatternOps::probe`].
+    fn probe(&self, capability: Capability) -> Option<Box<dyn FamilyStep>>;
     /// A copy of the step.
     fn clone_box(&self) -> Box<dyn FamilyStep>;
     /// The family's own step type (`OpStep`, `MsgStep`, …), for code that knows the family.
@@ -160,15 +150,11 @@ impl<F: PatternOps + 'static> FamilyStep for Of<F> {
     ) -> StepFuture<'a> {
         F::run(session, at, &self.0, vars, tally)
     }
-    fn walk<'a>(
-        &'a self,
-        session: &'a Session,
-        at: &'a Step,
-        missing: &'a [Capability],
-        tallied: bool,
-        vars: &'a mut Vars,
-    ) -> WalkFuture<'a> {
-        Box::pin(walk_step::<F>(session, at, &self.0, missing, tallied, vars))
+    fn label(&self, vars: &Vars) -> String {
+        F::label(&self.0, vars)
+    }
+    fn probe(&self, capability: Capability) -> Option<Box<dyn FamilyStep>> {
+        F::probe(&self.0, capability).map(|p| Box::new(Of::<F>(p)) as _)
     }
     fn clone_box(&self) -> Box<dyn FamilyStep> {
         Box::new(Of::<F>(self.0.clone()))

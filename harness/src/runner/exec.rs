@@ -2,8 +2,8 @@
 //! parallel), and the refusal walk of the two-way capability check.
 
 use super::Failure;
+use crate::ops::FamilyStep;
 use crate::ops::messaging::model::{Caller, Via};
-use crate::ops::{FamilyStep, PatternOps};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::{NamespaceRef, Step, StepKind, Tally};
 use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
@@ -436,23 +436,25 @@ fn flatten<'a>(
 /// One call step of the refusal walk: `Ok(Some(_))` ends the walk — the step needed a missing
 /// capability and its probe was refused as it must be (or it makes no call of its own). A step
 /// needing nothing missing runs as written (counted, not judged, where a tally covers it).
-pub(crate) async fn walk_step<F: PatternOps>(
+async fn walk_step(
     session: &Session,
     at: &Step,
-    step: &F::Step,
+    step: &dyn FamilyStep,
     missing: &[Capability],
     tallied: bool,
     vars: &mut Vars,
 ) -> Result<Option<Refusal>, Failure> {
-    let Some(capability) = F::needs(step).into_iter().find(|c| missing.contains(c)) else {
+    let Some(capability) = step.needs().into_iter().find(|c| missing.contains(c)) else {
         let scratch = Counts::default();
-        F::run(session, at, step, vars, tallied.then_some(&scratch)).await?;
+        step.run(session, at, vars, tallied.then_some(&scratch))
+            .await?;
         return Ok(None);
     };
-    let Some(probe) = F::probe(step, capability) else {
+    let Some(probe) = step.probe(capability) else {
         return Ok(Some(Refusal::NotExercised));
     };
-    F::run(session, at, &probe, vars, None)
+    probe
+        .run(session, at, vars, None)
         .await
         .map_err(|mut f| {
             f.message = format!(
@@ -463,7 +465,7 @@ pub(crate) async fn walk_step<F: PatternOps>(
         })?;
     Ok(Some(Refusal::Refused {
         capability,
-        step: F::label(step, vars),
+        step: step.label(vars),
     }))
 }
 
@@ -482,9 +484,7 @@ pub async fn refusal_walk(
         for (k, v) in vars.iter() {
             local.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let refusal = call
-            .walk(session, step, missing, tallied, &mut local)
-            .await?;
+        let refusal = walk_step(session, step, call, missing, tallied, &mut local).await?;
         if let Some(refusal) = refusal {
             return Ok(refusal);
         }

@@ -134,6 +134,16 @@ pub async fn each_match(
     }
 }
 
+/// Walks every live registration that matches `filter` (see [`each_match`]).
+pub async fn each_of_all(
+    call: &Call,
+    kv: &dyn KvStore,
+    filter: Option<&Filter>,
+    visit: impl FnMut(Registration, &str) -> Result<bool, Status>,
+) -> Result<(), Status> {
+    each_match(call, kv, filter, None, usize::MAX, visit).await
+}
+
 /// Walks the live registrations that have an entry of pair `key = value`, in identity order from
 /// after the registration key `after`, reading `want` entries first and then [`PAGE`] at a time.
 async fn each_candidate(

@@ -254,23 +254,16 @@ impl MulticastRegistry for RegistryService {
         let bus = store::messaging(&call)?;
         let mut targets: Vec<String> = Vec::new();
         // The targets and the live listeners are read at once: two walks, one wait.
-        let matching = index::each_match(
-            &call,
-            kv.as_ref(),
-            r.filter.as_ref(),
-            None,
-            usize::MAX,
-            |reg, _| {
-                if targets.len() == limits.max_fanout {
-                    return Err(Status::resource_exhausted(format!(
-                        "the filter matches more than {} identities, the limit max_fanout; narrow it",
-                        limits.max_fanout
-                    )));
-                }
-                targets.push(reg.identity);
-                Ok(true)
-            },
-        );
+        let matching = index::each_of_all(&call, kv.as_ref(), r.filter.as_ref(), |reg, _| {
+            if targets.len() == limits.max_fanout {
+                return Err(Status::resource_exhausted(format!(
+                    "the filter matches more than {} identities, the limit max_fanout; narrow it",
+                    limits.max_fanout
+                )));
+            }
+            targets.push(reg.identity);
+            Ok(true)
+        });
         let (matched, live) = tokio::join!(matching, listening(&call, kv.as_ref()));
         matched?;
         let live = live?;

@@ -173,17 +173,10 @@ pub async fn watch(
     // Subscribe before reading, so no change between the read and the subscription is missed.
     let mut events = on_messaging(&call, bus.subscribe(&call.route.name, EVENTS_TOPIC)).await?;
     let mut members = Members::default();
-    index::each_match(
-        &call,
-        kv.as_ref(),
-        r.filter.as_ref(),
-        None,
-        usize::MAX,
-        |reg, _| {
-            members.insert(reg);
-            Ok(true)
-        },
-    )
+    index::each_of_all(&call, kv.as_ref(), r.filter.as_ref(), |reg, _| {
+        members.insert(reg);
+        Ok(true)
+    })
     .await?;
     let capacity = call.route.limits.subscriber_buffer;
     let (sending, response) = outgoing::<_, ()>(capacity + 1);
