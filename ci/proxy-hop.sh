@@ -62,15 +62,10 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 - "$RESULTS" "$ROUNDS" "$SECS" "${PROXY_THREADS:-}" <<'EOF'
-import sys, statistics as st
-v = {}
-labels = []
-for line in open(sys.argv[1]):
-    label, k, x = line.rstrip("\n").split("\t")
-    if label not in labels:
-        labels.append(label)
-    v.setdefault(k, {}).setdefault(label, []).append(float(x))
-med = lambda k, l: st.median(v[k][l])
+import sys
+sys.path.insert(0, "ci/bench")
+from results import load
+v, labels, med = load(sys.argv[1])
 threads = sys.argv[4] or "its default, unless a label says @N"
 print(f"\nprism-proxy (worker_threads: {threads}), h2load -t 1 -c 1, medians of {sys.argv[2]} interleaved runs of {sys.argv[3]} s")
 print("| goal | " + " | ".join(labels) + " | met? |")

@@ -3,7 +3,8 @@
 # KeyValue namespace, mints a token, writes the gRPC request bodies, and defines the helpers.
 # PROXY_BINS="before=/path/a after=/path/b" starts one proxy per binary instead (for interleaved
 # before/after pairs; `use_proxy N` selects one); `label=/path@N` sets that one's worker_threads
-# (default PROXY_THREADS, else the proxy's default). Sets: WORK, LABELS, PORT, PROXY (pid), REDIS_PORT,
+# (default PROXY_THREADS, else the proxy's default); EXTRA_<label> holds YAML lines added to that
+# proxy's config (e.g. EXTRA_metrics='admin_listen: 127.0.0.1:9464'). Sets: WORK, LABELS, PORT, PROXY (pid), REDIS_PORT,
 # TOKEN, TICK, BIN. Everything it started stops on exit.
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -35,9 +36,11 @@ for entry in ${PROXY_BINS:-prism-proxy=$BIN/prism-proxy}; do
     label=${entry%%=*}; bin=${entry#*=}; threads=${PROXY_THREADS:-}
     if [[ $bin == *@* ]]; then threads=${bin##*@}; bin=${bin%@*}; fi
     port=$(free_port)
+    extra="EXTRA_$label"
     cat >"$WORK/proxy-$label.yaml" <<YAML
 listen: 127.0.0.1:$port
 ${threads:+server: { worker_threads: $threads \}}
+${!extra:-}
 auth:
   hs256: { secret_file: '$WORK/secret' }
 backends:

@@ -38,6 +38,27 @@ pub struct ProxyConfig {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Named namespaces, each a pattern served by one backend.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`), apart from the gRPC
+    /// port; metrics are recorded only when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+    /// The log's format: `text` (default) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// One log line per call (target `prism::access`: namespace, method, code, duration, peer).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per event and line, its fields first.
+    Json,
 }
 
 fn default_listen() -> SocketAddr {

@@ -17,3 +17,4 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;

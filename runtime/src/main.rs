@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use prism_runtime::config::ProxyConfig;
+use prism_runtime::config::{LogFormat, ProxyConfig};
 use prism_runtime::server::Proxy;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
@@ -40,30 +40,42 @@ struct Cli {
     check: bool,
 }
 
+/// Starts the log in the config's `log_format` (text until the config is read, so config errors
+/// are readable). `PRISM_LOG` filters it (default `info`).
+fn init_log(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
-    let outcome = ProxyConfig::load(&cli.config)
-        .map_err(anyhow::Error::from)
-        .and_then(|config| {
-            if cli.check {
-                println!(
-                    "{}: ok ({} backends, {} namespaces)",
-                    cli.config.display(),
-                    config.backends.len(),
-                    config.namespaces.len()
-                );
-                return Ok(());
-            }
-            let threads = worker_threads(config.server.worker_threads);
-            runtime(threads)?.block_on(serve(config, cli.listen, threads))
-        });
+    let loaded = ProxyConfig::load(&cli.config);
+    init_log(loaded.as_ref().map_or(LogFormat::Text, |c| c.log_format));
+    let outcome = loaded.map_err(anyhow::Error::from).and_then(|config| {
+        if cli.check {
+            println!(
+                "{}: ok ({} backends, {} namespaces)",
+                cli.config.display(),
+                config.backends.len(),
+                config.namespaces.len()
+            );
+            return Ok(());
+        }
+        let threads = worker_threads(config.server.worker_threads);
+        runtime(threads)?.block_on(serve(config, cli.listen, threads))
+    });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -106,8 +118,11 @@ async fn serve(
     listen: Option<std::net::SocketAddr>,
     worker_threads: usize,
 ) -> anyhow::Result<()> {
-    let proxy = Proxy::open(&config).await?;
+    let mut proxy = Proxy::open(&config).await?;
     let (listener, addr) = Proxy::bind(listen.unwrap_or(config.listen)).await?;
+    if let Some(admin) = proxy.bind_admin().await? {
+        tracing::info!(%admin, "admin listener: /metrics, /livez, /readyz");
+    }
     for route in proxy.router().routes() {
         tracing::info!(
             namespace = %route.name,

@@ -9,6 +9,7 @@ use crate::patterns::capability::Capability;
 use crate::patterns::keyvalue::store::KvStore;
 use crate::patterns::stream::StreamCount;
 use crate::patterns::{Pattern, Slot};
+use crate::telemetry::NamespaceMetrics;
 use prism_proto::NAMESPACE_HEADER;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct NamespaceRoute {
     pub streams: StreamCount,
     /// A Mailbox's topic source.
     pub source: Option<crate::config::SourceConfig>,
+    /// Its calls' and messages' metrics.
+    pub metrics: Arc<NamespaceMetrics>,
 }
 
 impl NamespaceRoute {
@@ -115,16 +118,16 @@ impl NamespaceRoute {
 #[derive(Debug, Default)]
 pub struct Router {
     routes: BTreeMap<String, Arc<NamespaceRoute>>,
-    backends: Vec<Backend>,
+    backends: BTreeMap<String, Backend>,
 }
 
 impl Router {
     /// Opens every backend named by the config and builds the routes.
     pub async fn from_config(config: &ProxyConfig) -> Result<Self, OpenError> {
-        let mut opened: BTreeMap<&str, Backend> = BTreeMap::new();
+        let mut opened: BTreeMap<String, Backend> = BTreeMap::new();
         for (name, backend) in &config.backends {
             opened.insert(
-                name,
+                name.clone(),
                 backends::open(name, backend, config.backend_calls).await?,
             );
         }
@@ -158,12 +161,13 @@ impl Router {
                 limits: config.limits_for(ns),
                 streams: StreamCount::default(),
                 source: ns.source.clone(),
+                metrics: Arc::new(NamespaceMetrics::new(name, ns.pattern.name())),
             };
             routes.insert(name.clone(), Arc::new(route));
         }
         Ok(Self {
             routes,
-            backends: opened.into_values().collect(),
+            backends: opened,
         })
     }
 
@@ -175,6 +179,11 @@ impl Router {
     /// Every route, ordered by namespace name.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<NamespaceRoute>> {
         self.routes.values()
+    }
+
+    /// Every open backend, by its name in the config.
+    pub fn backends(&self) -> impl Iterator<Item = (&str, &Backend)> {
+        self.backends.iter().map(|(name, b)| (name.as_str(), b))
     }
 
     /// The largest value any namespace accepts, for sizing the gRPC message limit.
@@ -212,7 +221,7 @@ impl Router {
 
     /// Closes every backend.
     pub async fn close(&self) {
-        for backend in &self.backends {
+        for backend in self.backends.values() {
             backend.close().await;
         }
     }

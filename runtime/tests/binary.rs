@@ -310,3 +310,52 @@ async fn sigterm_with_live_streams_ends_them_unavailable_and_exits_within_the_bo
         took.as_millis()
     );
 }
+
+#[tokio::test]
+async fn json_log_and_access_log_one_object_per_line_without_payloads() {
+    let mut proxy = ProxyProcess::start(
+        "listen: 127.0.0.1:{port}\nlog_format: json\naccess_log: true\nauth: { mode: none }\nbackends:\n  m: { type: memstore }\nnamespaces:\n  orders: { pattern: keyvalue, backend: m }\n",
+        None,
+    );
+    let client = proxy.client().await;
+    let mut kv = client.namespace("orders").keyvalue();
+    kv.set(SetRequest {
+        key: "secret-key-name".into(),
+        value: "secret-payload".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(kv);
+    drop(client);
+    assert_eq!(proxy.terminate(Duration::from_secs(15)).await, Some(0));
+    let log = proxy.stderr();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "prism-proxy listening"),
+        "{log}"
+    );
+    let access: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["target"] == "prism::access")
+        .collect();
+    assert_eq!(access.len(), 1, "one line per call: {log}");
+    let line = access[0];
+    assert_eq!(line["namespace"], "orders");
+    assert_eq!(line["method"], "prism.keyvalue.v1.KeyValue/Set");
+    assert_eq!(line["code"], "OK");
+    assert!(line["duration_us"].as_u64().is_some(), "{line}");
+    assert!(
+        line["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("secret-payload") && !log.contains("secret-key-name"),
+        "keys and payloads are never logged"
+    );
+}

@@ -195,6 +195,9 @@ fn load_proxy_config(
         backend_calls: Default::default(),
         backends,
         namespaces: BTreeMap::from([("load".to_string(), namespace)]),
+        admin_listen: None,
+        log_format: Default::default(),
+        access_log: false,
     }
 }
 

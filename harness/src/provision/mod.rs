@@ -687,6 +687,9 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
         backend_calls: Default::default(),
         backends: backends.iter().cloned().collect(),
         namespaces: ns,
+        admin_listen: None,
+        log_format: Default::default(),
+        access_log: false,
     }
 }
 

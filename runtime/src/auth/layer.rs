@@ -11,6 +11,7 @@ use prism_proto::NAMESPACE_HEADER;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tonic::Status;
 use tower::{Layer, Service};
@@ -32,8 +33,9 @@ pub enum Requirement {
 }
 
 /// The Admin service and its methods (each needs a valid token; the service checks `admin`).
-const ADMIN_SERVICE: &str = "prism.admin.v1.Admin";
-const ADMIN_METHODS: [&str; 2] = ["GetCapabilities", "ListNamespaces"];
+pub const ADMIN_SERVICE: &str = "prism.admin.v1.Admin";
+/// The Admin methods the proxy serves.
+pub const ADMIN_METHODS: [&str; 2] = ["GetCapabilities", "ListNamespaces"];
 
 /// The requirement of a gRPC path `/package.Service/Method`.
 pub fn requirement(path: &str) -> Requirement {
@@ -51,6 +53,45 @@ pub fn requirement(path: &str) -> Requirement {
     Requirement::Refused
 }
 
+/// How often each authentication check failed and each permission was missing.
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    failures: [AtomicU64; AuthError::CHECKS.len()],
+    denials: [AtomicU64; 3],
+}
+
+impl AuthCounters {
+    /// Failures by check label.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        AuthError::CHECKS
+            .iter()
+            .zip(&self.failures)
+            .map(|(check, n)| (*check, n.load(Ordering::Relaxed)))
+    }
+
+    /// Denials by permission label.
+    pub fn denials(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ["read", "write", "admin"]
+            .into_iter()
+            .zip(&self.denials)
+            .map(|(permission, n)| (permission, n.load(Ordering::Relaxed)))
+    }
+
+    fn failed(&self, e: &AuthError) {
+        self.failures[e.check()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one call refused for want of `permission`.
+    pub fn denied(&self, permission: Permission) {
+        let i = match permission {
+            Permission::Read => 0,
+            Permission::Write => 1,
+            Permission::Admin => 2,
+        };
+        self.denials[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The checks, shared by every connection.
 #[derive(Debug)]
 pub struct Guard {
@@ -59,6 +100,7 @@ pub struct Guard {
     verifier: Option<Verifier>,
     max_headers: usize,
     max_header_bytes: usize,
+    counters: AuthCounters,
 }
 
 impl Guard {
@@ -76,7 +118,13 @@ impl Guard {
             verifier,
             max_headers,
             max_header_bytes: max_header_bytes as usize,
+            counters: AuthCounters::default(),
         }
+    }
+
+    /// Its failure and denial counters.
+    pub fn counters(&self) -> &AuthCounters {
+        &self.counters
     }
 
     /// The authentication mode.
@@ -114,10 +162,14 @@ impl Guard {
         let principal = match (&self.mode, &self.verifier) {
             (AuthMode::None, _) => self.anonymous.clone(),
             (AuthMode::Jwt, Some(verifier)) => {
-                let token = bearer(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
-                verifier
-                    .verify(token)
-                    .map_err(|e| Status::unauthenticated(format!("authentication failed: {e}")))?
+                let token = bearer(request).map_err(|e| {
+                    self.counters.failed(&e);
+                    Status::unauthenticated(e.to_string())
+                })?;
+                verifier.verify(token).map_err(|e| {
+                    self.counters.failed(&e);
+                    Status::unauthenticated(format!("authentication failed: {e}"))
+                })?
             }
             (AuthMode::Jwt, None) => {
                 return Err(Status::internal(
@@ -132,6 +184,7 @@ impl Guard {
                 .and_then(|v| v.to_str().ok())
             {
                 if !principal.allows(ns, permission) {
+                    self.counters.denied(permission);
                     return Err(denied(&principal, ns, permission));
                 }
             }

@@ -50,6 +50,39 @@ pub enum AuthError {
     Claims(String),
 }
 
+impl AuthError {
+    /// Every check's label, in [`AuthError::check`]'s numbering.
+    pub const CHECKS: [&'static str; 10] = [
+        "missing",
+        "malformed",
+        "algorithm",
+        "unknown_key",
+        "signature",
+        "expired",
+        "not_yet_valid",
+        "issuer",
+        "audience",
+        "claims",
+    ];
+
+    /// The number of the check that failed (an index into [`AuthError::CHECKS`]): a metric label
+    /// that never carries the token or its claims.
+    pub fn check(&self) -> usize {
+        match self {
+            AuthError::Missing => 0,
+            AuthError::Malformed(_) => 1,
+            AuthError::Algorithm(_) => 2,
+            AuthError::UnknownKey(_) => 3,
+            AuthError::Signature => 4,
+            AuthError::Expired => 5,
+            AuthError::NotYetValid => 6,
+            AuthError::Issuer(_) => 7,
+            AuthError::Audience(_) => 8,
+            AuthError::Claims(_) => 9,
+        }
+    }
+}
+
 /// Verifies bearer tokens for the proxy.
 pub struct Verifier {
     id: u64,

@@ -6,6 +6,7 @@
 //! or frozen backend is noticed even when every caller gives up before the backend's own timeout.
 
 use crate::backends::error::{StoreError, StoreResult};
+use crate::telemetry::{BackendMetrics, Operation, Outcome};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -112,6 +113,7 @@ pub struct Health {
     down: AtomicBool,
     state: Mutex<Option<Down>>,
     checking: AtomicBool,
+    metrics: BackendMetrics,
 }
 
 impl std::fmt::Debug for Health {
@@ -133,6 +135,7 @@ impl Health {
             down: AtomicBool::new(false),
             state: Mutex::new(None),
             checking: AtomicBool::new(false),
+            metrics: BackendMetrics::default(),
         })
     }
 
@@ -141,8 +144,43 @@ impl Health {
         self.down.load(Ordering::SeqCst)
     }
 
-    /// Runs one backend call under the policy; `caller` is the caller's deadline, if any.
+    /// The backend's call and reconnect metrics.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
+    }
+
+    /// Runs one backend call of `op` under the policy, recording its duration and outcome when
+    /// metrics are on; `caller` is the caller's deadline, if any.
     pub async fn call<T>(
+        self: &Arc<Self>,
+        op: Operation,
+        caller: Option<Instant>,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> Result<T, CallError> {
+        if !self.metrics.enabled() {
+            return self.call_unrecorded(caller, call).await;
+        }
+        let started = std::time::Instant::now();
+        let answer = self.call_unrecorded(caller, call).await;
+        let outcome = match &answer {
+            Ok(_) => Outcome::Ok,
+            Err(CallError::Store(e)) => match e {
+                StoreError::AlreadyExists { .. } | StoreError::VersionMismatch { .. } => {
+                    Outcome::Conflict
+                }
+                StoreError::TooLarge { .. } | StoreError::OverBackendLimit(_) => Outcome::TooLarge,
+                StoreError::Unavailable(_) => Outcome::Unavailable,
+                StoreError::Internal(_) => Outcome::Internal,
+            },
+            Err(CallError::Down { .. }) => Outcome::RefusedDown,
+            Err(CallError::TimedOut(_)) => Outcome::Timeout,
+            Err(CallError::CallerDeadline) => Outcome::CallerDeadline,
+        };
+        self.metrics.observe(op, outcome, started.elapsed());
+        answer
+    }
+
+    async fn call_unrecorded<T>(
         self: &Arc<Self>,
         caller: Option<Instant>,
         call: impl Future<Output = StoreResult<T>>,
@@ -216,6 +254,7 @@ impl Health {
     fn mark_up(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(down) = state.take() {
+            self.metrics.reconnected();
             tracing::info!(backend = %self.name, down_ms = down.since.elapsed().as_millis() as u64, "backend recovered");
         }
         self.down.store(false, Ordering::SeqCst);
@@ -258,6 +297,11 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    const OP: Operation = Operation {
+        method: 0,
+        family: crate::telemetry::Family::Db,
+    };
+
     /// A backend whose answers the test sets.
     #[derive(Default)]
     struct Switch {
@@ -286,21 +330,21 @@ mod tests {
         let switch = Arc::new(Switch::default());
         let health = Health::new("pg", BackendCallConfig::default(), switch.clone());
         assert!(matches!(
-            health.call(None, async { unavailable() }).await,
+            health.call(OP, None, async { unavailable() }).await,
             Err(CallError::Store(StoreError::Unavailable(_)))
         ));
         assert!(health.is_down());
         let started = Instant::now();
         let never = std::future::pending::<StoreResult<()>>();
         assert!(matches!(
-            health.call(None, never).await,
+            health.call(OP, None, never).await,
             Err(CallError::Down { .. })
         ));
         assert_eq!(started.elapsed(), Duration::ZERO, "refused without waiting");
         switch.up.store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(!health.is_down(), "the reconnect loop cleared the flag");
-        assert!(health.call(None, async { Ok(()) }).await.is_ok());
+        assert!(health.call(OP, None, async { Ok(()) }).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -316,7 +360,7 @@ mod tests {
         let caller = Some(started + Duration::from_millis(300));
         let hung = std::future::pending::<StoreResult<()>>();
         assert!(matches!(
-            health.call(caller, hung).await,
+            health.call(OP, caller, hung).await,
             Err(CallError::CallerDeadline)
         ));
         assert_eq!(started.elapsed(), Duration::from_millis(300));
@@ -329,7 +373,7 @@ mod tests {
         let started = Instant::now();
         let hung = std::future::pending::<StoreResult<()>>();
         assert!(matches!(
-            health.call(None, hung).await,
+            health.call(OP, None, hung).await,
             Err(CallError::TimedOut(_))
         ));
         assert_eq!(started.elapsed(), Duration::from_millis(2000));

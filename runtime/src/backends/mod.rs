@@ -220,6 +220,17 @@ impl Backend {
             .collect()
     }
 
+    /// The connection pool's size and idle connections, for backends that keep a pool (their main
+    /// pool: PostgreSQL's call pool, SQLite's writer and readers together).
+    pub fn pool_stats(&self) -> Option<(u32, usize)> {
+        match &self.closer {
+            Closer::Nothing => None,
+            Closer::Sqlite(store) => Some(store.pool_stats()),
+            #[cfg(feature = "postgres")]
+            Closer::Postgres(store) => Some(store.pool_stats()),
+        }
+    }
+
     /// Releases connections and files; in-flight calls should be finished first.
     pub async fn close(&self) {
         match &self.closer {

@@ -5,8 +5,12 @@
 use crate::backends::error::{StoreError, StoreResult};
 use crate::backends::health::CallError;
 use crate::patterns::capability::Capability;
+use crate::patterns::{Pattern, Slot};
 use crate::router::{NamespaceRoute, RouteSlot, route_of};
 use crate::server::protocol::CallDeadline;
+use crate::telemetry::calls::CallMethod;
+use crate::telemetry::methods::{MethodId, methods};
+use crate::telemetry::{Family, Operation};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -68,6 +72,8 @@ pub struct Call {
     pub route: Arc<NamespaceRoute>,
     /// The caller's gRPC deadline, if it sent one.
     pub deadline: Option<Instant>,
+    /// The gRPC method, for the backend calls' operation label.
+    pub method: MethodId,
 }
 
 impl Call {
@@ -88,9 +94,19 @@ impl Call {
     ) -> Result<T, Status> {
         let route = &self.route;
         let backend = &slot.backend_name;
+        let family = match (slot.slot, route.pattern) {
+            (Slot::Messaging, _) | (Slot::Backend, Pattern::Pubsub | Pattern::Queue) => {
+                Family::Messaging
+            }
+            _ => Family::Db,
+        };
+        let op = Operation {
+            method: self.method,
+            family,
+        };
         slot.backend
             .health
-            .call(self.deadline, call)
+            .call(op, self.deadline, call)
             .await
             .map_err(|e| match e {
                 CallError::Store(e) => slot_status(route, slot, e),
@@ -116,6 +132,7 @@ impl Call {
         Call {
             route: self.route.clone(),
             deadline: None,
+            method: self.method,
         }
     }
 }
@@ -125,5 +142,16 @@ pub fn routed<T>(request: Request<T>, capability: Capability) -> Result<(Call, T
     let route = route_of(&request)?;
     route.require(capability)?;
     let deadline = request.extensions().get::<CallDeadline>().map(|d| d.0);
-    Ok((Call { route, deadline }, request.into_inner()))
+    let method = request
+        .extensions()
+        .get::<CallMethod>()
+        .map_or_else(|| methods().other(), |m| m.0);
+    Ok((
+        Call {
+            route,
+            deadline,
+            method,
+        },
+        request.into_inner(),
+    ))
 }

@@ -4,6 +4,7 @@
 //! UNAVAILABLE (so clients retry elsewhere), when the caller's token expires with UNAUTHENTICATED.
 
 use crate::auth::Principal;
+use crate::budget::{Budget, Held};
 use crate::router::NamespaceRoute;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -72,6 +73,11 @@ pub struct StreamCount {
 }
 
 impl StreamCount {
+    /// Live streams now.
+    pub fn live(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
     fn subjects(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.by_subject.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -109,6 +115,11 @@ pub struct StreamGuard {
 }
 
 impl StreamGuard {
+    /// Whether the proxy's drain has started.
+    pub fn draining(&self) -> bool {
+        *self.drain.signal.borrow()
+    }
+
     /// The caller of `request`, as the guard authenticated it.
     pub fn caller<T>(request: &Request<T>) -> Option<Arc<Principal>> {
         request.extensions().get::<Arc<Principal>>().cloned()
@@ -227,4 +238,79 @@ pub fn outgoing<T: Send + 'static, R: Send + 'static>(
         .map(|(item, _room)| item)
         .chain(finale);
     (Sending { items, end }, Box::pin(stream))
+}
+
+/// The byte room a buffered message holds: its share of its stream's own byte budget and of the
+/// process's.
+pub type Room = Option<(Held, Held)>;
+
+/// A stream a slow reader may lose messages of (Subscribe, Listen): each message takes room in the
+/// stream's own byte budget and the process's, and a place in the stream's buffer; without either
+/// it is dropped, counted in the namespace's metrics and reported in the next message that goes out.
+#[derive(Debug)]
+pub struct Lossy {
+    own: Arc<Budget>,
+    all: Arc<Budget>,
+    route: Arc<NamespaceRoute>,
+    dropped: u64,
+}
+
+/// What became of an offered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// In the buffer.
+    Sent,
+    /// Dropped for want of room.
+    Dropped,
+    /// The client has gone.
+    Closed,
+}
+
+impl Lossy {
+    /// Bounds a stream of `route` by `own` bytes and the process's `all`.
+    pub fn new(route: Arc<NamespaceRoute>, own: usize, all: Arc<Budget>) -> Self {
+        Self {
+            own: Arc::new(Budget::new(own)),
+            all,
+            route,
+            dropped: 0,
+        }
+    }
+
+    /// Offers a message of `size` bytes, made by `make(drops since the last message sent)`.
+    pub fn offer<T>(
+        &mut self,
+        tx: &mpsc::Sender<(Result<T, Status>, Room)>,
+        size: usize,
+        make: impl FnOnce(u64) -> T,
+    ) -> Offered {
+        let counters = &self.route.metrics.messaging;
+        let room = self
+            .own
+            .take_at_least_one(size)
+            .and_then(|mine| self.all.take(size).map(|shared| (mine, shared)));
+        if room.is_none() {
+            self.dropped += 1;
+            counters.dropped();
+            return Offered::Dropped;
+        }
+        match tx.try_send((Ok(make(self.dropped)), room)) {
+            Ok(()) => {
+                self.dropped = 0;
+                counters.delivered();
+                Offered::Sent
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped += 1;
+                counters.dropped();
+                Offered::Dropped
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offered::Closed,
+        }
+    }
+
+    /// Drops not yet reported to the client.
+    pub fn unreported(&self) -> u64 {
+        self.dropped
+    }
 }

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,6 +141,7 @@ pub struct Activity {
     /// pause's length in milliseconds.
     paused_until_ms: AtomicU64,
     next_pause_ms: AtomicU64,
+    peer: Option<SocketAddr>,
 }
 
 /// The first pause of a connection whose call was refused for want of request-buffer room; each
@@ -160,8 +162,9 @@ impl Drop for StreamCall {
 }
 
 impl Activity {
-    /// A new connection's state, allowing `max_unauthenticated` calls that need no token at once.
-    pub fn new(max_unauthenticated: usize) -> Self {
+    /// A new connection's state, from `peer`, allowing `max_unauthenticated` calls that need no
+    /// token at once.
+    pub fn new(max_unauthenticated: usize, peer: Option<SocketAddr>) -> Self {
         Self {
             state: Mutex::new((0, Some(Instant::now()))),
             idle: Notify::new(),
@@ -172,6 +175,7 @@ impl Activity {
             unauthenticated: Arc::new(Budget::new(max_unauthenticated)),
             paused_until_ms: AtomicU64::new(0),
             next_pause_ms: AtomicU64::new(FIRST_PAUSE.as_millis() as u64),
+            peer,
         }
     }
 
@@ -276,6 +280,11 @@ impl ConnectionTrust {
         self.0.prove();
     }
 
+    /// The caller's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.0.peer
+    }
+
     /// The call was refused for want of request-buffer room: pause the connection's reads.
     pub fn back_off(&self) {
         self.0.back_off();
@@ -356,8 +365,11 @@ where
     /// budgets for such calls, and not counted as activity.
     fn call_unauthenticated(
         &self,
-        request: http::Request<Incoming>,
+        mut request: http::Request<Incoming>,
     ) -> BoxFuture<http::Response<TrackedBody<B>>, H::Error> {
+        request
+            .extensions_mut()
+            .insert(ConnectionTrust(self.activity.clone()));
         let settings = &self.settings;
         let Some(on_connection) = self.activity.unauthenticated.take(1) else {
             settings.counters.unauthenticated_refused.bump(1);

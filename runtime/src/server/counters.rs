@@ -3,7 +3,8 @@
 //! exporter, each with a rate limit for the log line that goes with it so a flood of refusals cannot
 //! flood the log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One event count and when its log line was last written.
@@ -71,6 +72,18 @@ pub struct TransportCounters {
     /// Pauses of a connection's reads after one of its calls was refused for want of request-buffer
     /// room.
     pub reads_paused: Counter,
+    open: AtomicI64,
+}
+
+/// One open connection, counted in [`TransportCounters::open`] until dropped (its task ended or
+/// was aborted at the drain's end).
+#[derive(Debug)]
+pub struct OpenConnection(Arc<TransportCounters>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The counters' values at one moment.
@@ -90,6 +103,8 @@ pub struct CountersSnapshot {
     pub body_timeouts: u64,
     /// See [`TransportCounters::drain_cut`].
     pub drain_cut: u64,
+    /// See [`TransportCounters::stream_calls_refused`].
+    pub stream_calls_refused: u64,
     /// See [`TransportCounters::connections_shed`].
     pub connections_shed: u64,
     /// See [`TransportCounters::unauthenticated_refused`].
@@ -99,6 +114,17 @@ pub struct CountersSnapshot {
 }
 
 impl TransportCounters {
+    /// Counts a connection open until the returned guard drops.
+    pub fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> i64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// The current values.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
@@ -109,6 +135,7 @@ impl TransportCounters {
             buffer_refusals: self.buffer_refusals.get(),
             body_timeouts: self.body_timeouts.get(),
             drain_cut: self.drain_cut.get(),
+            stream_calls_refused: self.stream_calls_refused.get(),
             connections_shed: self.connections_shed.get(),
             unauthenticated_refused: self.unauthenticated_refused.get(),
             reads_paused: self.reads_paused.get(),

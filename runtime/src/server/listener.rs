@@ -64,7 +64,7 @@ pub async fn run<S: ConnectionService<B>, B: ResponseBody>(
                     Ok((stream, peer)) => {
                         backoff = FIRST_BACKOFF;
                         while connections.try_join_next().is_some() {}
-                        let activity = Arc::new(Activity::new(settings.max_unauthenticated));
+                        let activity = Arc::new(Activity::new(settings.max_unauthenticated, Some(peer)));
                         let slot = match slots.admit(&activity) {
                             Admission::Free(slot) => slot,
                             Admission::Shed(slot) => {
@@ -93,9 +93,10 @@ pub async fn run<S: ConnectionService<B>, B: ResponseBody>(
                             activity,
                             drain_rx.clone(),
                         );
+                        let open = counters.opened();
                         connections.spawn(async move {
                             served.await;
-                            drop(slot);
+                            drop((slot, open));
                         });
                     }
                     Err(e) if is_exhaustion(&e) => {

@@ -31,9 +31,12 @@ use crate::patterns::keyvalue::KeyValueService;
 use crate::patterns::mailbox::MailboxService;
 use crate::patterns::pubsub::PubSubService;
 use crate::patterns::queue::QueueService;
+use crate::patterns::queue::deliveries::Deliveries;
 use crate::patterns::registry::RegistryService;
 use crate::patterns::stream::Drain;
 use crate::router::{NamespaceResolver, Router};
+use crate::telemetry::calls::CallsLayer;
+use crate::telemetry::{ProxyMetrics, Sources};
 use connection::ConnectionSettings;
 use counters::TransportCounters;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -117,6 +120,10 @@ pub struct Proxy {
     guard: Arc<Guard>,
     limits: ServerLimits,
     counters: Arc<TransportCounters>,
+    metrics: Arc<ProxyMetrics>,
+    admin_listen: Option<SocketAddr>,
+    admin: Option<TcpListener>,
+    access_log: bool,
 }
 
 impl Proxy {
@@ -140,12 +147,36 @@ impl Proxy {
             config.server.max_headers,
             config.server.max_header_bytes,
         ));
+        let router = Arc::new(Router::from_config(config).await?);
+        if config.admin_listen.is_some() {
+            for (_, backend) in router.backends() {
+                backend.health.metrics().enable();
+            }
+        }
         Ok(Self {
-            router: Arc::new(Router::from_config(config).await?),
+            router,
             guard,
             limits: config.server,
             counters: Arc::new(TransportCounters::default()),
+            metrics: Arc::new(ProxyMetrics::default()),
+            admin_listen: config.admin_listen,
+            admin: None,
+            access_log: config.access_log,
         })
+    }
+
+    /// Binds the config's `admin_listen` address (metrics and probes), if it has one, and returns
+    /// the bound address; [`Proxy::serve`] serves it. Without this call, `serve` binds it itself.
+    pub async fn bind_admin(&mut self) -> Result<Option<SocketAddr>, ServeError> {
+        let Some(addr) = self.admin_listen else {
+            return Ok(None);
+        };
+        if let Some(bound) = &self.admin {
+            return Ok(bound.local_addr().ok());
+        }
+        let (listener, local) = Self::bind(addr).await?;
+        self.admin = Some(listener);
+        Ok(Some(local))
     }
 
     /// The transport's counters (limits that bit), shared with the running server.
@@ -173,14 +204,16 @@ impl Proxy {
     /// in-flight calls finish within `server.drain_timeout_ms`, cuts what is left, and closes the
     /// backends.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         descriptors::check(self.limits.max_connections);
+        self.bind_admin().await?;
         let max_message = self.router.max_value_bytes() + crate::limits::MESSAGE_OVERHEAD;
         let resolver = |pattern| NamespaceResolver::new(self.router.clone(), pattern);
         let (drain_control, drain) = Drain::new();
+        let deliveries = Arc::new(Deliveries::default());
         let kv = InterceptedService::new(
             KeyValueServer::new(KeyValueService)
                 .max_decoding_message_size(max_message)
@@ -196,7 +229,7 @@ impl Proxy {
             resolver(Pattern::Pubsub),
         );
         let queue = InterceptedService::new(
-            QueueServer::new(QueueService::new(drain.clone()))
+            QueueServer::new(QueueService::new(drain.clone(), deliveries.clone()))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             resolver(Pattern::Queue),
@@ -255,9 +288,25 @@ impl Proxy {
             .prepare();
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
         // call: the protocol checks bound request bodies and carry the caller's deadline, the guard
-        // bounds metadata, authenticates and authorizes; metrics go here next.
+        // bounds metadata, authenticates and authorizes. The calls layer, outermost so refusals
+        // count too, is there only when metrics or the access log are on.
         let limits = self.limits;
+        let admin_http = self.admin.take().map(|listener| {
+            let sources = Arc::new(Sources {
+                router: self.router.clone(),
+                proxy: self.metrics.clone(),
+                transport: self.counters.clone(),
+                guard: self.guard.clone(),
+                deliveries,
+            });
+            AbortOnDrop(tokio::spawn(crate::telemetry::http::serve(
+                listener, sources,
+            )))
+        });
+        let measured = (admin_http.is_some() || self.access_log)
+            .then(|| CallsLayer::new(self.router.clone(), self.metrics.clone(), self.access_log));
         let service = ServiceBuilder::new()
+            .option_layer(measured)
             .layer(ProtocolLayer::new(
                 Arc::new(Budget::new(limits.max_buffered_request_bytes)),
                 Duration::from_millis(limits.request_body_timeout_ms),
@@ -300,8 +349,12 @@ impl Proxy {
         let drain_bound = Duration::from_millis(limits.drain_timeout_ms);
         // The drain reaches streams first: each ends with UNAVAILABLE and returns what it holds,
         // so connections with live streams can close within the bound like any other.
+        let metrics = self.metrics.clone();
         let streams_told = async {
             shutdown.await;
+            metrics
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             drain_control.start();
         };
         listener::run(
@@ -334,8 +387,18 @@ impl Proxy {
                 "backends did not close in time; exiting anyway"
             );
         }
+        drop(admin_http);
         tracing::info!("proxy stopped");
         Ok(())
+    }
+}
+
+/// Ends the admin listener's task with the proxy.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

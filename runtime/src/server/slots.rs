@@ -101,7 +101,7 @@ mod tests {
     use super::*;
 
     fn connection() -> Arc<Activity> {
-        Arc::new(Activity::new(4))
+        Arc::new(Activity::new(4, None))
     }
 
     #[test]

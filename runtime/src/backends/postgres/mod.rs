@@ -70,6 +70,13 @@ pub struct PostgresStore {
     claim_idle: Duration,
 }
 
+impl PostgresStore {
+    /// Connections of its call pool, and how many are idle (the LISTEN pool is apart).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+}
+
 fn classify(e: sqlx::Error) -> StoreError {
     let transient = match &e {
         sqlx::Error::Io(_)

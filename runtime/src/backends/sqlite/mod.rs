@@ -84,6 +84,16 @@ pub struct SqliteStore {
     claim_idle: Duration,
 }
 
+impl SqliteStore {
+    /// Connections of its pools (writer and readers), and how many are idle.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (
+            self.write.size() + self.read.size(),
+            self.write.num_idle() + self.read.num_idle(),
+        )
+    }
+}
+
 fn classify(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {

@@ -89,6 +89,7 @@ pub async fn store(
         let _ = on_storage(call, kv.delete(ns, &index)).await;
         return Err(status);
     }
+    call.route.metrics.messaging.sent(1);
     Ok(())
 }
 

@@ -45,6 +45,7 @@ async fn run(route: Arc<NamespaceRoute>, source: SourceConfig) {
     let call = Call {
         route: route.clone(),
         deadline: None,
+        method: crate::telemetry::methods::methods().other(),
     };
     let mut backoff = Duration::from_millis(100);
     loop {

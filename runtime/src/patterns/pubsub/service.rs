@@ -7,16 +7,15 @@
 
 use super::adapter::{PubSubAdapter, Published};
 use crate::backends::error::StoreError;
-use crate::budget::{Budget, Held};
+use crate::budget::Budget;
 use crate::patterns::call::{Call, routed, stream_status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
-use crate::patterns::stream::{Drain, Outgoing, StreamGuard, outgoing};
+use crate::patterns::stream::{Drain, Lossy, Offered, Outgoing, Room, StreamGuard, outgoing};
 use futures_util::StreamExt;
 use pb::pub_sub_server::PubSub;
 use prism_proto::pubsub::v1 as pb;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 /// The PubSub service.
@@ -33,10 +32,6 @@ impl PubSubService {
         Self { drain, buffered }
     }
 }
-
-/// The buffer room one message holds until the client's side takes it: its subscriber's and the
-/// process's.
-type Room = Option<(Held, Held)>;
 
 fn adapter(call: &Call) -> Result<Arc<dyn PubSubAdapter>, Status> {
     call.route
@@ -81,6 +76,7 @@ impl PubSub for PubSubService {
         };
         call.backend(adapter.publish(&call.route.name, published))
             .await?;
+        call.route.metrics.messaging.sent(1);
         Ok(Response::new(pb::PublishResponse { message_id }))
     }
 
@@ -107,12 +103,14 @@ impl PubSub for PubSubService {
         };
         let _ = tx.try_send((Ok(confirmed), None));
         let route = call.route.clone();
-        let own = Arc::new(Budget::new(route.limits.subscriber_buffer_bytes));
-        let all = self.buffered.clone();
+        let mut lossy = Lossy::new(
+            route.clone(),
+            route.limits.subscriber_buffer_bytes,
+            self.buffered.clone(),
+        );
         tokio::spawn(async move {
             let ended = guard.ended();
             tokio::pin!(ended);
-            let mut dropped = 0u64;
             let last: Status = loop {
                 tokio::select! {
                     // The end first: once the drain or the token's expiry starts, nothing more goes out.
@@ -121,18 +119,8 @@ impl PubSub for PubSubService {
                     () = tx.closed() => return,
                     item = subscription.next() => match item {
                         Some(Ok(m)) => {
-                            let size = m.buffered_bytes();
-                            let room = own
-                                .take_at_least_one(size)
-                                .and_then(|mine| all.take(size).map(|shared| (mine, shared)));
-                            if room.is_none() {
-                                dropped += 1;
-                                continue;
-                            }
-                            match tx.try_send((Ok(message(m, dropped)), room)) {
-                                Ok(()) => dropped = 0,
-                                Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                            if lossy.offer(&tx, m.buffered_bytes(), |dropped| message(m, dropped)) == Offered::Closed {
+                                return;
                             }
                         }
                         Some(Err(e)) => break stream_status(&route, e),
@@ -142,6 +130,7 @@ impl PubSub for PubSubService {
                     },
                 }
             };
+            let dropped = lossy.unreported();
             if dropped > 0 {
                 tracing::debug!(namespace = %route.name, topic = %r.topic, dropped, "subscription ended with undelivered drops");
             }

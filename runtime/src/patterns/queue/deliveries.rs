@@ -66,6 +66,19 @@ impl Deliveries {
         (id, changed)
     }
 
+    /// How many deliveries consumers hold, by namespace.
+    pub fn held_by_namespace(&self) -> HashMap<String, usize> {
+        let t = self.table();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for held in t.by_id.values() {
+            *counts.entry(held.namespace.as_str()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
     /// Records a delivery held by `stream`.
     pub fn hold(&self, stream: u64, delivery_id: String, mut held: Outstanding) {
         held.stream = stream;

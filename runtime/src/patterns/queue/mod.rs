@@ -5,7 +5,7 @@
 //! `max_attempts`, are decided here once for every backend.
 
 pub mod adapter;
-mod deliveries;
+pub mod deliveries;
 pub mod fetcher;
 pub mod service;
 

@@ -11,6 +11,7 @@ use crate::patterns::call::{Call, routed, stream_status, unimplemented};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{check_message, check_name, new_id, now_ms};
 use crate::patterns::stream::{Drain, Outgoing, Sending, StreamGuard, outgoing};
+use crate::telemetry::Redelivery;
 use pb::queue_server::Queue;
 use prism_proto::queue::v1 as pb;
 use std::sync::Arc;
@@ -41,11 +42,8 @@ pub struct QueueService {
 
 impl QueueService {
     /// A service whose Consume streams end when `drain` starts.
-    pub fn new(drain: Drain) -> Self {
-        Self {
-            drain,
-            deliveries: Arc::default(),
-        }
+    pub fn new(drain: Drain, deliveries: Arc<Deliveries>) -> Self {
+        Self { drain, deliveries }
     }
 }
 
@@ -99,11 +97,19 @@ struct Return<'a> {
 
 impl Return<'_> {
     /// Returns `held` to its queue after `delay`, or moves it to the dead-letter queue when this
-    /// was its last attempt.
-    async fn give_back(&self, held: &Outstanding, delay: Duration) -> Result<(), Status> {
+    /// was its last attempt. A first try names its `cause` (counted); a retry passes `None`.
+    async fn give_back(
+        &self,
+        held: &Outstanding,
+        delay: Duration,
+        cause: Option<Redelivery>,
+    ) -> Result<(), Status> {
         let max = self.call.route.limits.max_attempts;
         if held.attempt >= max && self.call.route.require(Capability::QueueDeadLetter).is_ok() {
             return self.dead_letter(held).await;
+        }
+        if let Some(cause) = cause {
+            self.call.route.metrics.messaging.returned(cause, 1);
         }
         let ns = &self.call.route.name;
         self.call
@@ -129,6 +135,7 @@ impl Return<'_> {
             .backend(self.adapter.enqueue(ns, &dlq, message, Duration::ZERO))
             .await?;
         tracing::info!(namespace = %ns, queue = %held.queue, group = %held.group, message_id = %held.message.message_id, attempts = held.attempt, "dead-lettered");
+        self.call.route.metrics.messaging.dead_lettered();
         self.call
             .backend(
                 self.adapter
@@ -165,7 +172,7 @@ fn return_later(call: Call, adapter: Arc<dyn QueueAdapter>, mut left: Vec<Outsta
             pause = (pause * 2).min(Duration::from_secs(2));
             let mut still = Vec::new();
             for h in left {
-                if back.give_back(&h, Duration::ZERO).await.is_err() {
+                if back.give_back(&h, Duration::ZERO, None).await.is_err() {
                     still.push(h);
                 }
             }
@@ -227,7 +234,7 @@ impl Consumer {
                 _ = tx.reserve(), if below && !room => {}
                 () = timer => {
                     let expired = self.deliveries.take_expired(stream, Instant::now());
-                    if let Some(e) = self.return_all(&back, expired).await {
+                    if let Some(e) = self.return_all(&back, expired, Redelivery::Timeout).await {
                         break Some(e);
                     }
                 }
@@ -243,7 +250,12 @@ impl Consumer {
         };
         let held = self.deliveries.close_stream(stream);
         let returned = held.len();
-        if let Some(e) = self.return_all(&back, held).await {
+        let cause = if guard.draining() {
+            Redelivery::Drain
+        } else {
+            Redelivery::Disconnect
+        };
+        if let Some(e) = self.return_all(&back, held, cause).await {
             tracing::warn!(namespace = %self.call.route.name, queue = %self.queue, error = %e, "could not return deliveries at the stream's end; returning them once the backend is back");
         } else if returned > 0 {
             tracing::debug!(namespace = %self.call.route.name, queue = %self.queue, returned, "returned unacked deliveries");
@@ -257,11 +269,16 @@ impl Consumer {
 
     /// Returns deliveries to the queue at once; the first error, after trying them all. What the
     /// backend could not take back (it is down) is returned later, by [`return_later`].
-    async fn return_all(&self, back: &Return<'_>, held: Vec<Outstanding>) -> Option<Status> {
+    async fn return_all(
+        &self,
+        back: &Return<'_>,
+        held: Vec<Outstanding>,
+        cause: Redelivery,
+    ) -> Option<Status> {
         let mut first = None;
         let mut left = Vec::new();
         for h in held {
-            if let Err(e) = back.give_back(&h, Duration::ZERO).await {
+            if let Err(e) = back.give_back(&h, Duration::ZERO, Some(cause)).await {
                 first.get_or_insert(e);
                 left.push(h);
             }
@@ -311,7 +328,9 @@ impl Consumer {
         };
         self.deliveries.hold(stream, delivery_id, held);
         // The loop took this delivery only with room in the buffer, and only it sends there.
-        tx.try_send((Ok(delivery), ())).map_err(|_| None)
+        tx.try_send((Ok(delivery), ())).map_err(|_| None)?;
+        route.metrics.messaging.delivered();
+        Ok(())
     }
 }
 
@@ -338,6 +357,7 @@ impl Queue for QueueService {
         };
         call.backend(adapter.enqueue(&call.route.name, &r.queue, message, delay))
             .await?;
+        call.route.metrics.messaging.sent(1);
         Ok(Response::new(pb::EnqueueResponse { message_id }))
     }
 
@@ -429,7 +449,9 @@ impl Queue for QueueService {
                 {
                     // Not known to be acked: returned, so they are delivered again.
                     for h in std::iter::once(held).chain(rest) {
-                        let _ = back.give_back(&h, Duration::ZERO).await;
+                        let _ = back
+                            .give_back(&h, Duration::ZERO, Some(Redelivery::AckFailed))
+                            .await;
                     }
                     return Err(e);
                 }
@@ -471,7 +493,7 @@ impl Queue for QueueService {
                 adapter: &adapter,
             };
             for held in &taken {
-                back.give_back(held, delay).await?;
+                back.give_back(held, delay, Some(Redelivery::Nack)).await?;
             }
             Ok::<(), Status>(())
         })

@@ -7,18 +7,15 @@ use super::record::{self, LISTENER_RENEW, LISTENER_TTL};
 use super::service::{RegistryService, stored};
 use super::store::{self, on_messaging, on_registry};
 use crate::backends::error::StoreError;
-use crate::budget::{Budget, Held};
 use crate::patterns::Slot;
 use crate::patterns::call::{routed, slot_stream_status};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::new_id;
 use crate::patterns::pubsub::adapter::Published;
-use crate::patterns::stream::{Outgoing, StreamGuard, outgoing};
+use crate::patterns::stream::{Lossy, Offered, Outgoing, Room, StreamGuard, outgoing};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prism_proto::registry::v1 as pb;
-use std::sync::Arc;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 fn delivery(m: Published, dropped: u64) -> pb::ListenResponse {
@@ -56,7 +53,7 @@ pub async fn listen(
     let mark = record::listener_key(&identity, &new_id());
     on_registry(&call, kv.set(&ns, &mark, Bytes::new(), Some(LISTENER_TTL))).await?;
     let limits = call.route.limits;
-    let (sending, response) = outgoing::<_, Option<(Held, Held)>>(limits.subscriber_buffer + 1);
+    let (sending, response) = outgoing::<_, Room>(limits.subscriber_buffer + 1);
     let tx = sending.items;
     let listening = pb::ListenResponse {
         event: Some(pb::listen_response::Event::Listening(pb::Listening {
@@ -64,8 +61,11 @@ pub async fn listen(
         })),
     };
     let _ = tx.try_send((Ok(listening), None));
-    let own = Arc::new(Budget::new(limits.subscriber_buffer_bytes));
-    let all = service.buffered.clone();
+    let mut lossy = Lossy::new(
+        call.route.clone(),
+        limits.subscriber_buffer_bytes,
+        service.buffered.clone(),
+    );
     let call = call.detached();
     tokio::spawn(async move {
         let route = call.route.clone();
@@ -73,7 +73,6 @@ pub async fn listen(
         tokio::pin!(ended);
         let mut renew = tokio::time::interval(LISTENER_RENEW);
         renew.tick().await;
-        let mut dropped = 0u64;
         let last: Option<Status> = loop {
             tokio::select! {
                 biased;
@@ -86,18 +85,8 @@ pub async fn listen(
                 }
                 item = subscription.next() => match item {
                     Some(Ok(m)) => {
-                        let size = m.buffered_bytes();
-                        let room = own
-                            .take_at_least_one(size)
-                            .and_then(|mine| all.take(size).map(|shared| (mine, shared)));
-                        if room.is_none() {
-                            dropped += 1;
-                            continue;
-                        }
-                        match tx.try_send((Ok(delivery(m, dropped)), room)) {
-                            Ok(()) => dropped = 0,
-                            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                            Err(mpsc::error::TrySendError::Closed(_)) => break None,
+                        if lossy.offer(&tx, m.buffered_bytes(), |dropped| delivery(m, dropped)) == Offered::Closed {
+                            break None;
                         }
                     }
                     Some(Err(e)) => break Some(slot_stream_status(&route, route.slot(Slot::Messaging), e)),

@@ -308,6 +308,7 @@ impl MulticastRegistry for RegistryService {
             .collect()
             .await;
         let delivered = outcomes.iter().filter(|o| o.delivered).count();
+        call.route.metrics.messaging.sent(delivered as u64);
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(pb::MulticastResponse {
             message_id,

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# What observability costs the hot path, measured from outside with h2load: one build, one proxy per
+# setting (auth on), ROUNDS rounds interleaved, medians:
+#   off      — no admin_listen (nothing recorded), no access log
+#   metrics  — admin_listen set: every call and backend call recorded, /metrics scraped each run
+# Per setting: memstore Get at 32 in flight (ops/s, against `off`), the proxy's CPU seconds per
+# 1,000 calls at 1,000 calls/s (against `off`), and its peak RSS. Goals (issue 21): ≥ 0.95× the
+# ops/s, ≤ 1.10× the CPU, ≤ 30 MiB. A benchmark, not a test: it prints the figures and whether
+# each goal is met, and exits 0 unless something failed to run.
+#
+#   ci/telemetry-cost.sh                   # 3 rounds of 10 s per figure
+#   ROUNDS=5 SECONDS_PER_RUN=5 ci/telemetry-cost.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SECS=${SECONDS_PER_RUN:-10}
+[ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins -q
+NO_BUILD=1
+
+free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+METRICS_PORT=$(free)
+export EXTRA_metrics="admin_listen: 127.0.0.1:$METRICS_PORT"
+PROXY_BINS="off=target/release/prism-proxy metrics=target/release/prism-proxy"
+. ci/bench/proxy-env.sh
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+record() { printf '%s\t%s\t%s\n' "$LABEL" "$1" "$2" >>"$RESULTS"; }
+run_h2() { # run_h2 [options…] → sets rps reqs; every answer checked
+    rm -f "$WORK/h2.log"
+    h2 memstore "$WORK/get.bin" "$KV/Get" "$@" --log-file="$WORK/h2.log" >"$WORK/h2.out"
+    read -r rps _ reqs data < <(h2_figures "$WORK/h2.out" "$WORK/h2.log")
+    check_answers memstore "$WORK/get.bin" "$KV/Get" "$reqs" "$data" 261
+}
+scraped_gets() { # the OK Gets the metrics proxy has counted
+    curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
+        awk '/^rpc_server_call_duration_seconds_count\{rpc_method="prism.keyvalue.v1.KeyValue\/Get",rpc_status_code="OK",namespace="memstore"/ {print $2}'
+}
+
+for round in $(seq "$ROUNDS"); do
+  for i in "${!PORTS[@]}"; do
+    use_proxy "$i"
+    [ "$LABEL" = metrics ] && before=$(scraped_gets)
+    run_h2 -D "$SECS" -m 32
+    record get32_ops "$rps"
+    c0=$(proxy_cpu)
+    run_h2 -D "$SECS" -m 1 --rps 1000
+    c1=$(proxy_cpu)
+    record cpu_per_1k "$(awk -v a="$c0" -v b="$c1" -v n="$reqs" 'BEGIN {printf "%.5f", (b-a)/n*1000}')"
+    record rss_mib "$(awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$PROXY/status")"
+    if [ "$LABEL" = metrics ]; then
+        after=$(scraped_gets)
+        [ "${after:-0}" -gt "${before:-0}" ] || { echo "the metrics proxy counted no Get (before ${before:-none}, after ${after:-none})" >&2; exit 3; }
+    fi
+    echo "round $round: $LABEL done" >&2
+  done
+done
+
+python3 - "$RESULTS" "$ROUNDS" "$SECS" <<'PY'
+import sys
+sys.path.insert(0, "ci/bench")
+from results import load
+v, labels, med = load(sys.argv[1])
+print(f"\nmemstore Get through prism-proxy (auth on), h2load -t 1 -c 1, medians of {sys.argv[2]} interleaved runs of {sys.argv[3]} s")
+print("| setting | Get ops/s at 32 in flight | vs off | CPU-s per 1,000 calls at 1,000/s | vs off | peak RSS |")
+print("|---|---|---|---|---|---|")
+for l in labels:
+    ops, cpu = med("get32_ops", l), med("cpu_per_1k", l)
+    r_ops, r_cpu = ops / med("get32_ops", "off"), cpu / med("cpu_per_1k", "off")
+    rss = max(v["rss_mib"][l])
+    print(f"| {l} | {ops:,.0f} | {r_ops:.3f}× {'(≥ 0.95 met)' if r_ops >= 0.95 else '(below 0.95)'} | {cpu:.4f} | "
+          f"{r_cpu:.3f}× {'(≤ 1.10 met)' if r_cpu <= 1.10 else '(over 1.10)'} | {rss:.1f} MiB {'(≤ 30 met)' if rss <= 30 else '(over 30)'} |")
+PY
