@@ -1,24 +1,40 @@
-//! The `prism.admin.v1.Admin` service: namespaces and their capabilities, for clients to negotiate.
+//! The `prism.admin.v1.Admin` service: namespaces and their capabilities, for clients to negotiate;
+//! and the config reload, for operators.
 
-use crate::auth::config::AuthMode;
+use crate::auth::layer::Guard;
 use crate::auth::{Permission, Principal, layer::denied};
-use crate::router::{NamespaceRoute, Router};
+use crate::reload::Reloader;
+use crate::router::{LiveRouter, NamespaceRoute};
+use crate::telemetry::ProxyMetrics;
 use pb::admin_server::Admin;
 use prism_proto::admin::v1 as pb;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tonic::{Request, Response, Status};
 
 /// The Admin service over the proxy's router.
 #[derive(Clone, Debug)]
 pub struct AdminService {
-    router: Arc<Router>,
-    auth_mode: AuthMode,
+    router: Arc<LiveRouter>,
+    guard: Arc<Guard>,
+    reloader: Arc<Reloader>,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl AdminService {
-    /// An Admin service answering from `router`.
-    pub fn new(router: Arc<Router>, auth_mode: AuthMode) -> Self {
-        Self { router, auth_mode }
+    /// An Admin service answering from `router`, reloading through `reloader`.
+    pub fn new(
+        router: Arc<LiveRouter>,
+        guard: Arc<Guard>,
+        reloader: Arc<Reloader>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Self {
+        Self {
+            router,
+            guard,
+            reloader,
+            metrics,
+        }
     }
 }
 
@@ -70,7 +86,8 @@ impl Admin for AdminService {
         if !caller.allows(&name, Permission::Admin) {
             return Err(denied(&caller, &name, Permission::Admin));
         }
-        let route = self.router.get(&name).ok_or_else(|| {
+        let router = self.router.load();
+        let route = router.get(&name).ok_or_else(|| {
             Status::not_found(format!(
                 "namespace '{name}' is not configured on this proxy"
             ))
@@ -93,7 +110,7 @@ impl Admin for AdminService {
                 max_batch_size: to_u32(limits.max_batch_size),
                 max_scan_page: to_u32(limits.max_scan_page),
             }),
-            auth_mode: self.auth_mode.name().into(),
+            auth_mode: self.guard.mode().name().into(),
         }))
     }
 
@@ -102,17 +119,40 @@ impl Admin for AdminService {
         request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         let caller = principal(&request)?;
-        let namespaces: Vec<_> = self
-            .router
+        let router = self.router.load();
+        let namespaces: Vec<_> = router
             .routes()
             .filter(|r| caller.allows(&r.name, Permission::Admin))
             .map(|r| info(r))
             .collect();
-        if namespaces.is_empty() && self.router.routes().next().is_some() {
+        if namespaces.is_empty() && router.routes().next().is_some() {
             return Err(Status::permission_denied(
                 "the token has the admin permission on no namespace",
             ));
         }
-        Ok(Response::new(pb::ListNamespacesResponse { namespaces }))
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces,
+            config_generation: self.metrics.generation.load(Ordering::Relaxed),
+        }))
+    }
+
+    async fn reload_config(
+        &self,
+        request: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let caller = principal(&request)?;
+        let done = self
+            .reloader
+            .reload(Some(&caller))
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(pb::ReloadConfigResponse {
+            config_generation: done.generation,
+            namespaces_added: done.added,
+            namespaces_removed: done.removed,
+            namespaces_changed: done.changed,
+            backends_opened: done.opened,
+            backends_closed: done.closed,
+        }))
     }
 }

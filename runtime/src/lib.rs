@@ -13,6 +13,7 @@ pub mod budget;
 pub mod config;
 pub mod limits;
 pub mod patterns;
+pub mod reload;
 pub mod router;
 pub mod secret;
 pub mod server;

@@ -25,7 +25,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///     cache:  { pattern: keyvalue, backend: mem }
 ///     orders: { pattern: keyvalue, backend: lite }
 ///
-/// SIGTERM or Ctrl-C stops accepting calls, lets in-flight calls finish, and exits 0.
+/// SIGTERM or Ctrl-C stops accepting calls, lets in-flight calls finish, and exits 0. SIGHUP reads
+/// the config file again and applies it without a restart (or refuses it, keeping the running one).
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -74,7 +75,7 @@ fn main() -> std::process::ExitCode {
             return Ok(());
         }
         let threads = worker_threads(config.server.worker_threads);
-        runtime(threads)?.block_on(serve(config, cli.listen, threads))
+        runtime(threads)?.block_on(serve(config, cli.config.clone(), cli.listen, threads))
     });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -115,10 +116,11 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(
     config: ProxyConfig,
+    file: PathBuf,
     listen: Option<std::net::SocketAddr>,
     worker_threads: usize,
 ) -> anyhow::Result<()> {
-    let mut proxy = Proxy::open(&config).await?;
+    let mut proxy = Proxy::open(&config).await?.with_config_file(file);
     let (listener, addr) = Proxy::bind(listen.unwrap_or(config.listen)).await?;
     if let Some(admin) = proxy.bind_admin().await? {
         tracing::info!(%admin, "admin listener: /metrics, /livez, /readyz");

@@ -12,7 +12,9 @@ use crate::patterns::{Pattern, Slot};
 use crate::telemetry::NamespaceMetrics;
 use prism_proto::NAMESPACE_HEADER;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -46,9 +48,32 @@ pub struct NamespaceRoute {
     pub source: Option<crate::config::SourceConfig>,
     /// Its calls' and messages' metrics.
     pub metrics: Arc<NamespaceMetrics>,
+    /// Set once a config reload removed or replaced the route: why its streams end.
+    retired: watch::Sender<Option<String>>,
 }
 
 impl NamespaceRoute {
+    /// Ends the route's streams (and its mailbox source) with `reason`: a reload removed or
+    /// replaced it.
+    pub fn retire(&self, reason: String) {
+        self.retired.send_replace(Some(reason));
+    }
+
+    /// Resolves with the reason once the route is retired.
+    pub fn retired(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut rx = self.retired.subscribe();
+        async move {
+            let reason = match rx.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// The first slot: a plain pattern's one backend.
     pub fn primary(&self) -> &RouteSlot {
         &self.slots[0]
@@ -121,18 +146,119 @@ pub struct Router {
     backends: BTreeMap<String, Backend>,
 }
 
+/// What a rebuild of the router changed, by name, and what the old router leaves behind.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Namespaces the new config adds.
+    pub added: Vec<String>,
+    /// Namespaces it removes.
+    pub removed: Vec<String>,
+    /// Namespaces whose config (or a backend they use) it changes.
+    pub changed: Vec<String>,
+    /// Backends opened for it.
+    pub opened: Vec<String>,
+    /// Backends no namespace uses any more (or replaced by a changed definition).
+    pub closed: Vec<String>,
+    /// The old routes of removed and changed namespaces, to retire.
+    pub retired: Vec<Arc<NamespaceRoute>>,
+    /// The old backends behind `closed`, to close once calls in flight on them are done.
+    pub unused: Vec<Backend>,
+}
+
+impl Changes {
+    /// Whether the rebuild changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.opened.is_empty()
+            && self.closed.is_empty()
+    }
+}
+
+/// The namespaces `next` adds, removes and changes against `running` (by their config alone; a
+/// namespace whose backend's definition changes is changed too).
+pub fn diff(running: &ProxyConfig, next: &ProxyConfig) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let backend_same = |name: &str| {
+        running.backends.get(name) == next.backends.get(name)
+            && running.backend_calls == next.backend_calls
+    };
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for (name, ns) in &next.namespaces {
+        match running.namespaces.get(name) {
+            None => added.push(name.clone()),
+            Some(old) => {
+                let same = old == ns
+                    && running.limits_for(old) == next.limits_for(ns)
+                    && ns.slot_backends().iter().all(|(_, b)| backend_same(b));
+                if !same {
+                    changed.push(name.clone());
+                }
+            }
+        }
+    }
+    let removed = running
+        .namespaces
+        .keys()
+        .filter(|n| !next.namespaces.contains_key(*n))
+        .cloned()
+        .collect();
+    (added, removed, changed)
+}
+
 impl Router {
     /// Opens every backend named by the config and builds the routes.
     pub async fn from_config(config: &ProxyConfig) -> Result<Self, OpenError> {
+        Ok(Self::build(config, None).await?.0)
+    }
+
+    /// Builds the router of `config`. With the `previous` router and its config, backends whose
+    /// definition is unchanged are kept (only new or changed ones are opened) and so are the routes
+    /// of unchanged namespaces (their streams go on); a changed namespace keeps its metrics.
+    pub async fn build(
+        config: &ProxyConfig,
+        previous: Option<(&Router, &ProxyConfig)>,
+    ) -> Result<(Self, Changes), OpenError> {
+        let mut changes = Changes::default();
         let mut opened: BTreeMap<String, Backend> = BTreeMap::new();
         for (name, backend) in &config.backends {
-            opened.insert(
-                name.clone(),
-                backends::open(name, backend, config.backend_calls).await?,
-            );
+            let kept = previous.and_then(|(router, running)| {
+                let same = running.backends.get(name) == Some(backend)
+                    && running.backend_calls == config.backend_calls;
+                same.then(|| router.backends.get(name).cloned()).flatten()
+            });
+            let backend = match kept {
+                Some(kept) => kept,
+                None => match backends::open(name, backend, config.backend_calls).await {
+                    Ok(b) => {
+                        changes.opened.push(name.clone());
+                        b
+                    }
+                    Err(e) => {
+                        // What this attempt opened is no one's: close it before giving up.
+                        for name in &changes.opened {
+                            if let Some(b) = opened.get(name) {
+                                b.close().await;
+                            }
+                        }
+                        return Err(e);
+                    }
+                },
+            };
+            opened.insert(name.clone(), backend);
         }
+        let (added, removed, changed) = match previous {
+            Some((_, running)) => diff(running, config),
+            None => (config.namespaces.keys().cloned().collect(), vec![], vec![]),
+        };
         let mut routes = BTreeMap::new();
         for (name, ns) in &config.namespaces {
+            let old = previous.and_then(|(router, _)| router.routes.get(name));
+            if let Some(old) = old.filter(|_| !changed.contains(name)) {
+                routes.insert(name.clone(), old.clone());
+                continue;
+            }
             // ProxyConfig::parse has already rejected slots without a (defined) backend.
             let named = ns.slot_backends();
             let count = named.len();
@@ -153,6 +279,10 @@ impl Router {
                 .into_iter()
                 .filter(|c| !ns.disable.contains(c))
                 .collect();
+            let metrics = old.filter(|o| o.pattern == ns.pattern).map_or_else(
+                || Arc::new(NamespaceMetrics::new(name, ns.pattern.name())),
+                |o| o.metrics.clone(),
+            );
             let route = NamespaceRoute {
                 name: name.clone(),
                 pattern: ns.pattern,
@@ -161,14 +291,37 @@ impl Router {
                 limits: config.limits_for(ns),
                 streams: StreamCount::default(),
                 source: ns.source.clone(),
-                metrics: Arc::new(NamespaceMetrics::new(name, ns.pattern.name())),
+                metrics,
+                retired: watch::Sender::new(None),
             };
             routes.insert(name.clone(), Arc::new(route));
         }
-        Ok(Self {
-            routes,
-            backends: opened,
-        })
+        if let Some((router, _)) = previous {
+            for (name, old) in &router.routes {
+                if removed.contains(name) || changed.contains(name) {
+                    changes.retired.push(old.clone());
+                }
+            }
+            for (name, backend) in &router.backends {
+                let still = opened
+                    .get(name)
+                    .is_some_and(|b| Arc::ptr_eq(&b.health, &backend.health));
+                if !still {
+                    changes.closed.push(name.clone());
+                    changes.unused.push(backend.clone());
+                }
+            }
+        }
+        changes.added = added;
+        changes.removed = removed;
+        changes.changed = changed;
+        Ok((
+            Self {
+                routes,
+                backends: opened,
+            },
+            changes,
+        ))
     }
 
     /// The route of a namespace by name.
@@ -253,23 +406,50 @@ pub fn slot_ready(pattern: Pattern, slots: &[RouteSlot], slot: Slot) -> bool {
     needs.needs.iter().all(|c| declared.contains(c))
 }
 
+/// The router a running proxy serves from: one handle that a config reload swaps whole, so a call
+/// sees either the old namespaces or the new, never a mix.
+#[derive(Debug)]
+pub struct LiveRouter(arc_swap::ArcSwap<Router>);
+
+impl LiveRouter {
+    /// A handle serving `router`.
+    pub fn new(router: Router) -> Self {
+        Self(arc_swap::ArcSwap::from_pointee(router))
+    }
+
+    /// The router now (cheap: no lock, usually no reference count).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Router>> {
+        self.0.load()
+    }
+
+    /// The router now, as an owned handle (for work that outlives a call).
+    pub fn current(&self) -> Arc<Router> {
+        self.0.load_full()
+    }
+
+    /// Serves `router` from now on; returns the one it replaces.
+    pub fn swap(&self, router: Router) -> Arc<Router> {
+        self.0.swap(Arc::new(router))
+    }
+}
+
 /// Interceptor that resolves `x-prism-namespace` and checks the namespace serves `pattern`.
 #[derive(Clone, Debug)]
 pub struct NamespaceResolver {
-    router: Arc<Router>,
+    router: Arc<LiveRouter>,
     pattern: Pattern,
 }
 
 impl NamespaceResolver {
     /// A resolver for services of `pattern`.
-    pub fn new(router: Arc<Router>, pattern: Pattern) -> Self {
+    pub fn new(router: Arc<LiveRouter>, pattern: Pattern) -> Self {
         Self { router, pattern }
     }
 }
 
 impl Interceptor for NamespaceResolver {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let route = self.router.resolve(request.metadata())?;
+        let route = self.router.load().resolve(request.metadata())?;
         if route.pattern != self.pattern {
             return Err(Status::failed_precondition(format!(
                 "namespace '{}' serves the {} pattern, not {}",

@@ -359,3 +359,60 @@ async fn json_log_and_access_log_one_object_per_line_without_payloads() {
         "keys and payloads are never logged"
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file_and_a_bad_one_is_refused() {
+    let config = "listen: 127.0.0.1:{port}\nauth: { mode: none }\nbackends:\n  m: { type: memstore }\nnamespaces:\n  orders: { pattern: keyvalue, backend: m }\n";
+    let mut proxy = ProxyProcess::start(config, None);
+    let client = proxy.client().await;
+    let path = proxy.dir.path().join("prism.yaml");
+    let hup = |pid: u32| {
+        let sent = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    // A bad file first: refused, logged with its location, and the process goes on serving.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("namespaces:", "namespacez:")).unwrap();
+    hup(proxy.child.id());
+    let started = Instant::now();
+    while !proxy.stderr().contains("config reload refused") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            proxy.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.stderr().contains("prism.yaml:"), "{}", proxy.stderr());
+    let mut orders = client.namespace("orders").keyvalue();
+    orders.get(GetRequest { key: "k".into() }).await.unwrap();
+    // Then a good one: the new namespace serves without a restart.
+    std::fs::write(
+        &path,
+        format!("{text}  invoices: {{ pattern: keyvalue, backend: m }}\n"),
+    )
+    .unwrap();
+    hup(proxy.child.id());
+    let mut invoices = client.namespace("invoices").keyvalue();
+    let started = Instant::now();
+    while invoices.get(GetRequest { key: "k".into() }).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            proxy.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proxy.stderr().contains("config reloaded"),
+        "{}",
+        proxy.stderr()
+    );
+    orders.get(GetRequest { key: "k".into() }).await.unwrap();
+    drop((orders, invoices, client));
+    assert_eq!(proxy.terminate(Duration::from_secs(15)).await, Some(0));
+}

@@ -35,7 +35,7 @@ pub enum Requirement {
 /// The Admin service and its methods (each needs a valid token; the service checks `admin`).
 pub const ADMIN_SERVICE: &str = "prism.admin.v1.Admin";
 /// The Admin methods the proxy serves.
-pub const ADMIN_METHODS: [&str; 2] = ["GetCapabilities", "ListNamespaces"];
+pub const ADMIN_METHODS: [&str; 3] = ["GetCapabilities", "ListNamespaces", "ReloadConfig"];
 
 /// The requirement of a gRPC path `/package.Service/Method`.
 pub fn requirement(path: &str) -> Requirement {
@@ -92,12 +92,18 @@ impl AuthCounters {
     }
 }
 
+/// How callers are authenticated now: a config reload replaces it whole (new keys, new rules).
+#[derive(Debug)]
+struct Authentication {
+    mode: AuthMode,
+    verifier: Option<Verifier>,
+}
+
 /// The checks, shared by every connection.
 #[derive(Debug)]
 pub struct Guard {
-    mode: AuthMode,
+    auth: arc_swap::ArcSwap<Authentication>,
     anonymous: Arc<Principal>,
-    verifier: Option<Verifier>,
     max_headers: usize,
     max_header_bytes: usize,
     counters: AuthCounters,
@@ -113,9 +119,8 @@ impl Guard {
         max_header_bytes: u32,
     ) -> Self {
         Self {
-            mode,
+            auth: arc_swap::ArcSwap::from_pointee(Authentication { mode, verifier }),
             anonymous: Arc::new(Principal::unauthenticated()),
-            verifier,
             max_headers,
             max_header_bytes: max_header_bytes as usize,
             counters: AuthCounters::default(),
@@ -129,7 +134,13 @@ impl Guard {
 
     /// The authentication mode.
     pub fn mode(&self) -> AuthMode {
-        self.mode
+        self.auth.load().mode
+    }
+
+    /// Authenticates with `mode` and `verifier` from now on (a config reload: new keys, rules,
+    /// issuer or audience).
+    pub fn replace(&self, mode: AuthMode, verifier: Option<Verifier>) {
+        self.auth.store(Arc::new(Authentication { mode, verifier }));
     }
 
     /// Checks one request; `Ok(None)` for open paths.
@@ -159,7 +170,8 @@ impl Guard {
             }
             Requirement::Authenticated | Requirement::Namespace(_) => {}
         }
-        let principal = match (&self.mode, &self.verifier) {
+        let auth = self.auth.load();
+        let principal = match (&auth.mode, &auth.verifier) {
             (AuthMode::None, _) => self.anonymous.clone(),
             (AuthMode::Jwt, Some(verifier)) => {
                 let token = bearer(request).map_err(|e| {

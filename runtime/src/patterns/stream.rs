@@ -109,7 +109,7 @@ impl Drop for StreamSlot {
 /// A stream's slot, drain signal and token expiry.
 #[derive(Debug)]
 pub struct StreamGuard {
-    _slot: StreamSlot,
+    slot: StreamSlot,
     drain: Drain,
     expires_in: Option<Duration>,
 }
@@ -182,16 +182,18 @@ impl StreamGuard {
             Duration::from_secs(until).saturating_sub(now)
         });
         Ok(StreamGuard {
-            _slot: slot,
+            slot,
             drain: drain.clone(),
             expires_in,
         })
     }
 
-    /// Resolves with the status the stream must end with: UNAVAILABLE when the proxy drains,
-    /// UNAUTHENTICATED when the caller's token expires. Pending otherwise.
+    /// Resolves with the status the stream must end with: UNAVAILABLE when the proxy drains or a
+    /// config reload removes or replaces the namespace, UNAUTHENTICATED when the caller's token
+    /// expires. Pending otherwise.
     pub fn ended(&self) -> impl Future<Output = Status> + Send + 'static {
         let drain = self.drain.clone();
+        let retired = self.slot.route.retired();
         let expires = self.expires_in.map(|d| tokio::time::Instant::now() + d);
         async move {
             let expiry = async {
@@ -207,6 +209,7 @@ impl StreamGuard {
                 () = expiry => Status::unauthenticated(
                     "the caller's token expired; open the stream again with a fresh token",
                 ),
+                reason = retired => Status::unavailable(reason),
             }
         }
     }

@@ -34,7 +34,8 @@ use crate::patterns::queue::QueueService;
 use crate::patterns::queue::deliveries::Deliveries;
 use crate::patterns::registry::RegistryService;
 use crate::patterns::stream::Drain;
-use crate::router::{NamespaceResolver, Router};
+use crate::reload::Reloader;
+use crate::router::{LiveRouter, NamespaceResolver, Router};
 use crate::telemetry::calls::CallsLayer;
 use crate::telemetry::{ProxyMetrics, Sources};
 use connection::ConnectionSettings;
@@ -49,6 +50,7 @@ use prism_proto::registry::v1::multicast_registry_server::MulticastRegistryServe
 use protocol::ProtocolLayer;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -116,7 +118,9 @@ pub enum ServeError {
 /// A proxy whose backends are open, ready to serve.
 #[derive(Debug)]
 pub struct Proxy {
-    router: Arc<Router>,
+    router: Arc<LiveRouter>,
+    config: ProxyConfig,
+    config_file: Option<PathBuf>,
     guard: Arc<Guard>,
     limits: ServerLimits,
     counters: Arc<TransportCounters>,
@@ -147,14 +151,16 @@ impl Proxy {
             config.server.max_headers,
             config.server.max_header_bytes,
         ));
-        let router = Arc::new(Router::from_config(config).await?);
+        let router = Router::from_config(config).await?;
         if config.admin_listen.is_some() {
             for (_, backend) in router.backends() {
                 backend.health.metrics().enable();
             }
         }
         Ok(Self {
-            router,
+            router: Arc::new(LiveRouter::new(router)),
+            config: config.clone(),
+            config_file: None,
             guard,
             limits: config.server,
             counters: Arc::new(TransportCounters::default()),
@@ -184,9 +190,15 @@ impl Proxy {
         self.counters.clone()
     }
 
-    /// The router (namespaces, capabilities).
-    pub fn router(&self) -> &Arc<Router> {
-        &self.router
+    /// The router now (namespaces, capabilities).
+    pub fn router(&self) -> Arc<Router> {
+        self.router.current()
+    }
+
+    /// Names the file the config was read from: SIGHUP and Admin `ReloadConfig` read it again.
+    pub fn with_config_file(mut self, path: PathBuf) -> Self {
+        self.config_file = Some(path);
+        self
     }
 
     /// Binds `addr` (use port 0 for an ephemeral port) and returns the listener and its real address.
@@ -210,7 +222,9 @@ impl Proxy {
     ) -> Result<(), ServeError> {
         descriptors::check(self.limits.max_connections);
         self.bind_admin().await?;
-        let max_message = self.router.max_value_bytes() + crate::limits::MESSAGE_OVERHEAD;
+        let router = self.router.current();
+        let max_value_bytes = router.max_value_bytes();
+        let max_message = max_value_bytes + crate::limits::MESSAGE_OVERHEAD;
         let resolver = |pattern| NamespaceResolver::new(self.router.clone(), pattern);
         let (drain_control, drain) = Drain::new();
         let deliveries = Arc::new(Deliveries::default());
@@ -246,11 +260,32 @@ impl Proxy {
                 .max_encoding_message_size(max_message),
             resolver(Pattern::Mailbox),
         );
-        for route in self.router.routes() {
+        for route in router.routes() {
             crate::patterns::mailbox::source::spawn(route.clone(), drain.clone());
         }
+        drop(router);
+        let reloader = Arc::new(Reloader::new(
+            self.config_file.clone(),
+            self.config.clone(),
+            self.router.clone(),
+            self.guard.clone(),
+            max_value_bytes,
+            drain.clone(),
+            self.metrics.clone(),
+            self.admin_listen.is_some(),
+        ));
         drop(drain);
-        let admin = AdminServer::new(AdminService::new(self.router.clone(), self.guard.mode()));
+        let on_sighup = self
+            .config_file
+            .is_some()
+            .then(|| reload_on_sighup(reloader.clone()))
+            .flatten();
+        let admin = AdminServer::new(AdminService::new(
+            self.router.clone(),
+            self.guard.clone(),
+            reloader,
+            self.metrics.clone(),
+        ));
 
         // Health per pattern service (by its registry name) and for the whole server ("").
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -366,6 +401,8 @@ impl Proxy {
             streams_told,
         )
         .await;
+        // The SIGHUP task holds the reloader, which holds a drain handle.
+        drop(on_sighup);
         // Stream tasks still returning deliveries finish before the backends close.
         if tokio::time::timeout(BACKEND_CLOSE_BOUND, drain_control.finished())
             .await
@@ -378,7 +415,7 @@ impl Proxy {
         }
         // A pool waits for connections still checked out, which a frozen backend may never
         // return: the close is bounded like the drain.
-        if tokio::time::timeout(BACKEND_CLOSE_BOUND, self.router.close())
+        if tokio::time::timeout(BACKEND_CLOSE_BOUND, self.router.current().close())
             .await
             .is_err()
         {
@@ -393,7 +430,27 @@ impl Proxy {
     }
 }
 
-/// Ends the admin listener's task with the proxy.
+/// Reloads the config on each SIGHUP (the outcome is logged and counted by the reloader). The
+/// handler is installed before the task starts, so a SIGHUP that arrives once the proxy serves can
+/// never take the default action (ending the process).
+fn reload_on_sighup(reloader: Arc<Reloader>) -> Option<AbortOnDrop> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with Admin ReloadConfig");
+            return None;
+        }
+    };
+    Some(AbortOnDrop(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = reloader.reload(None).await;
+        }
+    })))
+}
+
+/// Ends a task (the admin listener, the SIGHUP listener) with the proxy.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

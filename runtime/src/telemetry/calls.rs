@@ -5,7 +5,7 @@
 
 use super::methods::{MethodId, methods};
 use super::{CODE_NAMES, NamespaceMetrics, ProxyMetrics};
-use crate::router::Router;
+use crate::router::LiveRouter;
 use crate::server::ConnectionTrust;
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
@@ -25,7 +25,7 @@ pub struct CallMethod(pub MethodId);
 /// What the layer does with each call.
 #[derive(Debug, Clone)]
 pub struct CallsLayer {
-    router: Arc<Router>,
+    router: Arc<LiveRouter>,
     proxy: Arc<ProxyMetrics>,
     access_log: bool,
 }
@@ -33,7 +33,7 @@ pub struct CallsLayer {
 impl CallsLayer {
     /// Records every call's metrics in the route's cells (or `proxy.unrouted`), and writes an
     /// access log line per call when `access_log` is set.
-    pub fn new(router: Arc<Router>, proxy: Arc<ProxyMetrics>, access_log: bool) -> Self {
+    pub fn new(router: Arc<LiveRouter>, proxy: Arc<ProxyMetrics>, access_log: bool) -> Self {
         Self {
             router,
             proxy,
@@ -80,11 +80,14 @@ where
             .headers()
             .get(NAMESPACE_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|name| self.settings.router.get(name))
-            .map_or_else(
-                || self.settings.proxy.unrouted.clone(),
-                |route| route.metrics.clone(),
-            );
+            .and_then(|name| {
+                self.settings
+                    .router
+                    .load()
+                    .get(name)
+                    .map(|route| route.metrics.clone())
+            })
+            .unwrap_or_else(|| self.settings.proxy.unrouted.clone());
         let peer = request
             .extensions()
             .get::<ConnectionTrust>()

@@ -121,7 +121,7 @@ fn readiness(sources: &Sources) -> (bool, String) {
         return (false, "not ready: draining\n".into());
     }
     let mut body = String::new();
-    for route in sources.router.routes() {
+    for route in sources.router.load().routes() {
         for slot in &route.slots {
             if slot.backend.health.is_down() {
                 let _ = writeln!(
@@ -143,13 +143,13 @@ fn readiness(sources: &Sources) -> (bool, String) {
 mod tests {
     use super::*;
     use crate::config::ProxyConfig;
-    use crate::router::Router;
+    use crate::router::{LiveRouter, Router};
 
     async fn sources() -> Sources {
         let yaml = "auth: { mode: none }\nbackends: { m: { type: memstore } }\nnamespaces:\n  a: { pattern: keyvalue, backend: m }\n";
         let config = ProxyConfig::parse(yaml, std::path::Path::new("t.yaml")).unwrap();
         Sources {
-            router: Arc::new(Router::from_config(&config).await.unwrap()),
+            router: Arc::new(LiveRouter::new(Router::from_config(&config).await.unwrap())),
             proxy: Arc::default(),
             transport: Arc::default(),
             guard: Arc::new(crate::auth::layer::Guard::new(
@@ -178,7 +178,8 @@ mod tests {
     async fn readyz_names_a_down_backend_and_says_when_draining() {
         let sources = sources().await;
         assert_eq!(get(&sources, "/readyz"), (StatusCode::OK, "ready\n".into()));
-        let (_, backend) = sources.router.backends().next().unwrap();
+        let router = sources.router.current();
+        let (_, backend) = router.backends().next().unwrap();
         backend.health.mark_down("connection refused".into());
         assert_eq!(
             get(&sources, "/readyz"),

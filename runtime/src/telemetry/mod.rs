@@ -306,7 +306,7 @@ impl BackendMetrics {
 #[derive(Debug)]
 pub struct Sources {
     /// The namespaces and backends.
-    pub router: std::sync::Arc<crate::router::Router>,
+    pub router: std::sync::Arc<crate::router::LiveRouter>,
     /// The proxy's own cells.
     pub proxy: std::sync::Arc<ProxyMetrics>,
     /// The transport's limit counters.
@@ -326,6 +326,10 @@ pub struct ProxyMetrics {
     pub draining: AtomicBool,
     /// The config's generation: 1 at start, one more for each reload that took.
     pub generation: AtomicU64,
+    /// Reloads applied.
+    pub reloads_applied: AtomicU64,
+    /// Reloads refused.
+    pub reloads_refused: AtomicU64,
 }
 
 impl Default for ProxyMetrics {
@@ -334,6 +338,8 @@ impl Default for ProxyMetrics {
             unrouted: std::sync::Arc::new(NamespaceMetrics::new("", "")),
             draining: AtomicBool::new(false),
             generation: AtomicU64::new(1),
+            reloads_applied: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
         }
     }
 }

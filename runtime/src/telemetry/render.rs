@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 /// The exposition of every family, in OpenMetrics when `open_metrics`, else Prometheus text.
 pub fn render(sources: &Sources, open_metrics: bool) -> (String, &'static str) {
     let mut out = Exposition::new(open_metrics);
-    let router = sources.router.as_ref();
+    let router = sources.router.current();
     let namespaces: Vec<&NamespaceMetrics> = router
         .routes()
         .map(|r| r.metrics.as_ref())
@@ -163,7 +163,7 @@ fn messaging(out: &mut Exposition, sources: &Sources, namespaces: &[&NamespaceMe
         None,
         "Live Subscribe, Consume, Listen and Watch streams, against the namespace's max_streams.",
     );
-    for route in sources.router.routes() {
+    for route in sources.router.load().routes() {
         out.gauge(
             name,
             &ns_labels(&route.metrics),
@@ -174,7 +174,8 @@ fn messaging(out: &mut Exposition, sources: &Sources, namespaces: &[&NamespaceMe
 
 fn backends(out: &mut Exposition, sources: &Sources) {
     let table = methods();
-    let backends: Vec<_> = sources.router.backends().collect();
+    let router = sources.router.current();
+    let backends: Vec<_> = router.backends().collect();
     for (family, name, system, operation) in [
         (
             Family::Db,
@@ -314,8 +315,17 @@ fn proxy(out: &mut Exposition, sources: &Sources) {
     );
     out.single_gauge(
         "prism_config_generation",
-        "The running config's generation: 1 at start.",
+        "The running config's generation: 1 at start, one more per reload that took.",
         p.generation.load(Ordering::Relaxed) as f64,
+    );
+    out.counters_by(
+        "prism_config_reloads",
+        "Config reloads (SIGHUP, Admin ReloadConfig), by outcome.",
+        "outcome",
+        [
+            ("applied", p.reloads_applied.load(Ordering::Relaxed)),
+            ("refused", p.reloads_refused.load(Ordering::Relaxed)),
+        ],
     );
 }
 

@@ -27,7 +27,20 @@ pub struct Served {
 /// Parses `yaml` (its `listen` should be `127.0.0.1:0`) and serves it.
 pub async fn serve(yaml: &str) -> Served {
     let config = ProxyConfig::parse(yaml, Path::new("test.yaml")).unwrap();
-    let mut proxy = Proxy::open(&config).await.unwrap();
+    start(Proxy::open(&config).await.unwrap(), &config).await
+}
+
+/// Serves the config in `file`, which SIGHUP-free reloads (Admin `ReloadConfig`) read again.
+pub async fn serve_file(file: &Path) -> Served {
+    let config = ProxyConfig::load(file).unwrap();
+    let proxy = Proxy::open(&config)
+        .await
+        .unwrap()
+        .with_config_file(file.to_path_buf());
+    start(proxy, &config).await
+}
+
+async fn start(mut proxy: Proxy, config: &ProxyConfig) -> Served {
     let counters = proxy.counters();
     let admin = proxy.bind_admin().await.unwrap();
     let (listener, addr) = Proxy::bind(config.listen).await.unwrap();

@@ -23,14 +23,16 @@ use tonic::Code;
 /// Longest wait before subscribing again after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Starts the source of `route`, if it has one, until `drain` starts.
+/// Starts the source of `route`, if it has one, until `drain` starts or a reload retires the route.
 pub fn spawn(route: Arc<NamespaceRoute>, drain: Drain) {
     let Some(source) = route.source.clone() else {
         return;
     };
     tokio::spawn(async move {
+        let retired = route.retired();
         tokio::select! {
             () = drain.started() => {}
+            _ = retired => {}
             () = run(route, source) => {}
         }
     });
