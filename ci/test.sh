@@ -84,6 +84,9 @@ need_cmd python3 || apt_install python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 ci/interop/run.sh
 
+log "Prometheus (Debian's server and promtool) scraping the proxy under load (ci/prometheus-check.sh)"
+ci/prometheus-check.sh
+
 log "prism-conform's default build (memstore and SQLite): the first command's corpus, and --backend redis refused with the feature to build"
 cargo build --quiet -p prism-conform
 target/debug/prism-conform run --report-dir target/default-build-reports

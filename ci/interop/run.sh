@@ -93,8 +93,10 @@ chmod 600 "$SECRET_FILE"
 
 # 5. Config on a free loopback port, authentication on, SQLite on a temp file.
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+ADMIN_PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 cat >"$WORK/prism.yaml" <<EOF
 listen: 127.0.0.1:$PORT
+admin_listen: 127.0.0.1:$ADMIN_PORT
 auth:
   mode: jwt
   hs256: { secret_file: "$SECRET_FILE" }
@@ -137,6 +139,7 @@ done
 log "running ci/interop/test_interop.py"
 test_rc=0
 PRISM_INTEROP_TARGET="127.0.0.1:$PORT" \
+    PRISM_INTEROP_ADMIN="127.0.0.1:$ADMIN_PORT" \
     PRISM_INTEROP_STUBS="$WORK/stubs" \
     PRISM_INTEROP_NAMESPACES="interop-mem=memstore,interop-lite=sqlite" \
     PRISM_INTEROP_PUBSUB=interop-events PRISM_INTEROP_QUEUE=interop-jobs \

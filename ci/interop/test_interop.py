@@ -51,6 +51,7 @@ PUBSUB_NS = os.environ.get("PRISM_INTEROP_PUBSUB", "interop-events")
 QUEUE_NS = os.environ.get("PRISM_INTEROP_QUEUE", "interop-jobs")
 REGISTRY_NS = os.environ.get("PRISM_INTEROP_REGISTRY", "interop-registry")
 MAILBOX_NS = os.environ.get("PRISM_INTEROP_MAILBOX", "interop-mail")
+ADMIN = os.environ.get("PRISM_INTEROP_ADMIN", "")
 
 if not TARGET or not STUBS or not SECRET_FILE:
     sys.exit(
@@ -822,6 +823,77 @@ class Composites(RpcAssertions, unittest.TestCase):
             timeout=TIMEOUT,
         )
         self.assertDetailsContain(err, "headers.color")
+
+
+class Operability(RpcAssertions, unittest.TestCase):
+    """The admin listener read as Prometheus's own Python parsers read it, and a config reload
+    through the Admin stubs."""
+
+    def setUp(self):
+        if not ADMIN:
+            self.fail("PRISM_INTEROP_ADMIN is not set (run ci/interop/run.sh)")
+        kv = keyvalue_pb2_grpc.KeyValueStub(channel)
+        kv.Get(keyvalue_pb2.GetRequest(key=f"{RUN_PREFIX}metrics/k"), metadata=ns_md(NAMESPACES[0][0]), timeout=TIMEOUT)
+
+    def _get(self, path, accept=None):
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{ADMIN}{path}")
+        if accept:
+            request.add_header("Accept", accept)
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+
+    def _families(self, parse, text):
+        return {f.name: f for f in parse(text)}
+
+    def test_prometheus_text_parses_and_counts_the_call(self):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, content_type, text = self._get("/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(content_type.startswith("text/plain; version=0.0.4"), content_type)
+        families = self._families(text_string_to_metric_families, text)
+        calls = families["rpc_server_call_duration_seconds"]
+        self.assertEqual(calls.type, "histogram")
+        counted = [
+            s for s in calls.samples
+            if s.name.endswith("_count")
+            and s.labels.get("namespace") == NAMESPACES[0][0]
+            and s.labels.get("rpc_method") == "prism.keyvalue.v1.KeyValue/Get"
+            and s.labels.get("rpc_status_code") == "OK"
+        ]
+        self.assertEqual(len(counted), 1, counted)
+        self.assertGreaterEqual(counted[0].value, 1)
+        for name in ("prism_backend_up", "prism_messages_sent", "prism_auth_failures", "process_resident_memory_bytes"):
+            self.assertIn(name, families)
+
+    def test_openmetrics_parses_strictly(self):
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+        status, content_type, text = self._get("/metrics", accept="application/openmetrics-text; version=1.0.0")
+        self.assertEqual(status, 200)
+        self.assertTrue(content_type.startswith("application/openmetrics-text"), content_type)
+        families = self._families(text_string_to_metric_families, text)
+        self.assertEqual(families["rpc_server_call_duration_seconds"].unit, "seconds")
+        self.assertEqual(families["prism_messages_sent"].type, "counter")
+
+    def test_probes(self):
+        self.assertEqual(self._get("/livez")[0], 200)
+        self.assertEqual(self._get("/readyz")[2], "ready\n")
+
+    def test_reload_config_through_the_admin_stubs(self):
+        admin = admin_pb2_grpc.AdminStub(channel)
+        before = admin.ListNamespaces(admin_pb2.ListNamespacesRequest(), metadata=auth_md(), timeout=TIMEOUT)
+        done = admin.ReloadConfig(admin_pb2.ReloadConfigRequest(), metadata=auth_md(), timeout=TIMEOUT)
+        self.assertEqual(done.config_generation, before.config_generation + 1)
+        self.assertEqual(list(done.namespaces_added) + list(done.namespaces_removed) + list(done.namespaces_changed), [])
+        self.assertRpcError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            admin.ReloadConfig,
+            admin_pb2.ReloadConfigRequest(),
+            timeout=TIMEOUT,
+        )
 
 
 class CountingResult(unittest.TextTestResult):

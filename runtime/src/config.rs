@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     /// One log line per call (target `prism::access`: namespace, method, code, duration, peer).
     #[serde(default)]
     pub access_log: bool,
+    /// Traces to an OTLP/gRPC collector; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::telemetry::trace::TracingConfig>,
 }
 
 /// How log lines are written.
@@ -406,8 +409,13 @@ impl ProxyConfig {
     fn problems(&self, text: &str) -> Vec<Problem> {
         let places: Option<Places> = serde_saphyr::from_str_with_options(text, yaml_options()).ok();
         let ns_places = |name: &str| places.as_ref().and_then(|p| p.namespaces.get(name));
-        let mut problems: Vec<Problem> =
-            self.auth.problems().into_iter().map(Problem::new).collect();
+        let mut problems: Vec<Problem> = self
+            .auth
+            .problems()
+            .into_iter()
+            .chain(self.tracing.iter().flat_map(|t| t.problems()))
+            .map(Problem::new)
+            .collect();
         if self.namespaces.is_empty() {
             problems.push(Problem::new(
                 "no namespaces configured (add at least one under `namespaces:`)",

@@ -36,6 +36,9 @@ struct Cli {
     /// Override the config's `listen` address, e.g. 127.0.0.1:0.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Override the config's `admin_listen` address (metrics and probes), e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
     /// Only check the config and exit (0 when valid).
     #[arg(long)]
     check: bool,
@@ -75,7 +78,7 @@ fn main() -> std::process::ExitCode {
             return Ok(());
         }
         let threads = worker_threads(config.server.worker_threads);
-        runtime(threads)?.block_on(serve(config, cli.config.clone(), cli.listen, threads))
+        runtime(threads)?.block_on(serve(config, &cli, threads))
     });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -114,14 +117,14 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(
-    config: ProxyConfig,
-    file: PathBuf,
-    listen: Option<std::net::SocketAddr>,
-    worker_threads: usize,
-) -> anyhow::Result<()> {
-    let mut proxy = Proxy::open(&config).await?.with_config_file(file);
-    let (listener, addr) = Proxy::bind(listen.unwrap_or(config.listen)).await?;
+async fn serve(config: ProxyConfig, cli: &Cli, worker_threads: usize) -> anyhow::Result<()> {
+    let mut proxy = Proxy::open(&config)
+        .await?
+        .with_config_file(cli.config.clone());
+    if let Some(admin) = cli.admin_listen {
+        proxy = proxy.with_admin_listen(admin);
+    }
+    let (listener, addr) = Proxy::bind(cli.listen.unwrap_or(config.listen)).await?;
     if let Some(admin) = proxy.bind_admin().await? {
         tracing::info!(%admin, "admin listener: /metrics, /livez, /readyz");
     }

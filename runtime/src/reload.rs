@@ -102,6 +102,8 @@ fn restart_only(running: &ProxyConfig, next: &ProxyConfig) -> Option<&'static st
         Some("log_format")
     } else if running.access_log != next.access_log {
         Some("access_log")
+    } else if running.tracing != next.tracing {
+        Some("tracing")
     } else {
         None
     }

@@ -18,7 +18,11 @@ fn example_config_loads() {
     assert!(
         matches!(&config.backends["lite"], BackendConfig::Sqlite(c) if c.path == "./data/prism.db")
     );
-    assert_eq!(config.namespaces.len(), 3);
+    assert_eq!(config.namespaces.len(), 5);
+    assert_eq!(
+        config.admin_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9464")
+    );
     let sessions = &config.namespaces["sessions"];
     assert_eq!(sessions.disable, vec![Capability::KvScan]);
     assert_eq!(config.limits_for(sessions).max_value_bytes, 65536);
@@ -336,6 +340,10 @@ fn configs_written_out_load_back_the_same() {
         ProxyConfig::parse(
             r#"
 listen: 127.0.0.1:9999
+admin_listen: 127.0.0.1:9998
+log_format: json
+access_log: true
+tracing: { otlp_endpoint: 'http://127.0.0.1:4317', sample_ratio: 0.25, service_name: edge }
 auth:
   hs256: { secret_env: PRISM_SECRET }
   issuer: me

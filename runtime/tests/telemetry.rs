@@ -237,6 +237,13 @@ async fn calls_move_the_call_backend_and_messaging_families() {
     assert_eq!(value(&s, "prism_config_generation", &[]), Some(1.0));
     assert!(value(&s, "prism_rpc_response_bytes_total", &get).unwrap() > 0.0);
     assert!(value(&s, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    // Every series once: a name and label set that repeats is an invalid exposition.
+    let text = support::http(admin, "GET", "/metrics", None).await.body;
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let series = line.rsplit_once(' ').unwrap().0;
+        assert!(seen.insert(series.to_string()), "repeated: {series}");
+    }
     drop((consumer, subscription));
 }
 
@@ -357,4 +364,92 @@ async fn authentication_failures_and_denials_are_counted_by_check_never_by_token
         ),
         Some(3.0)
     );
+}
+
+/// Label names that share a prefix with metric names.
+const LABELS: [&str; 6] = [
+    "rpc_method",
+    "rpc_status_code",
+    "db_system_name",
+    "db_operation_name",
+    "messaging_system",
+    "messaging_operation_name",
+];
+
+/// The metric names a PromQL expression reads.
+fn metrics_named(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| {
+            ["rpc_", "db_", "messaging_", "prism_", "process_"]
+                .iter()
+                .any(|p| t.starts_with(p))
+                && !LABELS.contains(t)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_shipped_dashboard_and_alert_rules_read_only_metrics_the_proxy_exports() {
+    let served = support::serve(CONFIG).await;
+    let body = support::http(served.admin.unwrap(), "GET", "/metrics", None)
+        .await
+        .body;
+    // What a query may name: each family's samples as the text format writes them.
+    let mut exported = std::collections::BTreeSet::new();
+    for line in body.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        exported.insert(name.to_string());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_count", "_sum"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(examples.join("grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let targets = panel["targets"]
+            .as_array()
+            .expect("every panel has targets");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for t in targets {
+            queries.push(t["expr"].as_str().expect("a PromQL expr").to_string());
+        }
+    }
+    let rules: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(examples.join("prometheus-alerts.yaml")).unwrap(),
+    )
+    .expect("the alert rules are YAML");
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            alerts.push(rule["alert"].as_str().expect("alert name").to_string());
+            queries.push(rule["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for wanted in [
+        "PrismCallLatencyHigh",
+        "PrismCallLatencyCritical",
+        "PrismBackendDown",
+        "PrismSubscriberDrops",
+        "PrismDeadLetters",
+    ] {
+        assert!(alerts.iter().any(|a| a == wanted), "{wanted} in {alerts:?}");
+    }
+    for query in &queries {
+        let named = metrics_named(query);
+        assert!(!named.is_empty(), "no metric in {query}");
+        for metric in named {
+            assert!(
+                exported.contains(&metric),
+                "{metric} (in {query}) is not exported"
+            );
+        }
+    }
+    assert!(queries.len() >= 30, "{} queries", queries.len());
 }

@@ -198,6 +198,7 @@ fn load_proxy_config(
         admin_listen: None,
         log_format: Default::default(),
         access_log: false,
+        tracing: None,
     }
 }
 

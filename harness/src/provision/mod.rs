@@ -690,6 +690,7 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
         admin_listen: None,
         log_format: Default::default(),
         access_log: false,
+        tracing: None,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::router::{NamespaceRoute, RouteSlot, route_of};
 use crate::server::protocol::CallDeadline;
 use crate::telemetry::calls::CallMethod;
 use crate::telemetry::methods::{MethodId, methods};
+use crate::telemetry::trace::{Traced, attr};
 use crate::telemetry::{Family, Operation};
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct Call {
     pub deadline: Option<Instant>,
     /// The gRPC method, for the backend calls' operation label.
     pub method: MethodId,
+    /// The call's span, when it is traced (its backend calls become child spans).
+    pub traced: Option<Traced>,
 }
 
 impl Call {
@@ -104,7 +107,9 @@ impl Call {
             method: self.method,
             family,
         };
-        slot.backend
+        let started = self.traced.as_ref().map(|_| std::time::SystemTime::now());
+        let answer = slot
+            .backend
             .health
             .call(op, self.deadline, call)
             .await
@@ -123,16 +128,61 @@ impl Call {
                 CallError::CallerDeadline => Status::deadline_exceeded(format!(
                     "the call's deadline passed while waiting for backend '{backend}'"
                 )),
+            });
+        if let (Some(traced), Some(started)) = (&self.traced, started) {
+            self.backend_span(traced, slot, family, started, answer.as_ref().err());
+        }
+        answer
+    }
+
+    /// The child span of one backend call: the conventions' database or messaging attributes,
+    /// and an error only for the backend's own failures (not a conflict or a caller's deadline).
+    fn backend_span(
+        &self,
+        traced: &Traced,
+        slot: &RouteSlot,
+        family: Family,
+        started: std::time::SystemTime,
+        failed: Option<&Status>,
+    ) {
+        let operation = methods().short(self.method);
+        let (system, op_key) = match family {
+            Family::Db => ("db.system.name", "db.operation.name"),
+            Family::Messaging => ("messaging.system", "messaging.operation.name"),
+        };
+        let attributes = vec![
+            attr(system, slot.backend.kind),
+            attr(op_key, operation),
+            attr("prism.backend", slot.backend_name.clone()),
+            attr("prism.slot", slot.slot.name()),
+            attr("prism.namespace", self.route.name.clone()),
+            attr("prism.pattern", self.route.pattern.name()),
+        ];
+        let error = failed
+            .filter(|s| {
+                matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown
+                )
             })
+            .map(|s| crate::telemetry::CODE_NAMES[s.code() as usize]);
+        traced.backend_span(
+            format!("{operation} {}", slot.backend_name),
+            started,
+            attributes,
+            error,
+        );
     }
 
     /// The same route without the caller's deadline: for backend calls a long-lived stream makes
-    /// after its opening call (each gets the backend call timeout).
+    /// after its opening call (each gets the backend call timeout; none is traced, so a stream
+    /// does not grow a span per delivery).
     pub fn detached(&self) -> Call {
         Call {
             route: self.route.clone(),
             deadline: None,
             method: self.method,
+            traced: None,
         }
     }
 }
@@ -146,11 +196,13 @@ pub fn routed<T>(request: Request<T>, capability: Capability) -> Result<(Call, T
         .extensions()
         .get::<CallMethod>()
         .map_or_else(|| methods().other(), |m| m.0);
+    let traced = request.extensions().get::<Traced>().cloned();
     Ok((
         Call {
             route,
             deadline,
             method,
+            traced,
         },
         request.into_inner(),
     ))

@@ -37,6 +37,7 @@ use crate::patterns::stream::Drain;
 use crate::reload::Reloader;
 use crate::router::{LiveRouter, NamespaceResolver, Router};
 use crate::telemetry::calls::CallsLayer;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::{ProxyMetrics, Sources};
 use connection::ConnectionSettings;
 use counters::TransportCounters;
@@ -57,6 +58,9 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tower::ServiceBuilder;
+
+/// How long the span exporter may take to send what is queued at exit.
+const EXPORT_BOUND: Duration = Duration::from_secs(2);
 
 /// How long closing the backends may take after the drain.
 const BACKEND_CLOSE_BOUND: Duration = Duration::from_secs(5);
@@ -110,6 +114,9 @@ pub enum ServeError {
     /// Authentication keys could not be loaded.
     #[error("auth: {0}")]
     Auth(#[from] KeyError),
+    /// The tracing exporter could not be set up.
+    #[error("{0}")]
+    Tracing(String),
     /// Reflection descriptors could not be loaded.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -193,6 +200,16 @@ impl Proxy {
     /// The router now (namespaces, capabilities).
     pub fn router(&self) -> Arc<Router> {
         self.router.current()
+    }
+
+    /// Serves metrics and probes on `addr` instead of the config's `admin_listen` (which a reload
+    /// still compares against the file).
+    pub fn with_admin_listen(mut self, addr: SocketAddr) -> Self {
+        self.admin_listen = Some(addr);
+        for (_, backend) in self.router.current().backends() {
+            backend.health.metrics().enable();
+        }
+        self
     }
 
     /// Names the file the config was read from: SIGHUP and Admin `ReloadConfig` read it again.
@@ -324,8 +341,16 @@ impl Proxy {
         // Cross-cutting layers wrap every service here, so pattern services never see an unchecked
         // call: the protocol checks bound request bodies and carry the caller's deadline, the guard
         // bounds metadata, authenticates and authorizes. The calls layer, outermost so refusals
-        // count too, is there only when metrics or the access log are on.
+        // count too, is there only when metrics, the access log or traces are on.
         let limits = self.limits;
+        let (tracer, exporter) = match &self.config.tracing {
+            Some(config) => {
+                let (tracer, exporter) = Tracer::start(config).map_err(ServeError::Tracing)?;
+                tracing::info!(endpoint = %config.otlp_endpoint, sample_ratio = config.sample_ratio, "tracing to an OTLP collector");
+                (Some(tracer), Some(exporter))
+            }
+            None => (None, None),
+        };
         let admin_http = self.admin.take().map(|listener| {
             let sources = Arc::new(Sources {
                 router: self.router.clone(),
@@ -333,13 +358,21 @@ impl Proxy {
                 transport: self.counters.clone(),
                 guard: self.guard.clone(),
                 deliveries,
+                tracer: tracer.clone(),
             });
             AbortOnDrop(tokio::spawn(crate::telemetry::http::serve(
                 listener, sources,
             )))
         });
-        let measured = (admin_http.is_some() || self.access_log)
-            .then(|| CallsLayer::new(self.router.clone(), self.metrics.clone(), self.access_log));
+        let measured = (admin_http.is_some() || self.access_log || tracer.is_some()).then(|| {
+            CallsLayer::new(
+                self.router.clone(),
+                self.metrics.clone(),
+                self.access_log,
+                tracer.clone(),
+            )
+        });
+        drop(tracer);
         let service = ServiceBuilder::new()
             .option_layer(measured)
             .layer(ProtocolLayer::new(
@@ -425,6 +458,13 @@ impl Proxy {
             );
         }
         drop(admin_http);
+        // The exporter sends what is queued once the last tracer handle (the calls layer's) is
+        // gone.
+        if let Some(exporter) = exporter {
+            if tokio::time::timeout(EXPORT_BOUND, exporter).await.is_err() {
+                tracing::warn!("spans still queued when the exporter's time ran out were dropped");
+            }
+        }
         tracing::info!("proxy stopped");
         Ok(())
     }

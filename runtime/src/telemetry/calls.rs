@@ -1,9 +1,11 @@
 //! The tower layer that measures every call: the outermost layer, so calls refused by the protocol
 //! checks or the guard are counted too. It labels a call with the namespace route its header
 //! resolves to (never the raw header), its method's number and, when the response ends, its gRPC
-//! status; it counts request and response bytes and writes the access log line.
+//! status; it counts request and response bytes, writes the access log line, and opens the call's
+//! server span when the tracer samples it.
 
 use super::methods::{MethodId, methods};
+use super::trace::{Traced, Tracer};
 use super::{CODE_NAMES, NamespaceMetrics, ProxyMetrics};
 use crate::router::LiveRouter;
 use crate::server::ConnectionTrust;
@@ -28,16 +30,23 @@ pub struct CallsLayer {
     router: Arc<LiveRouter>,
     proxy: Arc<ProxyMetrics>,
     access_log: bool,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl CallsLayer {
-    /// Records every call's metrics in the route's cells (or `proxy.unrouted`), and writes an
-    /// access log line per call when `access_log` is set.
-    pub fn new(router: Arc<LiveRouter>, proxy: Arc<ProxyMetrics>, access_log: bool) -> Self {
+    /// Records every call's metrics in the route's cells (or `proxy.unrouted`), writes an access
+    /// log line per call when `access_log` is set, and traces the calls `tracer` samples.
+    pub fn new(
+        router: Arc<LiveRouter>,
+        proxy: Arc<ProxyMetrics>,
+        access_log: bool,
+        tracer: Option<Arc<Tracer>>,
+    ) -> Self {
         Self {
             router,
             proxy,
             access_log,
+            tracer,
         }
     }
 }
@@ -100,6 +109,12 @@ where
             metrics: namespace.clone(),
         });
         request.extensions_mut().insert(CallMethod(method));
+        let traced = self.settings.tracer.as_ref().and_then(|tracer| {
+            tracer.sample(request.headers().get("traceparent").map(|v| v.as_bytes()))
+        });
+        if let Some(traced) = &traced {
+            request.extensions_mut().insert(traced.clone());
+        }
         let record = Record {
             namespace,
             method,
@@ -108,6 +123,7 @@ where
             header_code: None,
             peer: peer.filter(|_| self.settings.access_log),
             access_log: self.settings.access_log,
+            traced,
         };
         Measured {
             call: self.inner.call(request),
@@ -222,6 +238,7 @@ struct Record {
     header_code: Option<usize>,
     peer: Option<SocketAddr>,
     access_log: bool,
+    traced: Option<Traced>,
 }
 
 impl Record {
@@ -229,6 +246,14 @@ impl Record {
         let elapsed = self.start.elapsed();
         self.namespace
             .finished(self.method, code, elapsed, self.response_bytes);
+        if let Some(traced) = &self.traced {
+            traced.finish_server(
+                methods().label(self.method),
+                code,
+                &self.namespace.name,
+                self.namespace.pattern,
+            );
+        }
         if self.access_log {
             tracing::info!(
                 target: "prism::access",

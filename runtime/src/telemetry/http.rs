@@ -159,6 +159,7 @@ mod tests {
                 16 * 1024,
             )),
             deliveries: Arc::default(),
+            tracer: None,
         }
     }
 

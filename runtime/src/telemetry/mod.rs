@@ -12,6 +12,7 @@ pub mod histogram;
 pub mod http;
 pub mod methods;
 mod render;
+pub mod trace;
 
 pub use render::render;
 
@@ -315,6 +316,8 @@ pub struct Sources {
     pub guard: std::sync::Arc<crate::auth::layer::Guard>,
     /// The queue deliveries consumers hold.
     pub deliveries: std::sync::Arc<crate::patterns::queue::deliveries::Deliveries>,
+    /// The tracer, when traces are on.
+    pub tracer: Option<std::sync::Arc<trace::Tracer>>,
 }
 
 /// The proxy's own state, beside the per-namespace and per-backend cells.

@@ -204,6 +204,9 @@ fn backends(out: &mut Exposition, sources: &Sources) {
                         (system, backend.kind),
                         ("backend", backend_name),
                         (operation, table.short(id as u16)),
+                        // Two services' methods may share a short name (KeyValue and Mailbox
+                        // both have Get): the full method keeps each series apart.
+                        ("rpc_method", table.label(id as u16)),
                         ("outcome", Outcome::LABELS[outcome]),
                     ];
                     out.histogram(name, &labels, &h.snapshot());
@@ -318,6 +321,14 @@ fn proxy(out: &mut Exposition, sources: &Sources) {
         "The running config's generation: 1 at start, one more per reload that took.",
         p.generation.load(Ordering::Relaxed) as f64,
     );
+    if let Some(tracer) = &sources.tracer {
+        out.counters_by(
+            "prism_trace_spans_dropped",
+            "Spans dropped because the exporter's queue was full (the collector is slow or down).",
+            "reason",
+            [("queue_full", tracer.dropped())],
+        );
+    }
     out.counters_by(
         "prism_config_reloads",
         "Config reloads (SIGHUP, Admin ReloadConfig), by outcome.",

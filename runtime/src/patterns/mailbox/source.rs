@@ -48,6 +48,7 @@ async fn run(route: Arc<NamespaceRoute>, source: SourceConfig) {
         route: route.clone(),
         deadline: None,
         method: crate::telemetry::methods::methods().other(),
+        traced: None,
     };
     let mut backoff = Duration::from_millis(100);
     loop {
