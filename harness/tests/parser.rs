@@ -101,7 +101,7 @@ const HEAD: &str =
 #[rstest]
 #[case::unknown_step(
     "  - expire_in: { key: \"${prefix}a\" }\n",
-    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, fault, within)"
+    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, fault, within, metrics, reload)"
 )]
 #[case::unknown_arg(
     "  - get: { key: \"${prefix}a\", keyy: 1 }\n",
@@ -144,6 +144,23 @@ const HEAD: &str =
     "  - within: 5s\n  - get: { key: \"${prefix}a\" }\n",
     "s.yaml:6:5: within is missing required key 'steps'"
 )]
+#[case::metrics_since_an_unknown_mark(
+    "  - metrics: { expect: [ { series: up, moved: 1, since: nope } ] }\n",
+    "s.yaml:6:57: no earlier metrics step marks 'nope'"
+)]
+#[case::metrics_labels_in_the_series_name(
+    "  - metrics: { expect: [ { series: \"up{a=1}\", value: 1 } ] }\n",
+    "s.yaml:6:26: series 'up{a=1}' is not a metric name"
+)]
+#[case::metrics_with_nothing_to_do("  - metrics: {}\n", "s.yaml:6:14: metrics needs `expect`")]
+#[case::reload_of_the_main_namespace(
+    "  - reload: { remove: main }\n",
+    "s.yaml:6:23: remove names the namespace it changes: `other`"
+)]
+#[case::reload_with_two_changes(
+    "  - reload: { remove: other, add: other }\n",
+    "s.yaml:6:13: reload takes exactly one change"
+)]
 #[case::invalid_yaml(
     "  - get: { key: \"${prefix}a\"\n",
     "s.yaml:6:10: invalid YAML: unclosed bracket '{'"
@@ -167,7 +184,7 @@ fn every_error_in_a_file_is_reported_at_once() {
             "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue, pubsub, queue, multicast_registry, mailbox)",
             "s.yaml:4:28: `requires` lists keyvalue.scan, but no step uses it (remove it)",
             "s.yaml:6:31: unknown key 'x' in get (expected one of: key)",
-            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, fault, within)",
+            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, fault, within, metrics, reload)",
         ]
     );
 }

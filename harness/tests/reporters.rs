@@ -29,6 +29,7 @@ fn sample() -> RunReport {
             message: "value differs".into(),
             expected: Some("\"two\"".into()),
             actual: Some("\"one\"".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         }),
     };
     let skip = CaseReport {

@@ -37,7 +37,10 @@ async fn undeclared_capabilities_are_refused_and_reported_as_skips() {
     for ns in config.namespaces.values_mut() {
         ns.disable = disabled.to_vec();
     }
-    let proxy = start_proxy(&config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(&config, &dir.path().join("proxy.yaml"))
+        .await
+        .unwrap();
     let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
     let t = target(
         &client,
@@ -91,7 +94,10 @@ async fn a_backend_doing_more_than_it_declares_fails() {
         "memstore".to_string(),
         BackendConfig::Memstore(Default::default()),
     )]);
-    let proxy = start_proxy(&config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(&config, &dir.path().join("proxy.yaml"))
+        .await
+        .unwrap();
     let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
     let mut lying = target(
         &client,

@@ -46,6 +46,7 @@ pub const CONNECTION_WINDOW: u32 = 16 << 20;
 pub struct PrismClient {
     channel: Channel,
     token: Option<MetadataValue<Ascii>>,
+    traceparent: Option<MetadataValue<Ascii>>,
 }
 
 impl PrismClient {
@@ -69,6 +70,7 @@ impl PrismClient {
         Self {
             channel,
             token: None,
+            traceparent: None,
         }
     }
 
@@ -78,6 +80,29 @@ impl PrismClient {
             .parse()
             .map_err(|_| ClientError::InvalidMetadata("token is not printable ASCII".into()))?;
         self.token = Some(value);
+        Ok(self)
+    }
+
+    /// Sends a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`) with every call, so a
+    /// proxy with tracing on records the calls as children of the caller's span.
+    pub fn with_traceparent(mut self, traceparent: &str) -> Result<Self, ClientError> {
+        let well_formed = {
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+            parts.len() == 4
+                && hex(parts[0], 2)
+                && hex(parts[1], 32)
+                && hex(parts[2], 16)
+                && hex(parts[3], 2)
+        };
+        if !well_formed {
+            return Err(ClientError::InvalidMetadata(format!(
+                "traceparent {traceparent:?} is not 00-<32 hex>-<16 hex>-<2 hex>"
+            )));
+        }
+        self.traceparent = Some(traceparent.parse().map_err(|_| {
+            ClientError::InvalidMetadata("traceparent is not printable ASCII".into())
+        })?);
         Ok(self)
     }
 
@@ -100,15 +125,17 @@ impl PrismClient {
             metadata: CallMetadata {
                 namespace: Some(namespace),
                 token: self.token.clone(),
+                traceparent: self.traceparent.clone(),
             },
         })
     }
 
     /// The Admin API (capabilities, namespaces).
-    pub fn admin(&self) -> AdminClient<InterceptedService<Channel, CallMetadata>> {
+    pub fn admin(&self) -> Admin {
         let metadata = CallMetadata {
             namespace: None,
             token: self.token.clone(),
+            traceparent: self.traceparent.clone(),
         };
         AdminClient::with_interceptor(self.channel.clone(), metadata)
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
@@ -121,6 +148,9 @@ pub struct NamespaceClient {
     channel: Channel,
     metadata: CallMetadata,
 }
+
+/// The Admin client type a [`PrismClient`] hands out.
+pub type Admin = AdminClient<InterceptedService<Channel, CallMetadata>>;
 
 /// The KeyValue client type a [`NamespaceClient`] hands out.
 pub type KeyValue = KeyValueClient<InterceptedService<Channel, CallMetadata>>;
@@ -179,6 +209,7 @@ impl NamespaceClient {
 pub struct CallMetadata {
     namespace: Option<MetadataValue<Ascii>>,
     token: Option<MetadataValue<Ascii>>,
+    traceparent: Option<MetadataValue<Ascii>>,
 }
 
 impl Interceptor for CallMetadata {
@@ -193,6 +224,9 @@ impl Interceptor for CallMetadata {
             request
                 .metadata_mut()
                 .insert("authorization", token.clone());
+        }
+        if let Some(tp) = &self.traceparent {
+            request.metadata_mut().insert("traceparent", tp.clone());
         }
         Ok(request)
     }

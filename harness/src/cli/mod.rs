@@ -109,7 +109,11 @@ pub fn process_main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The in-process proxy's refused reloads are what `reload` steps provoke and
+                // check themselves: not worth an ERROR line on the console.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,prism_runtime::reload=off")
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

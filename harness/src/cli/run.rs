@@ -9,6 +9,7 @@ use crate::report::{self, console::Console};
 use crate::runner::{self, RunOptions, Target};
 use crate::scenario::Scenario;
 use clap::Args;
+use prism_runtime::telemetry::trace::TracingConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +73,11 @@ pub struct RunArgs {
     /// With --target: a file holding the bearer token.
     #[arg(long, value_name = "FILE", requires = "target")]
     token_file: Option<PathBuf>,
+    /// Send the in-process proxy's traces to this OTLP/gRPC collector (e.g.
+    /// http://127.0.0.1:4317). Every call of a case carries one sampled `traceparent`, so the
+    /// case's calls and their backend calls are one trace; a failing case prints its trace id.
+    #[arg(long, value_name = "URL", conflicts_with = "target")]
+    otlp_endpoint: Option<String>,
     /// Print every passed and skipped scenario, not only failures.
     #[arg(long, short)]
     verbose: bool,
@@ -136,6 +142,7 @@ async fn provision_all(
     plan: &[(String, bool)],
     mode: Mode,
     urls: &BTreeMap<String, String>,
+    otlp_endpoint: Option<&str>,
 ) -> Result<(Environment, Vec<UnavailableReport>), u8> {
     let dir = provision::run_dir().map_err(|e| provision_code(&e))?;
     let mut ready = Vec::new();
@@ -160,7 +167,13 @@ async fn provision_all(
         eprintln!("prism-conform: no backend could be provisioned");
         return Err(EXIT_ENVIRONMENT);
     }
-    let env = provision::launch(ready, dir)
+    let tracing = otlp_endpoint.map(|otlp_endpoint| TracingConfig {
+        otlp_endpoint: otlp_endpoint.to_string(),
+        // The harness's calls say sampled; nothing else reaches this proxy.
+        sample_ratio: 0.0,
+        service_name: "prism-proxy (prism-conform)".into(),
+    });
+    let env = provision::launch(ready, dir, tracing)
         .await
         .map_err(|e| provision_code(&e))?;
     Ok((env, unavailable))
@@ -221,7 +234,7 @@ async fn run_inner(args: RunArgs) -> u8 {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            match provision_all(&plan, args.provision, &urls).await {
+            match provision_all(&plan, args.provision, &urls, args.otlp_endpoint.as_deref()).await {
                 Ok((env, unavailable)) => {
                     let targets = env.targets.clone();
                     (Some(env), targets, unavailable)

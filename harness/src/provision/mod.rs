@@ -27,8 +27,11 @@ use prism_runtime::patterns::capability::Capability;
 use prism_runtime::patterns::{Pattern, Slot};
 use prism_runtime::secret::SecretUrl;
 use prism_runtime::server::Proxy;
+use prism_runtime::telemetry::trace::TracingConfig;
 use process::ServerProcess;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -443,17 +446,26 @@ pub async fn provision(
 }
 
 /// An in-process proxy serving provisioned backends; [`RunningProxy::stop`] drains it and
-/// [`RunningProxy::restart`] drains it and serves the same config again on the same address. Cheap
-/// to clone: every clone controls the same proxy.
+/// [`RunningProxy::restart`] drains it and serves the same config again on the same address. It
+/// serves metrics on its own admin address and was started from a config file, so scenario steps
+/// can read `/metrics` and reload a changed file. Cheap to clone: every clone controls the same
+/// proxy.
 #[derive(Clone)]
 pub struct RunningProxy {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Where it serves `/metrics` and the probes.
+    pub admin: SocketAddr,
+    /// The config file it was started from (what a reload reads).
+    pub config_file: PathBuf,
     inner: Arc<tokio::sync::Mutex<Serving>>,
 }
 
 struct Serving {
+    /// The config it starts with (and starts again with after a restart).
     config: ProxyConfig,
+    /// What the config file holds now.
+    written: ProxyConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -462,6 +474,7 @@ impl std::fmt::Debug for RunningProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningProxy")
             .field("url", &self.url)
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }
@@ -488,11 +501,46 @@ impl RunningProxy {
     pub async fn restart(&self) -> Result<(), ProvisionError> {
         let mut serving = self.inner.lock().await;
         serving.drain().await;
-        let (shutdown, task) = serve_in_process(&serving.config).await?;
+        let (shutdown, task) = serve_in_process(&serving.config, &self.config_file).await?;
         serving.shutdown = Some(shutdown);
         serving.task = Some(task);
         Ok(())
     }
+
+    /// The config the proxy was started with.
+    pub async fn started_config(&self) -> ProxyConfig {
+        self.inner.lock().await.config.clone()
+    }
+
+    /// The config its file holds now.
+    pub async fn written_config(&self) -> ProxyConfig {
+        self.inner.lock().await.written.clone()
+    }
+
+    /// Writes `config` to the proxy's config file (read at its next reload).
+    pub async fn write_config(&self, config: &ProxyConfig) -> Result<(), ProvisionError> {
+        let mut serving = self.inner.lock().await;
+        write_config_file(&self.config_file, config)?;
+        serving.written = config.clone();
+        Ok(())
+    }
+
+    /// Writes `text` to the config file as it is (a file that may not validate); the config the
+    /// file is taken to hold stays what it was, so [`RunningProxy::write_config`] puts it back.
+    pub fn write_text(&self, text: &str) -> Result<(), ProvisionError> {
+        std::fs::write(&self.config_file, text).map_err(|e| {
+            ProvisionError::Environment(format!("cannot write {}: {e}", self.config_file.display()))
+        })
+    }
+}
+
+/// Writes `config` as YAML to `path`.
+fn write_config_file(path: &Path, config: &ProxyConfig) -> Result<(), ProvisionError> {
+    let text = serde_saphyr::to_string(config).map_err(|e| {
+        ProvisionError::Environment(format!("cannot render the proxy's config: {e}"))
+    })?;
+    std::fs::write(path, text)
+        .map_err(|e| ProvisionError::Environment(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Name of the scenario namespace for `pattern` on `backend` (`conform-redis` for KeyValue,
@@ -694,14 +742,19 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
     }
 }
 
-/// Opens and serves `config` in this process; the shutdown sender and the server task.
+/// Opens and serves `config` (read from `file`, which reloads read again) in this process; the
+/// shutdown sender and the server task.
 async fn serve_in_process(
     config: &ProxyConfig,
+    file: &Path,
 ) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ProvisionError> {
     let env = |e: &dyn std::fmt::Display| {
         ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
     };
-    let proxy = Proxy::open(config).await.map_err(|e| env(&e))?;
+    let proxy = Proxy::open(config)
+        .await
+        .map_err(|e| env(&e))?
+        .with_config_file(file.to_path_buf());
     let (listener, _) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -717,20 +770,32 @@ async fn serve_in_process(
     Ok((tx, task))
 }
 
-/// Starts an in-process proxy for `config` on an ephemeral loopback port (kept across restarts).
-pub async fn start_proxy(config: &ProxyConfig) -> Result<RunningProxy, ProvisionError> {
+/// Starts an in-process proxy for `config` on ephemeral loopback ports (kept across restarts),
+/// with its admin listener on, from a config file written at `file`.
+pub async fn start_proxy(
+    config: &ProxyConfig,
+    file: &Path,
+) -> Result<RunningProxy, ProvisionError> {
     let env = |e: &dyn std::fmt::Display| {
         ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
     };
-    // The port is chosen once, so a restart serves on the same address.
+    // The ports are chosen once, so a restart serves on the same addresses.
     let (probe, addr) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
-    drop(probe);
+    let (admin_probe, admin) = Proxy::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| env(&e))?;
+    drop((probe, admin_probe));
     let mut config = config.clone();
     config.listen = addr;
-    let (shutdown, task) = serve_in_process(&config).await?;
+    config.admin_listen = Some(admin);
+    write_config_file(file, &config)?;
+    let (shutdown, task) = serve_in_process(&config, file).await?;
     Ok(RunningProxy {
         url: format!("http://{addr}"),
+        admin,
+        config_file: file.to_path_buf(),
         inner: Arc::new(tokio::sync::Mutex::new(Serving {
+            written: config.clone(),
             config,
             shutdown: Some(shutdown),
             task: Some(task),
@@ -789,15 +854,16 @@ pub async fn start_environment(
     for name in names {
         backends.push(provision(name, mode, urls, dir.path()).await?);
     }
-    launch(backends, dir).await
+    launch(backends, dir, None).await
 }
 
 /// Starts a proxy for already provisioned backends (whose embedded files live in `dir`), with
 /// authentication on: a fresh HS256 secret and ES256 key for this run, and per target the default
-/// token plus the whole token matrix.
+/// token plus the whole token matrix; `tracing` exports its traces.
 pub async fn launch(
     backends: Vec<Provisioned>,
     dir: tempfile::TempDir,
+    tracing: Option<TracingConfig>,
 ) -> Result<Environment, ProvisionError> {
     let configs: Vec<(String, BackendConfig)> = backends
         .iter()
@@ -805,10 +871,11 @@ pub async fn launch(
         .collect();
     let mint = TokenMint::new();
     let mut config = proxy_config(&configs);
+    config.tracing = tracing;
     config.auth = mint
         .auth_config(dir.path())
         .map_err(|e| ProvisionError::Environment(format!("cannot write the run's keys: {e}")))?;
-    let proxy = start_proxy(&config).await?;
+    let proxy = start_proxy(&config, &dir.path().join("proxy-a.yaml")).await?;
     let client = PrismClient::connect(proxy.url.clone())
         .await
         .map_err(|e| ProvisionError::Environment(e.to_string()))?;
@@ -834,7 +901,7 @@ pub async fn launch(
     let (second, second_client) = if second_config.namespaces.is_empty() {
         (None, None)
     } else {
-        let second = start_proxy(&second_config).await?;
+        let second = start_proxy(&second_config, &dir.path().join("proxy-b.yaml")).await?;
         let client = PrismClient::connect(second.url.clone())
             .await
             .map_err(|e| ProvisionError::Environment(e.to_string()))?;

@@ -105,6 +105,9 @@ impl Console {
                     if let Some(a) = &f.actual {
                         text.push_str(&format!("\n  actual:   {a}"));
                     }
+                    if let Some(t) = &f.trace_id {
+                        text.push_str(&format!("\n  trace id: {t}"));
+                    }
                 }
                 self.print(text);
             }

@@ -12,6 +12,9 @@ fn failure_text(f: &super::model::FailureReport) -> String {
     if let Some(a) = &f.actual {
         text.push_str(&format!("\nactual:   {a}"));
     }
+    if let Some(t) = &f.trace_id {
+        text.push_str(&format!("\ntrace id: {t}"));
+    }
     text
 }
 

@@ -201,6 +201,9 @@ pub fn render(report: &RunReport) -> String {
             );
             if let Some(f) = &case.failure {
                 let _ = writeln!(out, "`{}` — `{}`: {}\n", f.location(), f.step, f.message);
+                if let Some(t) = &f.trace_id {
+                    let _ = writeln!(out, "Trace id: `{t}`\n");
+                }
                 if f.expected.is_some() || f.actual.is_some() {
                     out.push_str("```diff\n");
                     if let Some(e) = &f.expected {

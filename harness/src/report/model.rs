@@ -139,6 +139,9 @@ pub struct FailureReport {
     /// What came back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual: Option<String>,
+    /// The W3C trace id the case's calls carried (find them in a traced proxy's traces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl FailureReport {

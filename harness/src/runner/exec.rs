@@ -38,6 +38,8 @@ pub struct Session {
     pub base: PrismClient,
     /// The scenario's namespace.
     pub namespace: String,
+    /// The names of the target's backends in the proxy's config (metrics' `backend` label).
+    pub backends: Vec<String>,
     /// The run's second namespace on the same backend, when there is one.
     pub other: Option<String>,
     /// The token used when a step names none.
@@ -119,17 +121,25 @@ impl Session {
         name: &str,
         token: Option<&str>,
     ) -> Result<NamespaceClient, Failure> {
-        let client = match self.token_for(token)? {
-            Some(t) => self
-                .base
-                .clone()
-                .with_token(&t)
-                .map_err(|e| Failure::message(e.to_string()))?,
-            None => self.base.clone(),
-        };
-        client
+        self.with_token(&self.base, token)?
             .try_namespace(name)
             .map_err(|e| Failure::message(e.to_string()))
+    }
+
+    /// The Admin API of the run's proxy, with the token a step selects.
+    pub fn admin_client(&self, token: Option<&str>) -> Result<prism_proto::client::Admin, Failure> {
+        Ok(self.with_token(&self.base, token)?.admin())
+    }
+
+    /// `base` carrying the token a step selects.
+    fn with_token(&self, base: &PrismClient, token: Option<&str>) -> Result<PrismClient, Failure> {
+        match self.token_for(token)? {
+            Some(t) => base
+                .clone()
+                .with_token(&t)
+                .map_err(|e| Failure::message(e.to_string())),
+            None => Ok(base.clone()),
+        }
     }
 
     /// The token a step selects (`None`: the run's default).
@@ -166,14 +176,7 @@ impl Session {
         token: Option<&str>,
     ) -> Result<NamespaceClient, Failure> {
         let namespace = self.namespace_name(ns)?;
-        let client = match self.token_for(token)? {
-            Some(t) => base
-                .clone()
-                .with_token(&t)
-                .map_err(|e| Failure::message(e.to_string()))?,
-            None => base.clone(),
-        };
-        client
+        self.with_token(base, token)?
             .try_namespace(namespace)
             .map_err(|e| Failure::message(e.to_string()))
     }
@@ -255,6 +258,10 @@ async fn run_step(
             ));
             Ok(())
         }
+        StepKind::Metrics(metrics) => {
+            super::operate::run_metrics(session, step, metrics, vars).await
+        }
+        StepKind::Reload(reload) => super::operate::run_reload(session, step, reload).await,
         StepKind::Within { within, steps } => {
             match tokio::time::timeout(*within, run_steps(session, steps, vars, tally)).await {
                 Ok(done) => done,
@@ -413,7 +420,11 @@ fn flatten<'a>(
     for step in steps {
         match &step.kind {
             StepKind::Call(call) => out.push((step, call.as_ref(), vars.clone(), tallied)),
-            StepKind::Sleep(_) | StepKind::RestartProxy | StepKind::Fault(_) => {}
+            StepKind::Sleep(_)
+            | StepKind::RestartProxy
+            | StepKind::Fault(_)
+            | StepKind::Metrics(_)
+            | StepKind::Reload(_) => {}
             StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {
                 flatten(steps, vars, out, tallied)
             }

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod exec;
+pub mod operate;
 pub mod values;
 
 use crate::events::{Event, EventKind, SuiteKey};
@@ -34,6 +35,40 @@ pub struct Failure {
     pub expected: Option<String>,
     /// Actual, when there was a comparison.
     pub actual: Option<String>,
+}
+
+/// The W3C `traceparent` a case's calls carry: one trace per case, marked sampled, so a proxy
+/// with tracing on records every call of the case under one trace id (whatever its ratio).
+struct TraceParent {
+    trace_id: String,
+    parent: String,
+}
+
+impl TraceParent {
+    fn new() -> Self {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let trace: [u8; 16] = rand::random();
+        let parent: [u8; 8] = rand::random();
+        // All-zero ids are invalid; a random one is all zeros with negligible odds, but stay valid.
+        let mut trace = trace;
+        trace[0] |= 1;
+        let mut parent = parent;
+        parent[0] |= 1;
+        Self {
+            trace_id: hex(&trace),
+            parent: hex(&parent),
+        }
+    }
+
+    /// `client`, sending this traceparent with every call.
+    fn on(&self, client: &PrismClient) -> PrismClient {
+        let header = format!("00-{}-{}-01", self.trace_id, self.parent);
+        // The header is well-formed by construction; were it not, the calls go untraced.
+        client
+            .clone()
+            .with_traceparent(&header)
+            .unwrap_or_else(|_| client.clone())
+    }
 }
 
 impl Failure {
@@ -150,6 +185,7 @@ fn to_report(
                 message: f.message,
                 expected: f.expected,
                 actual: f.actual,
+                trace_id: None,
             }
         }),
     }
@@ -166,6 +202,11 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
     if target.proxy.is_none() && scenario.restarts_proxy() {
         return Some(
             "restarts the proxy, which the harness can do only with its in-process proxy".into(),
+        );
+    }
+    if target.proxy.is_none() && (scenario.reads_metrics() || scenario.reloads()) {
+        return Some(
+            "reads the proxy's /metrics or reloads its config file, which the harness can do only with its in-process proxy".into(),
         );
     }
     if scenario.injects_faults() {
@@ -219,15 +260,17 @@ pub async fn run_case(
             None,
         );
     }
+    let trace = TraceParent::new();
     let session = Session {
-        base: target.client.clone(),
+        base: trace.on(&target.client),
         namespace: target.namespace.clone(),
+        backends: target.backend.split('+').map(str::to_string).collect(),
         other: target.other_namespace.clone(),
         token: target.token.clone(),
         tokens: target.tokens.clone(),
         progress,
         proxy: target.proxy.clone(),
-        second: target.second.clone(),
+        second: target.second.as_ref().map(|c| trace.on(c)),
         server: target.server.clone(),
         notes: Arc::default(),
         families: Default::default(),
@@ -240,6 +283,9 @@ pub async fn run_case(
         .filter(|c| !target.capabilities.contains(c))
         .collect();
     let work = async {
+        if scenario.reads_metrics() {
+            operate::mark_start(&session).await?;
+        }
         if missing.is_empty() {
             run_steps(&session, &scenario.steps, &mut vars, None).await?;
             let mut notes = finish(&session)?;
@@ -279,22 +325,33 @@ pub async fn run_case(
             }
         }
     };
-    let outcome = match tokio::time::timeout(timeout, work).await {
+    let mut outcome = match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(Failure::message(format!(
             "scenario did not finish within {}s",
             timeout.as_secs()
         ))),
     };
+    if scenario.reloads() {
+        if let (Err(f), Ok(_)) = (operate::restore(&session).await, &outcome) {
+            outcome = Err(f);
+        }
+    }
     match outcome {
         Ok((status, reason)) => to_report(scenario, status, started.elapsed(), reason, None),
-        Err(f) => to_report(
-            scenario,
-            CaseStatus::Failed,
-            started.elapsed(),
-            None,
-            Some(f),
-        ),
+        Err(f) => {
+            let mut report = to_report(
+                scenario,
+                CaseStatus::Failed,
+                started.elapsed(),
+                None,
+                Some(f),
+            );
+            if let Some(failure) = &mut report.failure {
+                failure.trace_id = Some(trace.trace_id);
+            }
+            report
+        }
     }
 }
 

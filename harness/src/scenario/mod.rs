@@ -3,6 +3,7 @@
 pub mod code;
 pub mod load;
 pub mod model;
+mod operate;
 pub mod parse;
 pub mod print;
 pub mod template;

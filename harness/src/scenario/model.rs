@@ -82,10 +82,21 @@ impl Scenario {
         self.any_step(|k| matches!(k, StepKind::Fault(_)))
     }
 
-    /// Whether the scenario must run alone, after the others: a proxy restart or a backend fault
-    /// would cut every other scenario's calls and streams.
+    /// Whether any step reads the proxy's metrics.
+    pub fn reads_metrics(&self) -> bool {
+        self.any_step(|k| matches!(k, StepKind::Metrics(_)))
+    }
+
+    /// Whether any step reloads the proxy's config.
+    pub fn reloads(&self) -> bool {
+        self.any_step(|k| matches!(k, StepKind::Reload(_)))
+    }
+
+    /// Whether the scenario must run alone, after the others: a proxy restart, a backend fault or
+    /// a reload would cut every other scenario's calls and streams, and another scenario's calls
+    /// would move the counters a metrics step expects to move by an exact amount.
     pub fn runs_alone(&self) -> bool {
-        self.restarts_proxy() || self.injects_faults()
+        self.restarts_proxy() || self.injects_faults() || self.reads_metrics() || self.reloads()
     }
 
     /// Whether any step addresses the run's second namespace.
@@ -93,6 +104,10 @@ impl Scenario {
         self.any_step(|k| {
             k.caller()
                 .is_some_and(|c| c.namespace == NamespaceRef::Other)
+                || matches!(k, StepKind::Reload(r) if matches!(
+                    r.change,
+                    ConfigChange::Remove(NamespaceRef::Other) | ConfigChange::Add(NamespaceRef::Other)
+                ))
         })
     }
 
@@ -122,6 +137,10 @@ pub enum StepKind {
     RestartProxy,
     /// Act on the backend's server (one the harness started).
     Fault(FaultAction),
+    /// Read the proxy's `/metrics`: check series, mark the reading for later steps.
+    Metrics(MetricsStep),
+    /// Change the proxy's config file and ask it to reload (Admin `ReloadConfig`).
+    Reload(ReloadStep),
     /// `steps` must all finish within a bound (a call that hangs fails the step).
     Within {
         /// The bound.
@@ -195,7 +214,9 @@ impl StepKind {
             StepKind::Call(_)
             | StepKind::Sleep(_)
             | StepKind::RestartProxy
-            | StepKind::Fault(_) => Vec::new(),
+            | StepKind::Fault(_)
+            | StepKind::Metrics(_)
+            | StepKind::Reload(_) => Vec::new(),
         }
     }
 }
@@ -234,6 +255,69 @@ impl FaultAction {
             .iter()
             .find(|(a, _)| *a == self)
             .map_or("kill", |(_, n)| n)
+    }
+}
+
+/// A `metrics` step: one scrape of the proxy's `/metrics`, checked and optionally kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsStep {
+    /// Keep this reading under a name, for a later expectation's `since`.
+    pub mark: Option<String>,
+    /// What must hold of the reading.
+    pub expect: Vec<SeriesExpect>,
+}
+
+/// What must hold of the series named `series` (summed over those whose labels match).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeriesExpect {
+    /// The series name as exposed (`rpc_server_call_duration_seconds_count`).
+    pub series: String,
+    /// Labels a series must carry; a `namespace` or `backend` label not named here is held to the
+    /// scenario's namespace and the target's backends.
+    pub labels: BTreeMap<String, String>,
+    /// The reading `moved` is measured from (`None`: the scenario's start).
+    pub since: Option<String>,
+    /// How much the sum grew since then.
+    pub moved: Option<NumExpect>,
+    /// The sum now.
+    pub value: Option<NumExpect>,
+}
+
+/// A `reload` step: what changes in the proxy's config file before it is asked to reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadStep {
+    /// The change.
+    pub change: ConfigChange,
+    /// The token the `ReloadConfig` call carries (`None`: the default, admin on the namespaces).
+    pub token: Option<String>,
+    /// The refusal expected instead of a reload (an `invalid` change always expects one).
+    pub error: Option<StatusCode>,
+}
+
+/// A change a `reload` step makes to the proxy's config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Remove a namespace.
+    Remove(NamespaceRef),
+    /// Put back a namespace as the run's config has it.
+    Add(NamespaceRef),
+    /// A file that does not validate (a misspelled key in the scenario's namespace): the proxy
+    /// must refuse it whole, naming the place, and keep serving the running config.
+    Invalid,
+}
+
+impl ConfigChange {
+    /// The YAML form (`remove: other`).
+    pub fn name(self) -> (&'static str, &'static str) {
+        let which = |ns: NamespaceRef| match ns {
+            NamespaceRef::Main => "main",
+            NamespaceRef::Other => "other",
+        };
+        match self {
+            ConfigChange::Remove(ns) => ("remove", which(ns)),
+            ConfigChange::Add(ns) => ("add", which(ns)),
+            ConfigChange::Invalid => ("invalid", "misspelled key"),
+        }
     }
 }
 

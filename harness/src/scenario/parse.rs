@@ -42,7 +42,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Control step names.
-pub const CONTROLS: [&str; 7] = [
+pub const CONTROLS: [&str; 9] = [
     "sleep",
     "eventually",
     "repeat",
@@ -50,6 +50,8 @@ pub const CONTROLS: [&str; 7] = [
     "restart_proxy",
     "fault",
     "within",
+    "metrics",
+    "reload",
 ];
 /// The patterns a scenario may name: every pattern of the proxy's registry.
 pub fn patterns() -> Vec<&'static str> {
@@ -121,6 +123,8 @@ pub(crate) struct Ctx {
     /// observable (durability, once a step restarts the proxy or faults the backend).
     pub(crate) observed: HashSet<Capability>,
     pub(crate) handles: BTreeMap<String, HandleKind>,
+    /// Names of the metrics readings kept so far (`metrics: { mark: NAME }`).
+    pub(crate) marks: HashSet<String>,
     pattern: Option<Pattern>,
 }
 
@@ -640,6 +644,14 @@ impl Ctx {
                             .extend([Capability::KvDurable, Capability::QueueDurable]);
                     }
                     StepKind::Fault(*action)
+                }
+                "metrics" => {
+                    self.fields(n, "the metrics step", &["metrics"])?;
+                    StepKind::Metrics(self.metrics_step(&head.1, scope)?)
+                }
+                "reload" => {
+                    let f = self.fields(n, "the reload step", &["reload", "token", "expect"])?;
+                    StepKind::Reload(self.reload_step(&f, &head.1)?)
                 }
                 "within" => {
                     let f = self.fields(n, "the within step", &["within", "steps"])?;

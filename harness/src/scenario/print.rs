@@ -45,6 +45,22 @@ fn step(s: &Step) -> Value {
         StepKind::Fault(action) => {
             m.insert("fault".into(), json!({ "backend": action.name() }));
         }
+        StepKind::Metrics(step) => {
+            m.insert("metrics".into(), metrics(step));
+        }
+        StepKind::Reload(step) => {
+            let change = match step.change.name() {
+                ("invalid", _) => json!({ "invalid": {} }),
+                (verb, ns) => json!({ verb: ns }),
+            };
+            m.insert("reload".into(), change);
+            if let Some(t) = &step.token {
+                m.insert("token".into(), json!(t));
+            }
+            if let Some(code) = step.error {
+                m.insert("expect".into(), json!({ "error": code.name() }));
+            }
+        }
         StepKind::Within {
             within,
             steps: body,
@@ -89,6 +105,38 @@ fn step(s: &Step) -> Value {
                 m.insert("expect".into(), Value::Object(tm));
             }
         }
+    }
+    Value::Object(m)
+}
+
+fn metrics(step: &MetricsStep) -> Value {
+    let mut m = Map::new();
+    if let Some(mark) = &step.mark {
+        m.insert("mark".into(), json!(mark));
+    }
+    if !step.expect.is_empty() {
+        let list: Vec<Value> = step
+            .expect
+            .iter()
+            .map(|e| {
+                let mut x = Map::new();
+                x.insert("series".into(), json!(e.series));
+                if !e.labels.is_empty() {
+                    x.insert("labels".into(), json!(e.labels));
+                }
+                if let Some(s) = &e.since {
+                    x.insert("since".into(), json!(s));
+                }
+                if let Some(n) = &e.moved {
+                    x.insert("moved".into(), num(n));
+                }
+                if let Some(n) = &e.value {
+                    x.insert("value".into(), num(n));
+                }
+                Value::Object(x)
+            })
+            .collect();
+        m.insert("expect".into(), Value::Array(list));
     }
     Value::Object(m)
 }
