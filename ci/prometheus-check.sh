@@ -7,7 +7,10 @@
 #      `prism-conform load --target` runs KeyValue on `cache` and the `exercise` example moves the
 #      PubSub, Queue and auth families; then every family must have a series, every counter listed
 #      below must have grown, every dashboard and alert query must evaluate, and every rule must be
-#      healthy.
+#      healthy;
+#   4. under `prism-conform load` on `cache`, SIGHUPs reload the config file with a namespace added,
+#      then another removed, then the original back: every reload must apply and no call on
+#      `cache` may fail (counted by the proxy per status code).
 # Exits non-zero on any failure. BIN (default target/debug) holds prism-proxy and prism-conform; the
 # exercise example is built here.
 #
@@ -37,9 +40,11 @@ wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 PORT=$(free_port); ADMIN=$(free_port); PROM=$(free_port)
 PRISM_JWT_SECRET=$(head -c 32 /dev/urandom | base64)
 export PRISM_JWT_SECRET
-(cd "$WORK" && exec "$ROOT/$BIN/prism-proxy" --config "$ROOT/runtime/examples/prism.yaml" \
+cp runtime/examples/prism.yaml "$WORK/prism.yaml"
+(cd "$WORK" && exec "$ROOT/$BIN/prism-proxy" --config "$WORK/prism.yaml" \
     --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN") >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
+PROXY_PID=$!
 wait_port "$PORT"; wait_port "$ADMIN"
 "$BIN/prism-conform" mint-token --secret-env PRISM_JWT_SECRET --issuer https://auth.example.com \
     --audience prism --grant 'cache=read,write' --grant 'events=read,write' --grant 'jobs=read,write' \
@@ -119,3 +124,36 @@ print(f"{len(families) - len(missing)}/{len(families)} families scraped; {len(gr
 if missing or still or unhealthy or not rules:
     raise SystemExit(f"missing families: {missing}; counters that did not grow: {still}; unhealthy rules: {unhealthy}")
 PY
+
+echo "4. reloads (SIGHUP) under load: a namespace added, one removed, the original back" >&2
+scrape() { curl -sf "http://127.0.0.1:$ADMIN/metrics"; }
+# cache_calls CODE-MATCH: the calls on `cache` whose status matches (awk regex on the code).
+cache_calls() { scrape | awk -v m="$1" '/^rpc_server_call_duration_seconds_count\{/ && /namespace="cache"/ {
+    match($0, /rpc_status_code="[A-Z_]+"/); code = substr($0, RSTART + 17, RLENGTH - 18)
+    if (code ~ m) n += $2 } END {print n + 0}'; }
+reloads() { scrape | awk -F'} ' '/^prism_config_reloads_total\{outcome="'"$1"'"/ {print $2}'; }
+ok0=$(cache_calls '^OK$'); bad0=$(cache_calls '^[^O]|^O[^K]'); applied0=$(reloads applied)
+"$BIN/prism-conform" load --profile kv-read-heavy --target "http://127.0.0.1:$PORT" --namespace cache \
+    --token-file "$WORK/token" --duration 8s --rate 1000 >"$WORK/load2.log" 2>&1 &
+LOAD=$!
+sleep 2
+python3 - "$WORK/prism.yaml" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+open(path + ".orig", "w").write(text)
+added = text.replace("namespaces:\n", "namespaces:\n  extra: { pattern: keyvalue, backend: mem }\n", 1)
+open(path + ".added", "w").write(added)
+open(path + ".removed", "w").write(added.replace("  events: { pattern: pubsub, backend: mem }\n", ""))
+PY
+for variant in added removed orig; do
+    cp "$WORK/prism.yaml.$variant" "$WORK/prism.yaml"
+    kill -HUP "$PROXY_PID"
+    sleep 1.5
+done
+wait "$LOAD" || { cat "$WORK/load2.log" >&2; exit 1; }
+ok=$(( $(cache_calls '^OK$') - ok0 )); bad=$(( $(cache_calls '^[^O]|^O[^K]') - bad0 ))
+applied=$(( $(reloads applied) - applied0 )); refused=$(reloads refused)
+echo "3 reloads under load: $applied applied, ${refused:-0} refused in all; calls on cache during them: $ok OK, $bad failed" >&2
+[ "$applied" -eq 3 ] && [ "$bad" -eq 0 ] && [ "$ok" -gt 1000 ] ||
+    { echo "reloads under load: expected 3 applied, 0 failed calls and over 1,000 OK" >&2; tail -20 "$WORK/proxy.log" >&2; exit 1; }

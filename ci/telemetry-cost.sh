@@ -90,4 +90,7 @@ for l in labels:
     rss = max(v["rss_mib"][l])
     print(f"| {l} | {ops:,.0f} | {r_ops:.3f}× {'(≥ 0.95 met)' if r_ops >= 0.95 else '(below 0.95)'} | {cpu:.5f} | "
           f"{r_cpu:.3f}× {'(≤ 1.10 met)' if r_cpu <= 1.10 else '(over 1.10)'} | {rss:.1f} MiB {'(≤ 30 met)' if rss <= 30 else '(over 30)'} |")
+print("\nEach run, in order (the spread behind the medians):")
+for l in labels:
+    print(f"  {l}: ops/s {', '.join(f'{x:,.0f}' for x in v['get32_ops'][l])}; CPU-s/1k {', '.join(f'{x:.5f}' for x in v['cpu_per_1k'][l])}")
 PY

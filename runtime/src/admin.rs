@@ -84,6 +84,7 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("namespace must not be empty"));
         }
         if !caller.allows(&name, Permission::Admin) {
+            self.guard.counters().denied(Permission::Admin);
             return Err(denied(&caller, &name, Permission::Admin));
         }
         let router = self.router.load();
@@ -126,6 +127,7 @@ impl Admin for AdminService {
             .map(|r| info(r))
             .collect();
         if namespaces.is_empty() && router.routes().next().is_some() {
+            self.guard.counters().denied(Permission::Admin);
             return Err(Status::permission_denied(
                 "the token has the admin permission on no namespace",
             ));

@@ -190,6 +190,7 @@ impl Reloader {
                 .filter(|ns| !caller.allows(ns, Permission::Admin))
                 .count();
             if denied > 0 {
+                self.guard.counters().denied(Permission::Admin);
                 return Err(ReloadError::Denied(denied));
             }
         }

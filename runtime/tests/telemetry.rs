@@ -4,6 +4,7 @@
 //! probes' 503s are unit tests of `telemetry::http`).
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
 use prism_proto::keyvalue::v1::{GetRequest, SetRequest};
 use prism_proto::pubsub::v1::{PublishRequest, SubscribeRequest};
@@ -342,6 +343,19 @@ async fn authentication_failures_and_denials_are_counted_by_check_never_by_token
     assert_eq!(get(Some(expired.clone()), "a").await, Code::Unauthenticated);
     assert_eq!(get(Some(reader.clone()), "b").await, Code::PermissionDenied);
     assert_eq!(get(Some(reader.clone()), "a").await, Code::Ok);
+    // Admin's own checks count too: the reader lacks admin on `a`.
+    let denied = PrismClient::connect(url.clone())
+        .await
+        .unwrap()
+        .with_token(&reader)
+        .unwrap()
+        .admin()
+        .get_capabilities(GetCapabilitiesRequest {
+            namespace: "a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
     let answer = support::http(served.admin.unwrap(), "GET", "/metrics", None).await;
     assert!(
         !answer.body.contains(&expired) && !answer.body.contains(&reader),
@@ -354,6 +368,10 @@ async fn authentication_failures_and_denials_are_counted_by_check_never_by_token
     assert_eq!(value(&s, failures, &[("check", "expired")]), Some(1.0));
     assert_eq!(
         value(&s, "prism_authz_denials_total", &[("permission", "read")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "prism_authz_denials_total", &[("permission", "admin")]),
         Some(1.0)
     );
     assert_eq!(

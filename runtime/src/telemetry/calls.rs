@@ -87,7 +87,7 @@ where
         let method = methods().of_path(request.uri().path());
         let namespace = request
             .headers()
-            .get(NAMESPACE_HEADER)
+            .get(&NAMESPACE)
             .and_then(|v| v.to_str().ok())
             .and_then(|name| {
                 self.settings
@@ -110,7 +110,7 @@ where
         });
         request.extensions_mut().insert(CallMethod(method));
         let traced = self.settings.tracer.as_ref().and_then(|tracer| {
-            tracer.sample(request.headers().get("traceparent").map(|v| v.as_bytes()))
+            tracer.sample(request.headers().get(&TRACEPARENT).map(|v| v.as_bytes()))
         });
         if let Some(traced) = &traced {
             request.extensions_mut().insert(traced.clone());
@@ -177,9 +177,14 @@ impl<F> Drop for Measured<F> {
     }
 }
 
+// Header names built once: looking a header up by `&str` parses the name on every call.
+static NAMESPACE: http::HeaderName = http::HeaderName::from_static(NAMESPACE_HEADER);
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` of a header map, as an index into [`CODE_NAMES`].
 fn grpc_status(headers: &http::HeaderMap) -> Option<usize> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
     let code: usize = value.parse().ok()?;
     Some(if code < CODE_NAMES.len() { code } else { 2 })
 }
