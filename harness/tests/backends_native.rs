@@ -367,3 +367,40 @@ async fn a_frozen_or_dead_postgres_is_unavailable_within_the_call_timeout_and_fa
     proxy.abort();
     env.stop().await;
 }
+
+/// The first call after the server restarted while the proxy was idle succeeds, for a proxy of
+/// its own with one KeyValue namespace (nothing else of the proxy's uses the connection meanwhile):
+/// after a restart, and after an outage longer than the connection's own reconnect attempts.
+async fn first_call_after_a_quiet_restart_succeeds(backend: &str) {
+    let Some(env) = environment(backend).await else {
+        return;
+    };
+    let (mut kv, proxy) = proxy_on(backend, &server_url(&env)).await;
+    kv.set(set("quiet/k", b"v", 0)).await.unwrap();
+    for outage in [Duration::ZERO, Duration::from_secs(4)] {
+        with_server(&env, ServerHandle::kill);
+        tokio::time::sleep(outage).await;
+        with_server(&env, ServerHandle::start);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let first = kv.get(GetRequest {
+            key: "quiet/k".into(),
+        });
+        // Found or not (a killed Redis without an append-only file forgets), but answered.
+        first.await.unwrap_or_else(|s| {
+            panic!("{backend}: the first call after a {outage:?} outage, 0.5 s after the start, failed: {s:?}")
+        });
+        kv.set(set("quiet/k", b"v", 0)).await.unwrap();
+    }
+    proxy.abort();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_first_call_after_a_quiet_restart_succeeds() {
+    first_call_after_a_quiet_restart_succeeds("redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_first_call_after_a_quiet_restart_succeeds() {
+    first_call_after_a_quiet_restart_succeeds("postgres").await;
+}

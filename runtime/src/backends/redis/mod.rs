@@ -16,6 +16,7 @@
 //! This file holds the connection and the helpers (the config is in `../config.rs`); `keyvalue.rs`, `pubsub.rs` (Redis
 //! pub/sub) and `queue.rs` (Redis Streams) the adapters, each documenting its keys.
 
+mod conn;
 mod keyvalue;
 mod pubsub;
 mod queue;
@@ -31,7 +32,9 @@ use crate::patterns::keyvalue::store::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use conn::Conn;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion};
 use redis::{Script, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock, RwLock};
@@ -40,7 +43,7 @@ use std::time::Duration;
 /// The client and shared connection every adapter of one Redis backend uses.
 pub(crate) struct Connection {
     client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -55,9 +58,19 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects (lazily: a Redis that is down now gives UNAVAILABLE per call until it is back).
+    /// Connects (lazily: a Redis that is down now gives UNAVAILABLE per call until it is back),
+    /// over RESP3 unless the URL names a protocol (`?protocol=resp2` for a Redis before 6.0).
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.expose())?;
+        let url = config.url.expose();
+        let mut info = url.into_connection_info()?;
+        if !url.contains("protocol=") {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let response_timeout = Duration::from_millis(config.response_timeout_ms);
         let manager_config = ConnectionManagerConfig::new()
@@ -65,7 +78,10 @@ impl Connection {
             .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let conn = Conn(ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            manager_config,
+        )?);
         let mut probe = conn.clone();
         if let Err(e) = redis::cmd("PING").query_async::<String>(&mut probe).await {
             tracing::warn!(url = %config.url, error = %e, "redis is not answering yet; calls get UNAVAILABLE until it does");
@@ -248,7 +264,7 @@ const SWEEP_CHUNK: usize = 500;
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     namespaces: Arc<RwLock<BTreeSet<String>>>,
 }
