@@ -447,11 +447,20 @@ impl Queue for QueueService {
                     .backend(adapter.ack(ns, &held.queue, &held.group, &held.receipt))
                     .await
                 {
-                    // Not known to be acked: returned, so they are delivered again.
+                    // Not known to be acked: returned, so they are delivered again; what the
+                    // backend cannot take back now (it is down) is offered again until it can.
+                    let mut left = Vec::new();
                     for h in std::iter::once(held).chain(rest) {
-                        let _ = back
+                        if back
                             .give_back(&h, Duration::ZERO, Some(Redelivery::AckFailed))
-                            .await;
+                            .await
+                            .is_err()
+                        {
+                            left.push(h);
+                        }
+                    }
+                    if !left.is_empty() {
+                        return_later(call.clone(), adapter.clone(), left);
                     }
                     return Err(e);
                 }
@@ -492,10 +501,20 @@ impl Queue for QueueService {
                 call: &call,
                 adapter: &adapter,
             };
-            for held in &taken {
-                back.give_back(held, delay, Some(Redelivery::Nack)).await?;
+            // What the backend cannot take back now (it is down) is offered again until it can,
+            // so a nack in an outage does not strand the delivery until the backend's lease.
+            let mut first = None;
+            let mut left = Vec::new();
+            for held in taken {
+                if let Err(e) = back.give_back(&held, delay, Some(Redelivery::Nack)).await {
+                    first.get_or_insert(e);
+                    left.push(held);
+                }
             }
-            Ok::<(), Status>(())
+            if !left.is_empty() {
+                return_later(call.clone(), adapter.clone(), left);
+            }
+            first.map_or(Ok(()), Err)
         })
         .await
         .map_err(|e| Status::internal(format!("the nack task failed: {e}")))??;
