@@ -30,12 +30,7 @@ fi
 cargo build -q -p prism-runtime --example exercise
 EXERCISE=target/debug/examples/exercise
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 3; }
+. ci/bench/procs.sh
 
 PORT=$(free_port); ADMIN=$(free_port); PROM=$(free_port)
 PRISM_JWT_SECRET=$(head -c 32 /dev/urandom | base64)

@@ -21,13 +21,13 @@ SECS=${SECONDS_PER_RUN:-10}
 cargo build --release -p prism-runtime --example otlp_sink -q
 NO_BUILD=1
 
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-METRICS_PORT=$(free)
-SINK_PORT=$(free)
+. ci/bench/procs.sh
+METRICS_PORT=$(free_port)
+SINK_PORT=$(free_port)
 export EXTRA_metrics="admin_listen: 127.0.0.1:$METRICS_PORT"
-export EXTRA_trace0="admin_listen: 127.0.0.1:$(free)
+export EXTRA_trace0="admin_listen: 127.0.0.1:$(free_port)
 tracing: { otlp_endpoint: 'http://127.0.0.1:$SINK_PORT', sample_ratio: 0.0 }"
-export EXTRA_trace1="admin_listen: 127.0.0.1:$(free)
+export EXTRA_trace1="admin_listen: 127.0.0.1:$(free_port)
 tracing: { otlp_endpoint: 'http://127.0.0.1:$SINK_PORT', sample_ratio: 0.01 }"
 P=target/release/prism-proxy
 PROXY_BINS="off=$P metrics=$P trace0=$P trace1=$P"

@@ -25,12 +25,7 @@ for tool in valgrind:valgrind h2load:nghttp2-client; do
     fi
 done
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 3; }
+. ci/bench/procs.sh
 
 SINK=$(free_port)
 target/release/examples/otlp_sink "127.0.0.1:$SINK" >"$WORK/sink.log" 2>&1 &
