@@ -228,7 +228,7 @@ async fn postgres_recreates_a_lost_schema() {
         url: prism_runtime::secret::SecretUrl::new(server_url(&env)),
         pool: PoolConfig::default(),
         purge_interval_secs: 1,
-        claim_idle_secs: 600,
+        claim_idle_secs: None,
     };
     let store = PostgresStore::open(&config, std::time::Duration::from_secs(5))
         .await

@@ -300,7 +300,7 @@ async fn stored_keys(p: &Running, ns: &str, prefix: &str) -> Vec<String> {
     let store = SqliteStore::open(&SqliteConfig {
         path: p.dir.path().join("t.db").display().to_string(),
         readers: 1,
-        claim_idle_secs: 600,
+        claim_idle_secs: None,
     })
     .await
     .unwrap();

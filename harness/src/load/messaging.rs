@@ -27,6 +27,12 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+/// The lease of a direct consumer's deliveries: what a Consume stream with the default visibility
+/// timeout asks for.
+const DIRECT_LEASE: Duration =
+    Duration::from_millis(prism_runtime::patterns::queue::service::DEFAULT_VISIBILITY_MS)
+        .saturating_add(prism_runtime::patterns::queue::service::LEASE_GRACE);
+
 /// A messaging profile's settings (`messaging:` in the profile).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,7 +334,7 @@ impl Bus for DirectBus {
             }
             DirectBus::Queue { adapter, ns, queue } => {
                 let consumer = adapter
-                    .consumer(ns, queue, DEFAULT_GROUP)
+                    .consumer(ns, queue, DEFAULT_GROUP, DIRECT_LEASE)
                     .await
                     .map_err(store_error)?;
                 Ok(Box::pin(futures_util::stream::unfold(

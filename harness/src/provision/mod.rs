@@ -298,14 +298,14 @@ fn networked_config(kind: Kind, url: &str) -> Option<BackendConfig> {
             url,
             subject_prefix: "prism-conform".into(),
             retention_hours: 24,
-            ack_wait_secs: 600,
+            ack_wait_secs: 3,
             connect_timeout_ms: 2000,
         }),
         Kind::Postgres => BackendConfig::Postgres(PostgresConfig {
             url,
             pool: PoolConfig::default(),
             purge_interval_secs: 30,
-            claim_idle_secs: 600,
+            claim_idle_secs: None,
         }),
     })
 }
@@ -327,7 +327,7 @@ fn embedded_config(
                 BackendConfig::Sqlite(SqliteConfig {
                     path: path.display().to_string(),
                     readers: 4,
-                    claim_idle_secs: 600,
+                    claim_idle_secs: None,
                 }),
                 format!("embedded: {}", path.display()),
             ))

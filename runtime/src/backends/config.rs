@@ -25,9 +25,10 @@ pub struct RedisConfig {
     /// group created later still sees them; default 168).
     #[serde(default = "redis_retention")]
     pub retention_hours: u64,
-    /// How long a delivery may stay pending before any consumer takes it over, in seconds: what a
-    /// proxy that crashed had out (default 600). Visibility timeouts longer than this may see a
-    /// second delivery.
+    /// How long a delivery pending without a lease may stay so before any consumer takes it over,
+    /// in seconds (default 600). Every delivery is leased for its visibility timeout plus 1 s when
+    /// taken; this only covers one whose lease could not be written (a proxy that crashed between
+    /// a blocking read and the lease write) or was taken by an earlier version.
     #[serde(default = "redis_claim_idle")]
     pub claim_idle_secs: u64,
 }
@@ -61,9 +62,9 @@ pub struct NatsConfig {
     /// created later still sees them; default 168).
     #[serde(default = "nats_retention")]
     pub retention_hours: u64,
-    /// JetStream's own redelivery deadline for a delivery the proxy neither acked nor returned (a
-    /// proxy that crashed), in seconds (default 600). Visibility timeouts longer than this may see
-    /// a second delivery.
+    /// JetStream's ack wait, in seconds (default 3): the proxy holding a delivery renews it (an
+    /// in-progress ack) while the delivery's visibility timeout lasts, so a delivery a crashed
+    /// proxy held goes out again at most this long after its visibility timeout.
     #[serde(default = "nats_ack_wait")]
     pub ack_wait_secs: u64,
     /// Connect timeout in milliseconds.
@@ -78,7 +79,7 @@ fn nats_retention() -> u64 {
     168
 }
 fn nats_ack_wait() -> u64 {
-    600
+    3
 }
 fn nats_connect_ms() -> u64 {
     2000
@@ -96,18 +97,14 @@ pub struct PostgresConfig {
     /// Seconds between purges of expired rows (default 30); each purge deletes at most 1,000.
     #[serde(default = "postgres_purge_secs")]
     pub purge_interval_secs: u64,
-    /// Seconds after which a queue delivery taken but neither acked nor returned (its proxy
-    /// crashed) may be taken again (default 600).
-    #[serde(default = "postgres_claim_idle_secs")]
-    pub claim_idle_secs: u64,
+    /// No longer used: a queue delivery's lease is now its visibility timeout plus one second.
+    /// Accepted (with a warning at start) so configs written for earlier versions still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_idle_secs: Option<u64>,
 }
 
 fn postgres_purge_secs() -> u64 {
     30
-}
-
-fn postgres_claim_idle_secs() -> u64 {
-    600
 }
 
 /// Pool settings.

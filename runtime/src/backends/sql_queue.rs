@@ -1,7 +1,9 @@
 //! What the PostgreSQL and SQLite Queue adapters share. Both keep a messages table and one
 //! delivery row per group and message (its attempts so far and the time it may next be taken:
 //! when due, when a returned delivery comes back, or when a claim's lease runs out). Taking a
-//! delivery raises its attempts and moves that time a lease ahead; a receipt names the message and
+//! delivery raises its attempts and moves that time a lease ahead (the stream's visibility timeout
+//! and [`LEASE_GRACE`](crate::patterns::queue::service::LEASE_GRACE), so a crashed proxy's
+//! deliveries go out again soon after their timeout); a receipt names the message and
 //! the attempt, so an ack or return of a delivery that was since taken again changes nothing.
 //! Consumers wait on an in-process [`Notify`] per queue, woken by enqueues and returns (and, on
 //! PostgreSQL, by `NOTIFY` from other proxies), and look again at least every [`MAX_WAIT`].
@@ -123,9 +125,13 @@ pub fn due_in(ms: Option<i64>) -> Option<Duration> {
 /// A SQL queue's claims, as its consumers use them.
 #[async_trait]
 pub trait Claims: Send + Sync + 'static {
-    /// Takes the group's first due delivery for a lease; or how long until the next one is due
+    /// Takes the group's first due delivery for `lease`; or how long until the next one is due
     /// (`None`: the group has nothing).
-    async fn claim(&self, group: &GroupRef) -> StoreResult<Result<Received, Option<Duration>>>;
+    async fn claim(
+        &self,
+        group: &GroupRef,
+        lease: Duration,
+    ) -> StoreResult<Result<Received, Option<Duration>>>;
     /// Makes a claimed delivery that never reached a consumer due again at once, with the attempt
     /// it had before.
     async fn unclaim(&self, group: &GroupRef, receipt: &str) -> StoreResult<()>;
@@ -137,15 +143,17 @@ pub struct Taking<C> {
     claims: Arc<C>,
     group: GroupRef,
     woken: Arc<Notify>,
+    lease: Duration,
 }
 
 impl<C: Claims> Taking<C> {
-    /// Takes from `group` of `claims`, woken by `woken`.
-    pub fn new(claims: Arc<C>, group: GroupRef, woken: Arc<Notify>) -> Self {
+    /// Takes from `group` of `claims` for `lease` each, woken by `woken`.
+    pub fn new(claims: Arc<C>, group: GroupRef, woken: Arc<Notify>, lease: Duration) -> Self {
         Self {
             claims,
             group,
             woken,
+            lease,
         }
     }
 }
@@ -157,7 +165,7 @@ impl<C: Claims> Take for Taking<C> {
         let woken = self.woken.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let wait = match self.claims.claim(&self.group).await? {
+        let wait = match self.claims.claim(&self.group, self.lease).await? {
             Ok(received) => return Ok(Some(received)),
             Err(due) => due.map_or(MAX_WAIT, |d| d.min(MAX_WAIT)),
         };
@@ -172,7 +180,7 @@ impl<C: Claims> Take for Taking<C> {
 
     async fn give_back(&mut self, received: Received) {
         if let Err(e) = self.claims.unclaim(&self.group, &received.receipt).await {
-            tracing::warn!(error = %e, queue = %self.group.queue, receipt = %received.receipt, "could not give a delivery back; it goes out again after claim_idle_secs");
+            tracing::warn!(error = %e, queue = %self.group.queue, receipt = %received.receipt, "could not give a delivery back; it goes out again when its lease ends");
         }
     }
 }

@@ -166,7 +166,10 @@ impl QueueAdapter for MemQueue {
         ns: &str,
         queue: &str,
         group: &str,
+        _lease: Duration,
     ) -> StoreResult<Box<dyn QueueConsumer>> {
+        // The store lives in the proxy's process: a crash takes the deliveries with it, so no
+        // lease is needed to get them back.
         let shared = self.queue(ns, queue);
         shared.state().group(group);
         Ok(Box::new(MemConsumer {
@@ -232,6 +235,8 @@ impl QueueConsumer for MemConsumer {
 mod tests {
     use super::*;
 
+    const LEASE: Duration = Duration::from_secs(30);
+
     fn message(id: &str) -> QueuedMessage {
         QueuedMessage {
             message_id: id.into(),
@@ -247,8 +252,8 @@ mod tests {
         q.enqueue("ns", "q", message("before"), Duration::ZERO)
             .await
             .expect("enqueue");
-        let mut a = q.consumer("ns", "q", "a").await.expect("a");
-        let mut b = q.consumer("ns", "q", "b").await.expect("b");
+        let mut a = q.consumer("ns", "q", "a", LEASE).await.expect("a");
+        let mut b = q.consumer("ns", "q", "b", LEASE).await.expect("b");
         q.enqueue("ns", "q", message("after"), Duration::ZERO)
             .await
             .expect("enqueue");
@@ -281,8 +286,11 @@ mod tests {
         q.enqueue("ns", "q", message("m"), Duration::ZERO)
             .await
             .expect("enqueue");
-        let mut other = q.consumer("other", "q", "g").await.expect("consumer");
-        let mut c = q.consumer("ns", "q", "g").await.expect("consumer");
+        let mut other = q
+            .consumer("other", "q", "g", LEASE)
+            .await
+            .expect("consumer");
+        let mut c = q.consumer("ns", "q", "g", LEASE).await.expect("consumer");
         let first = c.next().await.expect("first");
         assert_eq!(first.attempt, 1);
         q.nack("ns", "q", "g", &first.receipt, Duration::ZERO)
@@ -300,7 +308,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_delayed_message_is_invisible_until_its_time() {
         let q = MemQueue::default();
-        let mut c = q.consumer("ns", "q", "g").await.expect("consumer");
+        let mut c = q.consumer("ns", "q", "g", LEASE).await.expect("consumer");
         q.enqueue("ns", "q", message("late"), Duration::from_secs(5))
             .await
             .expect("enqueue");

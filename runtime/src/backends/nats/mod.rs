@@ -3,6 +3,7 @@
 //! whatever it holds, can reach another namespace's subjects or form a wildcard. One JetStream stream
 //! per namespace (file storage) holds its queues; one durable pull consumer per queue and group.
 
+mod leases;
 mod pubsub;
 mod queue;
 

@@ -1,9 +1,11 @@
 //! nats's Queue adapter on JetStream: one stream per namespace (file storage, limits retention, so
 //! acked messages stay for groups created later), a subject per queue, one durable pull consumer per
 //! queue and group with explicit acks. JetStream's delivery count is the attempt; the proxy acks and
-//! returns deliveries through their reply subjects. Each consumer pulls one message at a time,
-//! only when the proxy asks, through a task of its own ([`fetcher`]).
+//! returns deliveries through their reply subjects, and renews what it holds ([`Leases`]) so a
+//! crashed proxy's deliveries go out again soon after their visibility timeout. Each consumer
+//! pulls one message at a time, only when the proxy asks, through a task of its own ([`fetcher`]).
 
+use super::leases::Leases;
 use super::{Nats, check_size, connected, digest, headers_in, headers_out, token, unavailable};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::patterns::capability::Capability;
@@ -26,6 +28,7 @@ pub struct NatsQueue {
     js: jetstream::Context,
     retention: Duration,
     ack_wait: Duration,
+    leases: Arc<Leases>,
     streams: Mutex<HashSet<String>>,
 }
 
@@ -33,6 +36,7 @@ impl NatsQueue {
     pub(super) fn new(nats: Arc<Nats>, retention: Duration, ack_wait: Duration) -> Self {
         let js = jetstream::new(nats.client.clone());
         Self {
+            leases: Leases::start(nats.client.clone(), ack_wait),
             nats,
             js,
             retention,
@@ -171,6 +175,7 @@ impl QueueAdapter for NatsQueue {
         ns: &str,
         queue: &str,
         group: &str,
+        lease: Duration,
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         let stream = self
             .js
@@ -188,23 +193,35 @@ impl QueueAdapter for NatsQueue {
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(&name, config)
+        let refused = |e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("JetStream consumer {name}: {e}").into())
+        };
+        let mut consumer: PullConsumer = stream
+            .get_or_create_consumer(&name, config.clone())
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("JetStream consumer {name}: {e}").into())
-            })?;
+            .map_err(|e| refused(&e))?;
+        if consumer.cached_info().config.ack_wait != self.ack_wait {
+            // Made with another ack_wait (an earlier config or version): a create request for an
+            // existing durable consumer updates it.
+            consumer = stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| refused(&e))?;
+        }
         let mut lost = self.nats.disconnects.subscribe();
         lost.mark_unchanged();
         Ok(fetcher::consumer(Pulling {
             consumer,
             client: self.nats.client.clone(),
             lost,
+            leases: self.leases.clone(),
+            lease,
         }))
     }
 
     async fn ack(&self, _ns: &str, _queue: &str, _group: &str, receipt: &str) -> StoreResult<()> {
         connected(&self.nats.client)?;
+        self.leases.forget(receipt);
         // A request, so the ack is known to be processed when this returns.
         self.nats
             .client
@@ -229,6 +246,7 @@ impl QueueAdapter for NatsQueue {
         };
         let client = &self.nats.client;
         connected(client)?;
+        self.leases.forget(receipt);
         client
             .publish(receipt.to_string(), body.into())
             .await
@@ -246,6 +264,8 @@ struct Pulling {
     consumer: PullConsumer,
     client: async_nats::Client,
     lost: tokio::sync::watch::Receiver<u64>,
+    leases: Arc<Leases>,
+    lease: Duration,
 }
 
 /// One pull of at most one message; JetStream ends each pull with a status after its messages, so
@@ -280,7 +300,10 @@ impl Take for Pulling {
             return Ok(None);
         };
         match received(&message) {
-            Ok(r) => Ok(Some(r)),
+            Ok(r) => {
+                self.leases.hold(&r.receipt, self.lease);
+                Ok(Some(r))
+            }
             Err(e) => {
                 let _ = message.ack_with(jetstream::AckKind::Term).await;
                 Err(e)
@@ -289,6 +312,7 @@ impl Take for Pulling {
     }
 
     async fn give_back(&mut self, received: Received) {
+        self.leases.forget(&received.receipt);
         let _ = self.client.publish(received.receipt, "-NAK".into()).await;
         let _ = self.client.flush().await;
     }

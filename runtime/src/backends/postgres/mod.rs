@@ -67,7 +67,6 @@ pub struct PostgresStore {
     listen_pool: PgPool,
     options: PgConnectOptions,
     purge_every: Duration,
-    claim_idle: Duration,
 }
 
 impl PostgresStore {
@@ -136,6 +135,11 @@ impl PostgresStore {
         config: &PostgresConfig,
         statement_timeout: Duration,
     ) -> Result<Self, sqlx::Error> {
+        if config.claim_idle_secs.is_some() {
+            tracing::warn!(
+                "postgres: claim_idle_secs is no longer used (a queue delivery is leased for its visibility timeout plus 1 s); remove it"
+            );
+        }
         let options = PgConnectOptions::from_str(config.url.expose())?.options([(
             "statement_timeout",
             statement_timeout.as_millis().to_string(),
@@ -157,7 +161,6 @@ impl PostgresStore {
             listen_pool,
             options,
             purge_every: Duration::from_secs(config.purge_interval_secs.max(1)),
-            claim_idle: Duration::from_secs(config.claim_idle_secs.max(1)),
         };
         store.migrate().await?;
         Ok(store)
@@ -220,7 +223,7 @@ impl PostgresStore {
 
     /// The Queue adapter on this database.
     pub fn queue(&self) -> PgQueue {
-        PgQueue::new(self, self.claim_idle)
+        PgQueue::new(self)
     }
 
     /// The PubSub adapter on this database.

@@ -9,8 +9,8 @@
 //! An enqueue is one statement (message, a delivery row per group, `NOTIFY`) committed before it
 //! returns. A new group locks the messages table against writes while it copies every message
 //! held, so no enqueue or ack falls between. A claim takes the group's first due row with
-//! `FOR UPDATE SKIP LOCKED`, raises its attempts and sets `visible_at` `claim_idle_secs` ahead: a
-//! crashed proxy's claims come back then. Every enqueue and return sends `NOTIFY` on one channel
+//! `FOR UPDATE SKIP LOCKED`, raises its attempts and sets `visible_at` a lease ahead (the
+//! visibility timeout and a grace): a crashed proxy's claims come back then. Every enqueue and return sends `NOTIFY` on one channel
 //! with the queue's key; one listener connection per proxy wakes its consumers of that queue.
 
 use super::{PgListener, PgPool, PostgresStore, classify};
@@ -69,18 +69,16 @@ pub struct PgQueue {
     listen_pool: PgPool,
     wakers: Arc<Wakers>,
     listening: Once,
-    lease_ms: i64,
 }
 
 impl PgQueue {
-    /// Queues in `store`'s database; claims are leased for `claim_idle`.
-    pub(super) fn new(store: &PostgresStore, claim_idle: Duration) -> Self {
+    /// Queues in `store`'s database.
+    pub(super) fn new(store: &PostgresStore) -> Self {
         Self {
             pool: store.pool.clone(),
             listen_pool: store.listen_pool.clone(),
             wakers: Arc::default(),
             listening: Once::new(),
-            lease_ms: i64::try_from(claim_idle.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
@@ -176,6 +174,7 @@ impl QueueAdapter for PgQueue {
         ns: &str,
         queue: &str,
         group: &str,
+        lease: Duration,
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         self.listen();
         let woken = self.wakers.notify(&wake_key(ns, queue));
@@ -198,9 +197,8 @@ impl QueueAdapter for PgQueue {
         };
         let claims = Arc::new(PgClaims {
             pool: self.pool.clone(),
-            lease_ms: self.lease_ms,
         });
-        Ok(fetcher::consumer(Taking::new(claims, group, woken)))
+        Ok(fetcher::consumer(Taking::new(claims, group, woken, lease)))
     }
 
     async fn ack(&self, ns: &str, queue: &str, group: &str, receipt: &str) -> StoreResult<()> {
@@ -309,12 +307,15 @@ async fn create_group(pool: &PgPool, ns: &str, queue: &str, group: &str) -> Stor
 /// The claims of one consumer.
 struct PgClaims {
     pool: PgPool,
-    lease_ms: i64,
 }
 
 #[async_trait]
 impl Claims for PgClaims {
-    async fn claim(&self, g: &GroupRef) -> StoreResult<Result<Received, Option<Duration>>> {
+    async fn claim(
+        &self,
+        g: &GroupRef,
+        lease: Duration,
+    ) -> StoreResult<Result<Received, Option<Duration>>> {
         let row = sqlx::query(
             "WITH next AS (
                 SELECT d.seq FROM prism_queue_deliveries d
@@ -333,7 +334,7 @@ impl Claims for PgClaims {
         .bind(&g.ns)
         .bind(&g.queue)
         .bind(&g.group)
-        .bind(self.lease_ms)
+        .bind(millis(lease))
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)?;

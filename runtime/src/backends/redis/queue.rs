@@ -5,14 +5,17 @@
 //!   message still held; entries older than `retention_hours` are trimmed (`MINID`) as new ones come;
 //! - `<prefix>:<ns>:qd:<q>` and `…:qm:<q>` — delayed messages: a sorted set of ids by due time and a
 //!   hash of their fields, moved into the stream when due;
-//! - `<prefix>:<ns>:qr:<hex group>:<q>` — returned deliveries: a sorted set of entry ids by the time
-//!   they may go out again. They stay in the group's pending list, and `XCLAIM` hands them out
-//!   again, so the pending list's delivery count is the attempt.
+//! - `<prefix>:<ns>:qr:<hex group>:<q>` — the group's pending deliveries by the time they may go
+//!   out again: a returned one's due time, a taken one's lease end (the consumer's visibility
+//!   timeout and a grace, so a crashed proxy's deliveries go out again soon after their timeout).
+//!   They stay in the group's pending list, and `XCLAIM` hands them out again, so the pending
+//!   list's delivery count is the attempt.
 //!
-//! One Lua script takes the next delivery atomically (due delayed messages into the stream, then a
-//! due returned delivery, then a new entry, then one a crashed proxy left pending longer than
-//! `claim_idle_secs`); with nothing to take, the consumer blocks on `XREADGROUP` for new entries, up
-//! to [`MAX_BLOCK`] or until the next held-back message is due, on a connection of its own.
+//! One Lua script takes the next delivery atomically and writes its lease (due delayed messages
+//! into the stream, then a due returned or lapsed delivery, then a new entry, then one left
+//! pending without a lease for longer than `claim_idle_secs`); with nothing to take, the consumer
+//! blocks on `XREADGROUP` for new entries, up to [`MAX_BLOCK`] or until the next held-back message
+//! is due, on a connection of its own, and writes the lease of what that read took.
 
 use super::{Connection, bad_reply, classify};
 use crate::backends::error::{StoreError, StoreResult};
@@ -37,12 +40,13 @@ pub const MAX_BLOCK: Duration = Duration::from_millis(250);
 /// single name keeps the group's consumer list from growing.
 const CONSUMER: &str = "prism";
 
-/// Takes the next delivery. KEYS: stream, returned, delayed ids, delayed fields. ARGV: group, now
-/// (ms), claim idle (ms), consumer name. Returns `{entry id, fields, attempt}`, or the ms time the next held-back
-/// message is due (-1: none).
+/// Takes the next delivery and leases it. KEYS: stream, returned, delayed ids, delayed fields. ARGV:
+/// group, now (ms), claim idle (ms), consumer name, lease (ms). Returns `{entry id, fields,
+/// attempt}`, or the ms time the next held-back message is due (-1: none).
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local stream, group, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
+          local leased = now + tonumber(ARGV[5])
           local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
           for _, id in ipairs(due) do
             local f = redis.call('HMGET', KEYS[4], id .. ':at', id .. ':h', id .. ':p')
@@ -56,6 +60,7 @@ static TAKE: LazyLock<Script> = LazyLock::new(|| {
             local e = redis.call('XCLAIM', stream, group, ARGV[4], 0, eid)
             if #e == 0 or not e[1] then return nil end
             local p = redis.call('XPENDING', stream, group, eid, eid, 1)
+            redis.call('ZADD', KEYS[2], leased, eid)
             return {e[1][1], e[1][2], p[1][4]}
           end
           while true do
@@ -68,6 +73,7 @@ static TAKE: LazyLock<Script> = LazyLock::new(|| {
           local n = redis.call('XREADGROUP', 'GROUP', group, ARGV[4], 'COUNT', 1, 'STREAMS', stream, '>')
           if n and n[1] and #n[1][2] > 0 then
             local e = n[1][2][1]
+            redis.call('ZADD', KEYS[2], leased, e[1])
             return {e[1], e[2], 1}
           end
           local stale = redis.call('XPENDING', stream, group, 'IDLE', ARGV[3], '-', '+', 10)
@@ -269,6 +275,7 @@ impl QueueAdapter for RedisQueue {
         ns: &str,
         queue: &str,
         group: &str,
+        lease: Duration,
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         let keys = self.keys(ns, queue);
         create_group(&mut self.redis.conn.clone(), &keys.stream, group).await?;
@@ -279,6 +286,7 @@ impl QueueAdapter for RedisQueue {
             keys,
             group: group.to_string(),
             claim_idle_ms: self.claim_idle.as_millis().to_string(),
+            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
         }))
     }
 
@@ -327,6 +335,7 @@ struct Taking {
     returned: String,
     group: String,
     claim_idle_ms: String,
+    lease_ms: i64,
 }
 
 impl Taking {
@@ -361,6 +370,7 @@ impl Taking {
             .arg(now_ms())
             .arg(&self.claim_idle_ms)
             .arg(CONSUMER)
+            .arg(self.lease_ms)
             .invoke_async(conn)
             .await
             .map_err(classify)?;
@@ -379,6 +389,20 @@ impl Taking {
                 }))
             }
             _ => Err(bad_reply("take", &reply)),
+        }
+    }
+
+    /// Writes the lease of a delivery the blocking read took. Should that fail, the delivery still
+    /// goes to its consumer; only after a crash would it wait `claim_idle_secs` instead.
+    async fn lease(&self, conn: &mut MultiplexedConnection, received: &Received) {
+        let leased = redis::cmd("ZADD")
+            .arg(&self.returned)
+            .arg(now_ms().saturating_add(self.lease_ms))
+            .arg(&received.receipt)
+            .query_async::<()>(conn)
+            .await;
+        if let Err(e) = leased {
+            tracing::warn!(error = %e, receipt = %received.receipt, "could not write a delivery's lease to redis; were this proxy to crash, it would go out again after claim_idle_secs");
         }
     }
 
@@ -458,8 +482,10 @@ impl Take for Taking {
             return Ok(None);
         }
         let blocked = self.block(&mut conn, wait).await;
-        if blocked.is_err() {
-            self.conn = None;
+        match &blocked {
+            Ok(Some(received)) => self.lease(&mut conn, received).await,
+            Ok(None) => {}
+            Err(_) => self.conn = None,
         }
         blocked
     }
@@ -472,7 +498,7 @@ impl Take for Taking {
             .query_async::<()>(&mut self.redis.conn.clone())
             .await;
         if let Err(e) = given {
-            tracing::warn!(error = %e, receipt = %received.receipt, "could not give a delivery back to redis; it goes out again after claim_idle_secs");
+            tracing::warn!(error = %e, receipt = %received.receipt, "could not give a delivery back to redis; it goes out again when its lease ends");
         }
     }
 }

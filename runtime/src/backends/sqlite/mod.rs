@@ -40,18 +40,14 @@ pub struct SqliteConfig {
     /// Reader connections for a file database (default 4; `:memory:` always uses one connection).
     #[serde(default = "default_readers")]
     pub readers: u32,
-    /// Seconds after which a queue delivery taken but neither acked nor returned (its proxy
-    /// crashed) may be taken again (default 600).
-    #[serde(default = "default_claim_idle_secs")]
-    pub claim_idle_secs: u64,
+    /// No longer used: a queue delivery's lease is now its visibility timeout plus one second.
+    /// Accepted (with a warning at start) so configs written for earlier versions still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_idle_secs: Option<u64>,
 }
 
 fn default_readers() -> u32 {
     4
-}
-
-fn default_claim_idle_secs() -> u64 {
-    600
 }
 
 const SCHEMA: [&str; 3] = [
@@ -81,7 +77,6 @@ pub struct SqliteStore {
     read: SqlitePool,
     /// Whether the database is a file (it outlives the process).
     durable: bool,
-    claim_idle: Duration,
 }
 
 impl SqliteStore {
@@ -111,10 +106,6 @@ fn now_ms() -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
-fn claim_idle(config: &SqliteConfig) -> Duration {
-    Duration::from_secs(config.claim_idle_secs.max(1))
-}
-
 fn expiry(now: i64, ttl: Option<Duration>) -> Option<i64> {
     ttl.map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)))
 }
@@ -130,6 +121,9 @@ fn to_entry(value: Vec<u8>, version: i64, expires_at: Option<i64>, now: i64) -> 
 impl SqliteStore {
     /// Opens (creating if needed) the database and its schema.
     pub async fn open(config: &SqliteConfig) -> Result<Self, sqlx::Error> {
+        if config.claim_idle_secs.is_some() {
+            tracing::warn!(path = %config.path, "sqlite: claim_idle_secs is no longer used (a queue delivery is leased for its visibility timeout plus 1 s); remove it");
+        }
         if config.path == ":memory:" {
             let options = SqliteConnectOptions::new().in_memory(true);
             let pool = SqlitePoolOptions::new()
@@ -143,7 +137,6 @@ impl SqliteStore {
                 write: pool.clone(),
                 read: pool,
                 durable: false,
-                claim_idle: claim_idle(config),
             };
             store.migrate().await?;
             return Ok(store);
@@ -168,7 +161,6 @@ impl SqliteStore {
                 .await?,
             write,
             durable: true,
-            claim_idle: claim_idle(config),
         };
         store.migrate().await?;
         Ok(store)
@@ -205,7 +197,7 @@ impl SqliteStore {
 
     /// The Queue adapter on this database.
     pub fn queue(&self) -> SqliteQueue {
-        SqliteQueue::new(self, self.claim_idle)
+        SqliteQueue::new(self)
     }
 
     /// Closes both pools.

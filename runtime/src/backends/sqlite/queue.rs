@@ -95,12 +95,11 @@ struct Enqueue {
 const ENQUEUE_BATCH: usize = 256;
 
 impl SqliteQueue {
-    /// Queues in `store`'s database; claims are leased for `claim_idle`.
-    pub(super) fn new(store: &SqliteStore, claim_idle: Duration) -> Self {
+    /// Queues in `store`'s database.
+    pub(super) fn new(store: &SqliteStore) -> Self {
         let claims = Arc::new(SqliteClaims {
             write: store.write.clone(),
             wakers: Arc::default(),
-            lease_ms: millis(claim_idle),
         });
         let (enqueues, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_enqueues(claims.clone(), rx));
@@ -237,6 +236,7 @@ impl QueueAdapter for SqliteQueue {
         ns: &str,
         queue: &str,
         group: &str,
+        lease: Duration,
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         let c = &self.claims;
         let woken = c.wakers.notify(&wake_key(ns, queue));
@@ -269,7 +269,12 @@ impl QueueAdapter for SqliteQueue {
             queue: queue.to_string(),
             group: group.to_string(),
         };
-        Ok(fetcher::consumer(Taking::new(c.clone(), group, woken)))
+        Ok(fetcher::consumer(Taking::new(
+            c.clone(),
+            group,
+            woken,
+            lease,
+        )))
     }
 
     async fn ack(&self, ns: &str, queue: &str, group: &str, receipt: &str) -> StoreResult<()> {
@@ -327,14 +332,17 @@ impl QueueAdapter for SqliteQueue {
 struct SqliteClaims {
     write: SqlitePool,
     wakers: Arc<Wakers>,
-    lease_ms: i64,
 }
 
 #[async_trait]
 impl Claims for SqliteClaims {
-    async fn claim(&self, g: &GroupRef) -> StoreResult<Result<Received, Option<Duration>>> {
+    async fn claim(
+        &self,
+        g: &GroupRef,
+        lease: Duration,
+    ) -> StoreResult<Result<Received, Option<Duration>>> {
         let mut conn = Relaxed::acquire(&self.write).await?;
-        let claimed = claim(conn.conn(), g, self.lease_ms).await;
+        let claimed = claim(conn.conn(), g, millis(lease)).await;
         conn.restore(claimed).await
     }
 

@@ -58,11 +58,14 @@ pub trait QueueAdapter: Send + Sync {
         delay: Duration,
     ) -> StoreResult<()>;
     /// A consumer of `group` on `queue` (the group is created at the oldest message still held).
+    /// Each delivery it takes is leased in the backend for `lease`: one neither acked nor
+    /// returned by then (the proxy that took it crashed) is deliverable again, to any proxy.
     async fn consumer(
         &self,
         ns: &str,
         queue: &str,
         group: &str,
+        lease: Duration,
     ) -> StoreResult<Box<dyn QueueConsumer>>;
     /// The delivery is done: never delivered to the group again.
     async fn ack(&self, ns: &str, queue: &str, group: &str, receipt: &str) -> StoreResult<()>;

@@ -28,6 +28,10 @@ pub const MAX_IN_FLIGHT: u32 = 10_000;
 pub const DEFAULT_VISIBILITY_MS: u64 = 30_000;
 /// Longest `visibility_timeout_ms`: 12 hours.
 pub const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
+/// How much longer than the visibility timeout a delivery is leased in the backend: the proxy
+/// holding it returns it itself at the timeout, before any other proxy may take it; after a crash
+/// the lease lets it go out again this long after the timeout.
+pub const LEASE_GRACE: Duration = Duration::from_secs(1);
 /// Header a dead-lettered message carries: the queue it came from.
 pub const DLQ_SOURCE_HEADER: &str = "x-prism-dlq-source";
 /// Header a dead-lettered message carries: how many deliveries failed.
@@ -388,8 +392,9 @@ impl Queue for QueueService {
             ms => ms,
         };
         let adapter = adapter(&call)?;
+        let visibility = Duration::from_millis(visibility_ms);
         let supply = call
-            .backend(adapter.consumer(&call.route.name, &r.queue, &group))
+            .backend(adapter.consumer(&call.route.name, &r.queue, &group, visibility + LEASE_GRACE))
             .await?;
         let max_in_flight = r.max_in_flight.max(1) as usize;
         let (sending, response) = outgoing(max_in_flight + 1);
@@ -409,7 +414,7 @@ impl Queue for QueueService {
             queue: r.queue,
             group,
             max_in_flight,
-            visibility: Duration::from_millis(visibility_ms),
+            visibility,
         };
         tokio::spawn(consumer.run(supply, sending, guard));
         Ok(Response::new(response))
