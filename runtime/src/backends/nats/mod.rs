@@ -29,6 +29,20 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string().into())
 }
 
+/// A round trip through the server: returns once the server has processed everything this
+/// connection sent before. A flush only writes to the socket, so a publish another proxy makes
+/// after this one returned could reach the server first. The probe is a request on a subject no
+/// Prism name can form, which the server answers itself with "no responders".
+pub(crate) async fn round_trip(nats: &Nats) -> StoreResult<()> {
+    use async_nats::client::RequestErrorKind;
+    let probe = format!("{}._rtt", nats.prefix);
+    match nats.client.request(probe, bytes::Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// `Err` when a message of `payload` bytes with `headers` would exceed the server's `max_payload`
 /// (the server would close the connection instead of refusing the one message).
 pub(crate) fn check_size(

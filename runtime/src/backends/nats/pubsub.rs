@@ -4,7 +4,7 @@
 //! subscription ends (UNAVAILABLE) when the connection is lost: what was published meanwhile is
 //! gone, so the subscriber is told rather than resubscribed silently.
 
-use super::{Nats, check_size, connected, headers_in, headers_out, token, unavailable};
+use super::{Nats, check_size, connected, headers_in, headers_out, round_trip, token, unavailable};
 use crate::backends::error::StoreResult;
 use crate::patterns::capability::Capability;
 use crate::patterns::pubsub::adapter::{PubSubAdapter, Published, Subscription};
@@ -58,8 +58,9 @@ impl PubSubAdapter for NatsPubSub {
             .publish_with_headers(self.subject(ns, &message.topic), headers, message.payload)
             .await
             .map_err(unavailable)?;
-        // The round trip makes a publish the server has not taken an error, not a silent loss.
-        client.flush().await.map_err(unavailable)
+        // The round trip makes a publish the server has not taken an error, not a silent loss, and
+        // a publish through another proxy after this one returns comes after it.
+        round_trip(&self.nats).await
     }
 
     async fn subscribe(&self, ns: &str, topic: &str) -> StoreResult<Subscription> {
@@ -70,7 +71,9 @@ impl PubSubAdapter for NatsPubSub {
             .subscribe(self.subject(ns, topic))
             .await
             .map_err(unavailable)?;
-        client.flush().await.map_err(unavailable)?;
+        // Confirmed only once the server has the subscription: a publish through another proxy
+        // after the confirmation reaches it.
+        round_trip(&self.nats).await?;
         let topic = topic.to_string();
         let messages = subscriber
             .map(move |m| published(&topic, m))
