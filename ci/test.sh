@@ -79,6 +79,13 @@ log "prism-conform run on memstore, sqlite, redis, postgres, nats → reports/ (
 cargo run --quiet --bin prism-conform -- run --report-dir reports --timeout 400 \
     --backend memstore --backend sqlite --backend redis --backend postgres --backend nats
 
+log "the corpus through two prism-proxy processes (--proxies 2 --proxy-mode process) on sqlite, redis, postgres, nats → target/two-proxies-reports/"
+# Calls and streams alternate between the proxies; kill_proxy steps SIGKILL one of them.
+cargo build --quiet --bin prism-proxy
+cargo run --quiet --bin prism-conform -- run --report-dir target/two-proxies-reports --timeout 400 \
+    --proxies 2 --proxy-mode process \
+    --backend sqlite --backend redis --backend postgres --backend nats
+
 log "Python gRPC interop client (ci/interop) → prism-proxy"
 need_cmd python3 || apt_install python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv

@@ -139,6 +139,7 @@ fn op_step() -> impl Strategy<Value = OpStep> {
                     NamespaceRef::Main
                 },
                 token: (!other).then(|| "read_only".to_string()),
+                via: if other { Via::A } else { Via::B },
                 expect,
             }
         })
@@ -157,6 +158,8 @@ fn step() -> impl Strategy<Value = Step> {
         (0u64..500).prop_map(|ms| at(StepKind::Sleep(Duration::from_millis(ms)))),
         prop::sample::select(FaultAction::ALL.to_vec())
             .prop_map(|(action, _)| at(StepKind::Fault(action))),
+        prop::sample::select(vec![Via::A, Via::B]).prop_map(|via| at(StepKind::KillProxy(via))),
+        prop::sample::select(vec![Via::A, Via::B]).prop_map(|via| at(StepKind::RestartProxy(via))),
     ];
     leaf.prop_recursive(2, 12, 3, |inner| {
         let body = prop::collection::vec(inner, 1..3);

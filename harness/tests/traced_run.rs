@@ -75,9 +75,16 @@ async fn a_failing_case_reports_the_trace_its_calls_were_recorded_under() {
         sample_ratio: 0.0,
         service_name: "conform-test".into(),
     };
-    let env = provision::launch(vec![memstore], dir, Some(tracing))
-        .await
-        .unwrap();
+    let env = provision::launch(
+        vec![memstore],
+        dir,
+        &provision::Launch {
+            tracing: Some(tracing),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let scenario = Arc::new(parse_scenario(SCENARIO, Path::new("traced.yaml")).unwrap());
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let report = runner::run(&env.targets, &[scenario], &RunOptions::default(), tx).await;

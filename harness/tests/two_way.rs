@@ -2,13 +2,14 @@
 //! must refuse it (scenarios needing it are skipped with the reason), and a target that claims less
 //! than it serves is caught (those scenarios fail).
 
-use prism_conform::provision::{proxy_config, start_proxy, target};
+use prism_conform::provision::{ProxyMode, RunningProxy, proxy_config, start_proxy, target};
 use prism_conform::report::model::{CaseStatus, RunReport};
 use prism_conform::runner::{self, RunOptions, Target};
 use prism_conform::scenario::Scenario;
 use prism_conform::scenario::load::{find_files, load_corpus};
 use prism_proto::client::PrismClient;
 use prism_runtime::backends::BackendConfig;
+use prism_runtime::config::ProxyConfig;
 use prism_runtime::patterns::capability::Capability;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,16 @@ async fn run(targets: &[Target], scenarios: &[Arc<Scenario>]) -> RunReport {
     runner::run(targets, scenarios, &RunOptions::default(), tx).await
 }
 
+/// An in-process proxy for `config` (kept while the temp dir is) and a client of it.
+async fn serve(config: &ProxyConfig) -> (tempfile::TempDir, RunningProxy, PrismClient) {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(config, &dir.path().join("proxy.yaml"), ProxyMode::InProcess)
+        .await
+        .unwrap();
+    let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
+    (dir, proxy, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_capabilities_are_refused_and_reported_as_skips() {
     let mut config = proxy_config(&[(
@@ -37,11 +48,7 @@ async fn undeclared_capabilities_are_refused_and_reported_as_skips() {
     for ns in config.namespaces.values_mut() {
         ns.disable = disabled.to_vec();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(&config, &dir.path().join("proxy.yaml"))
-        .await
-        .unwrap();
-    let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
+    let (_dir, proxy, client) = serve(&config).await;
     let t = target(
         &client,
         "memstore-limited",
@@ -94,11 +101,7 @@ async fn a_backend_doing_more_than_it_declares_fails() {
         "memstore".to_string(),
         BackendConfig::Memstore(Default::default()),
     )]);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(&config, &dir.path().join("proxy.yaml"))
-        .await
-        .unwrap();
-    let client = PrismClient::connect(proxy.url.clone()).await.unwrap();
+    let (_dir, proxy, client) = serve(&config).await;
     let mut lying = target(
         &client,
         "memstore",

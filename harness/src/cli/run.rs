@@ -3,7 +3,9 @@
 
 use super::corpus::select;
 use super::{EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Selection};
-use crate::provision::{self, BACKENDS, DEFAULT_BACKENDS, Environment, Mode, ProvisionError};
+use crate::provision::{
+    self, BACKENDS, DEFAULT_BACKENDS, Environment, Launch, Mode, ProvisionError, ProxyMode,
+};
 use crate::report::model::{RunReport, UnavailableReport};
 use crate::report::{self, console::Console};
 use crate::runner::{self, RunOptions, Target};
@@ -78,6 +80,22 @@ pub struct RunArgs {
     /// case's calls and their backend calls are one trace; a failing case prints its trace id.
     #[arg(long, value_name = "URL", conflicts_with = "target")]
     otlp_endpoint: Option<String>,
+    /// Where the run's two proxies (a, and b on the shared backends, for `via: b` steps) run:
+    /// in-process, or process (`prism-proxy` children, from PRISM_PROXY_BIN or beside this
+    /// binary), which `kill_proxy` steps need (a real SIGKILL).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "in-process",
+        conflicts_with = "target"
+    )]
+    proxy_mode: ProxyMode,
+    /// 2: spread every scenario's calls and streams over both proxies (alternating, where a step
+    /// names none), on every target whose backends two proxies can share (not memstore). A
+    /// scenario that acts on one proxy (restarts or kills it, reads its metrics, reloads it, or is
+    /// tagged `per-proxy`) keeps to the proxies it names.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), conflicts_with = "target")]
+    proxies: u8,
     /// Print every passed and skipped scenario, not only failures.
     #[arg(long, short)]
     verbose: bool,
@@ -143,6 +161,7 @@ async fn provision_all(
     mode: Mode,
     urls: &BTreeMap<String, String>,
     otlp_endpoint: Option<&str>,
+    proxy_mode: ProxyMode,
 ) -> Result<(Environment, Vec<UnavailableReport>), u8> {
     let dir = provision::run_dir().map_err(|e| provision_code(&e))?;
     let mut ready = Vec::new();
@@ -173,7 +192,11 @@ async fn provision_all(
         sample_ratio: 0.0,
         service_name: "prism-proxy (prism-conform)".into(),
     });
-    let env = provision::launch(ready, dir, tracing)
+    let options = Launch {
+        tracing,
+        mode: proxy_mode,
+    };
+    let env = provision::launch(ready, dir, &options)
         .await
         .map_err(|e| provision_code(&e))?;
     Ok((env, unavailable))
@@ -234,7 +257,14 @@ async fn run_inner(args: RunArgs) -> u8 {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            match provision_all(&plan, args.provision, &urls, args.otlp_endpoint.as_deref()).await {
+            let provisioned = provision_all(
+                &plan,
+                args.provision,
+                &urls,
+                args.otlp_endpoint.as_deref(),
+                args.proxy_mode,
+            );
+            match provisioned.await {
                 Ok((env, unavailable)) => {
                     let targets = env.targets.clone();
                     (Some(env), targets, unavailable)
@@ -290,6 +320,7 @@ async fn execute(args: &RunArgs, targets: &[Target], scenarios: Vec<Scenario>) -
         jobs: args.jobs,
         fail_fast: args.fail_fast,
         scenario_timeout: Duration::from_secs(args.timeout),
+        spread: args.proxies == 2,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut console = Console::new(args.verbose);

@@ -123,6 +123,12 @@ impl ProxyProcess {
         usage_of(self.child.id())
     }
 
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (then kills after 10 s).
     pub fn stop(&mut self) {
         let _ = Command::new("kill")

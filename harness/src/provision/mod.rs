@@ -10,6 +10,7 @@
 
 pub mod container;
 pub mod process;
+pub mod proxy;
 
 use crate::runner::Target;
 use crate::scenario::model::FaultAction;
@@ -26,16 +27,12 @@ use prism_runtime::limits::LimitsConfig;
 use prism_runtime::patterns::capability::Capability;
 use prism_runtime::patterns::{Pattern, Slot};
 use prism_runtime::secret::SecretUrl;
-use prism_runtime::server::Proxy;
 use prism_runtime::telemetry::trace::TracingConfig;
 use process::ServerProcess;
+pub use proxy::{ProxyMode, RunningProxy, start_proxy};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// How a backend is provisioned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -445,104 +442,6 @@ pub async fn provision(
     )))
 }
 
-/// An in-process proxy serving provisioned backends; [`RunningProxy::stop`] drains it and
-/// [`RunningProxy::restart`] drains it and serves the same config again on the same address. It
-/// serves metrics on its own admin address and was started from a config file, so scenario steps
-/// can read `/metrics` and reload a changed file. Cheap to clone: every clone controls the same
-/// proxy.
-#[derive(Clone)]
-pub struct RunningProxy {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    /// Where it serves `/metrics` and the probes.
-    pub admin: SocketAddr,
-    /// The config file it was started from (what a reload reads).
-    pub config_file: PathBuf,
-    inner: Arc<tokio::sync::Mutex<Serving>>,
-}
-
-struct Serving {
-    /// The config it starts with (and starts again with after a restart).
-    config: ProxyConfig,
-    /// What the config file holds now.
-    written: ProxyConfig,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for RunningProxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningProxy")
-            .field("url", &self.url)
-            .field("admin", &self.admin)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Serving {
-    async fn drain(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl RunningProxy {
-    /// Drains the proxy and waits for it to stop.
-    pub async fn stop(self) {
-        self.inner.lock().await.drain().await;
-    }
-
-    /// Drains the proxy (its streams end with UNAVAILABLE, held deliveries are returned, the
-    /// backends are closed), then opens the backends again and serves on the same address.
-    pub async fn restart(&self) -> Result<(), ProvisionError> {
-        let mut serving = self.inner.lock().await;
-        serving.drain().await;
-        let (shutdown, task) = serve_in_process(&serving.config, &self.config_file).await?;
-        serving.shutdown = Some(shutdown);
-        serving.task = Some(task);
-        Ok(())
-    }
-
-    /// The config the proxy was started with.
-    pub async fn started_config(&self) -> ProxyConfig {
-        self.inner.lock().await.config.clone()
-    }
-
-    /// The config its file holds now.
-    pub async fn written_config(&self) -> ProxyConfig {
-        self.inner.lock().await.written.clone()
-    }
-
-    /// Writes `config` to the proxy's config file (read at its next reload).
-    pub async fn write_config(&self, config: &ProxyConfig) -> Result<(), ProvisionError> {
-        let mut serving = self.inner.lock().await;
-        write_config_file(&self.config_file, config)?;
-        serving.written = config.clone();
-        Ok(())
-    }
-
-    /// Writes `text` to the config file as it is (a file that may not validate); the config the
-    /// file is taken to hold stays what it was, so [`RunningProxy::write_config`] puts it back.
-    pub fn write_text(&self, text: &str) -> Result<(), ProvisionError> {
-        std::fs::write(&self.config_file, text).map_err(|e| {
-            ProvisionError::Environment(format!("cannot write {}: {e}", self.config_file.display()))
-        })
-    }
-}
-
-/// Writes `config` as YAML to `path`.
-fn write_config_file(path: &Path, config: &ProxyConfig) -> Result<(), ProvisionError> {
-    let text = serde_saphyr::to_string(config).map_err(|e| {
-        ProvisionError::Environment(format!("cannot render the proxy's config: {e}"))
-    })?;
-    std::fs::write(path, text)
-        .map_err(|e| ProvisionError::Environment(format!("cannot write {}: {e}", path.display())))
-}
-
 /// Name of the scenario namespace for `pattern` on `backend` (`conform-redis` for KeyValue,
 /// `conform-redis-queue` for the others).
 pub fn namespace(backend: &str, pattern: Pattern) -> String {
@@ -742,75 +641,14 @@ pub fn proxy_config(backends: &[(String, BackendConfig)]) -> ProxyConfig {
     }
 }
 
-/// Opens and serves `config` (read from `file`, which reloads read again) in this process; the
-/// shutdown sender and the server task.
-async fn serve_in_process(
-    config: &ProxyConfig,
-    file: &Path,
-) -> Result<(oneshot::Sender<()>, JoinHandle<()>), ProvisionError> {
-    let env = |e: &dyn std::fmt::Display| {
-        ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
-    };
-    let proxy = Proxy::open(config)
-        .await
-        .map_err(|e| env(&e))?
-        .with_config_file(file.to_path_buf());
-    let (listener, _) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        if let Err(e) = proxy
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-        {
-            tracing::error!(error = %e, "in-process proxy failed");
-        }
-    });
-    Ok((tx, task))
-}
-
-/// Starts an in-process proxy for `config` on ephemeral loopback ports (kept across restarts),
-/// with its admin listener on, from a config file written at `file`.
-pub async fn start_proxy(
-    config: &ProxyConfig,
-    file: &Path,
-) -> Result<RunningProxy, ProvisionError> {
-    let env = |e: &dyn std::fmt::Display| {
-        ProvisionError::Environment(format!("cannot start the in-process proxy: {e}"))
-    };
-    // The ports are chosen once, so a restart serves on the same addresses.
-    let (probe, addr) = Proxy::bind(config.listen).await.map_err(|e| env(&e))?;
-    let (admin_probe, admin) = Proxy::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .map_err(|e| env(&e))?;
-    drop((probe, admin_probe));
-    let mut config = config.clone();
-    config.listen = addr;
-    config.admin_listen = Some(admin);
-    write_config_file(file, &config)?;
-    let (shutdown, task) = serve_in_process(&config, file).await?;
-    Ok(RunningProxy {
-        url: format!("http://{addr}"),
-        admin,
-        config_file: file.to_path_buf(),
-        inner: Arc::new(tokio::sync::Mutex::new(Serving {
-            written: config.clone(),
-            config,
-            shutdown: Some(shutdown),
-            task: Some(task),
-        })),
-    })
-}
-
 /// Everything a run against provisioned backends holds: servers, temp dir, proxy, targets.
 pub struct Environment {
     /// The backends, in request order.
     pub backends: Vec<Provisioned>,
-    /// The in-process proxy.
+    /// The run's proxy.
     pub proxy: RunningProxy,
-    /// The second in-process proxy on the same backends, serving the namespaces whose every slot
-    /// is shared by processes (for `via: b` steps).
+    /// The second proxy on the same backends, serving the namespaces whose every slot is shared
+    /// by processes (for `via: b` steps).
     pub second: Option<RunningProxy>,
     /// One target per backend.
     pub targets: Vec<Target>,
@@ -854,16 +692,25 @@ pub async fn start_environment(
     for name in names {
         backends.push(provision(name, mode, urls, dir.path()).await?);
     }
-    launch(backends, dir, None).await
+    launch(backends, dir, &Launch::default()).await
+}
+
+/// How a run's proxies are started.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Export the proxies' traces here.
+    pub tracing: Option<TracingConfig>,
+    /// In the harness's process, or as `prism-proxy` processes.
+    pub mode: ProxyMode,
 }
 
 /// Starts a proxy for already provisioned backends (whose embedded files live in `dir`), with
 /// authentication on: a fresh HS256 secret and ES256 key for this run, and per target the default
-/// token plus the whole token matrix; `tracing` exports its traces.
+/// token plus the whole token matrix. A second proxy serves the namespaces two processes can share.
 pub async fn launch(
     backends: Vec<Provisioned>,
     dir: tempfile::TempDir,
-    tracing: Option<TracingConfig>,
+    options: &Launch,
 ) -> Result<Environment, ProvisionError> {
     let configs: Vec<(String, BackendConfig)> = backends
         .iter()
@@ -871,19 +718,17 @@ pub async fn launch(
         .collect();
     let mint = TokenMint::new();
     let mut config = proxy_config(&configs);
-    config.tracing = tracing;
+    config.tracing.clone_from(&options.tracing);
     config.auth = mint
         .auth_config(dir.path())
         .map_err(|e| ProvisionError::Environment(format!("cannot write the run's keys: {e}")))?;
-    let proxy = start_proxy(&config, &dir.path().join("proxy-a.yaml")).await?;
+    let proxy = start_proxy(&config, &dir.path().join("proxy-a.yaml"), options.mode).await?;
     let client = PrismClient::connect(proxy.url.clone())
         .await
         .map_err(|e| ProvisionError::Environment(e.to_string()))?;
-    // The second proxy serves only what two processes can share: composite namespaces with no
-    // memstore slot (SQLite shares its file; the networked backends their server).
-    let shared = |f: &Filling| {
-        f.slots.iter().all(|(slot, _)| *slot != Slot::Backend) && !f.names().contains(&"memstore")
-    };
+    // The second proxy serves only what two processes can share: namespaces with no memstore
+    // slot (SQLite shares its file; the networked backends their server).
+    let shared = |f: &Filling| !f.names().contains(&"memstore");
     let mut second_config = config.clone();
     let shared_names: Vec<String> = fillings(&configs)
         .iter()
@@ -901,7 +746,12 @@ pub async fn launch(
     let (second, second_client) = if second_config.namespaces.is_empty() {
         (None, None)
     } else {
-        let second = start_proxy(&second_config, &dir.path().join("proxy-b.yaml")).await?;
+        let second = start_proxy(
+            &second_config,
+            &dir.path().join("proxy-b.yaml"),
+            options.mode,
+        )
+        .await?;
         let client = PrismClient::connect(second.url.clone())
             .await
             .map_err(|e| ProvisionError::Environment(e.to_string()))?;
@@ -920,6 +770,7 @@ pub async fn launch(
         t.proxy = Some(proxy.clone());
         if shared(&filling) {
             t.second.clone_from(&second_client);
+            t.second_proxy.clone_from(&second);
         }
         t.server = filling
             .faultable()
@@ -980,6 +831,7 @@ pub async fn target(
         tokens: None,
         proxy: None,
         second: None,
+        second_proxy: None,
         server: None,
         namespace: ns.to_string(),
         other_namespace: other,

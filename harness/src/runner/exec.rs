@@ -6,12 +6,13 @@ use crate::ops::FamilyStep;
 use crate::ops::messaging::model::{Caller, Via};
 use crate::scenario::code::StatusCode;
 use crate::scenario::model::{NamespaceRef, Step, StepKind, Tally};
-use prism_proto::client::{KeyValue, NamespaceClient, PrismClient};
+use prism_proto::client::{NamespaceClient, PrismClient};
 use prism_runtime::patterns::capability::Capability;
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
@@ -48,10 +49,15 @@ pub struct Session {
     pub tokens: Option<Arc<BTreeMap<String, Option<String>>>>,
     /// Reports progress of long steps (receives) to the event stream.
     pub progress: crate::ops::messaging::exec::Progress,
-    /// The in-process proxy, for `restart_proxy`.
+    /// The run's proxy, for `restart_proxy`, `kill_proxy`, metrics and reloads.
     pub proxy: Option<crate::provision::RunningProxy>,
     /// A connection to the second proxy on the same backends, for `via: b` steps.
     pub second: Option<PrismClient>,
+    /// The second proxy, for `restart_proxy: b` and `kill_proxy: b`.
+    pub second_proxy: Option<crate::provision::RunningProxy>,
+    /// With `--proxies 2`: the calls made so far, so steps that name no proxy alternate between
+    /// the two.
+    pub spread: Option<Arc<AtomicU64>>,
     /// The backend's server, for `fault` steps (when the harness started it).
     pub server: Option<Arc<Mutex<crate::provision::ServerHandle>>>,
     /// What the run measured on the way (fault and recovery times), for the case's report.
@@ -86,11 +92,6 @@ impl Session {
         std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The KeyValue client for namespace `ns` with the token a step selects.
-    pub fn client(&self, ns: NamespaceRef, token: Option<&str>) -> Result<KeyValue, Failure> {
-        Ok(self.namespace_client(ns, token)?.keyvalue())
-    }
-
     /// The namespace a step addresses, by name.
     pub fn namespace_name(&self, ns: NamespaceRef) -> Result<&str, Failure> {
         match ns {
@@ -103,7 +104,11 @@ impl Session {
 
     /// A client for a call step's namespace, token and proxy.
     pub fn caller_client(&self, caller: &Caller) -> Result<NamespaceClient, Failure> {
-        let base = match caller.via {
+        let via = match (&self.spread, caller.via) {
+            (Some(calls), Via::A) if calls.fetch_add(1, Ordering::Relaxed) % 2 == 1 => Via::B,
+            (_, via) => via,
+        };
+        let base = match via {
             Via::A => &self.base,
             Via::B => self.second.as_ref().ok_or_else(|| {
                 Failure::message(
@@ -218,17 +223,40 @@ async fn run_step(
             tokio::time::sleep(*d).await;
             Ok(())
         }
-        StepKind::RestartProxy => {
-            let proxy = session.proxy.as_ref().ok_or_else(|| {
-                Failure::message("restart_proxy needs the harness's in-process proxy")
-            })?;
-            proxy.restart().await.map_err(|e| {
+        StepKind::RestartProxy(via) | StepKind::KillProxy(via) => {
+            let kill = matches!(step.kind, StepKind::KillProxy(_));
+            let what = format!(
+                "{}: {}",
+                if kill { "kill_proxy" } else { "restart_proxy" },
+                via.name()
+            );
+            let proxy = match via {
+                Via::A => session.proxy.as_ref(),
+                Via::B => session.second_proxy.as_ref(),
+            }
+            .ok_or_else(|| {
                 locate(
                     step,
-                    Some("restart_proxy".into()),
-                    Failure::message(e.to_string()),
+                    Some(what.clone()),
+                    Failure::message(format!(
+                        "the run has no proxy {} the harness started",
+                        via.name()
+                    )),
                 )
-            })
+            })?;
+            let started = Instant::now();
+            let done = if kill {
+                proxy.kill().await
+            } else {
+                proxy.restart().await
+            };
+            done.map_err(|e| locate(step, Some(what.clone()), Failure::message(e.to_string())))?;
+            session.note(format!(
+                "line {}: {what} took {} ms",
+                step.loc.line,
+                started.elapsed().as_millis()
+            ));
+            Ok(())
         }
         StepKind::Fault(action) => {
             let what = Some(format!("fault: {{ backend: {} }}", action.name()));
@@ -263,8 +291,19 @@ async fn run_step(
         }
         StepKind::Reload(reload) => super::operate::run_reload(session, step, reload).await,
         StepKind::Within { within, steps } => {
+            let started = Instant::now();
             match tokio::time::timeout(*within, run_steps(session, steps, vars, tally)).await {
-                Ok(done) => done,
+                Ok(done) => {
+                    if done.is_ok() {
+                        session.note(format!(
+                            "line {}: within {} ms: done in {} ms",
+                            step.loc.line,
+                            within.as_millis(),
+                            started.elapsed().as_millis()
+                        ));
+                    }
+                    done
+                }
                 Err(_) => Err(locate(
                     step,
                     Some(format!("within: {}ms", within.as_millis())),
@@ -421,7 +460,8 @@ fn flatten<'a>(
         match &step.kind {
             StepKind::Call(call) => out.push((step, call.as_ref(), vars.clone(), tallied)),
             StepKind::Sleep(_)
-            | StepKind::RestartProxy
+            | StepKind::RestartProxy(_)
+            | StepKind::KillProxy(_)
             | StepKind::Fault(_)
             | StepKind::Metrics(_)
             | StepKind::Reload(_) => {}

@@ -101,6 +101,8 @@ pub struct Target {
     /// A second proxy on the same backends, for `via: b` steps (`None` when a slot's backend is
     /// memstore, which keeps its data per proxy, or with `--target`).
     pub second: Option<PrismClient>,
+    /// That second proxy, for `restart_proxy: b` and `kill_proxy: b`.
+    pub second_proxy: Option<crate::provision::RunningProxy>,
     /// The backend's server when the harness started it, for `fault` steps.
     pub server: Option<Arc<std::sync::Mutex<crate::provision::ServerHandle>>>,
     /// Namespace for scenarios.
@@ -120,6 +122,9 @@ pub struct RunOptions {
     pub fail_fast: bool,
     /// Longest one scenario may take.
     pub scenario_timeout: Duration,
+    /// Spread each scenario's calls and streams over the run's two proxies (`--proxies 2`), where
+    /// the target has a second one.
+    pub spread: bool,
 }
 
 impl Default for RunOptions {
@@ -128,6 +133,7 @@ impl Default for RunOptions {
             jobs: 16,
             fail_fast: false,
             scenario_timeout: Duration::from_secs(120),
+            spread: false,
         }
     }
 }
@@ -201,7 +207,12 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
     }
     if target.proxy.is_none() && scenario.restarts_proxy() {
         return Some(
-            "restarts the proxy, which the harness can do only with its in-process proxy".into(),
+            "restarts the proxy, which the harness can do only with a proxy it started".into(),
+        );
+    }
+    if scenario.kills_proxy() && !target.proxy.as_ref().is_some_and(|p| p.is_process()) {
+        return Some(
+            "kills a proxy (SIGKILL), which needs the proxies run as processes: --proxy-mode process".into(),
         );
     }
     if target.proxy.is_none() && (scenario.reads_metrics() || scenario.reloads()) {
@@ -242,14 +253,34 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
     None
 }
 
+/// Whether `scenario`'s calls may be spread over two proxies: not when it acts on one proxy
+/// (restarts or kills it, reads its metrics, reloads its config, counts what one proxy admits) or
+/// checks how one proxy rides out a backend fault (each proxy reconnects on its own, so an
+/// `eventually` that one proxy met says nothing of the other).
+fn spreadable(scenario: &Scenario) -> bool {
+    !(scenario.restarts_proxy()
+        || scenario.injects_faults()
+        || scenario.reads_metrics()
+        || scenario.reloads()
+        || scenario.tags.iter().any(|t| t == PER_PROXY_TAG))
+}
+
+/// How long after a fault or proxy restart scenario every proxy must be ready again.
+const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+
+/// The tag of a scenario about what one proxy does on its own (a per-proxy limit): `--proxies 2`
+/// keeps its calls on one proxy.
+pub const PER_PROXY_TAG: &str = "per-proxy";
+
 /// Runs one scenario against one target, applying the two-way capability check; long steps report
 /// through `progress`.
 pub async fn run_case(
     target: &Target,
     scenario: &Scenario,
-    timeout: Duration,
+    options: &RunOptions,
     progress: crate::ops::messaging::exec::Progress,
 ) -> CaseReport {
+    let timeout = options.scenario_timeout;
     let started = Instant::now();
     if let Some(reason) = unrunnable(target, scenario) {
         return to_report(
@@ -271,6 +302,9 @@ pub async fn run_case(
         progress,
         proxy: target.proxy.clone(),
         second: target.second.as_ref().map(|c| trace.on(c)),
+        second_proxy: target.second_proxy.clone(),
+        spread: (options.spread && target.second.is_some() && spreadable(scenario))
+            .then(Arc::default),
         server: target.server.clone(),
         notes: Arc::default(),
         families: Default::default(),
@@ -335,6 +369,24 @@ pub async fn run_case(
     if scenario.reloads() {
         if let (Err(f), Ok(_)) = (operate::restore(&session).await, &outcome) {
             outcome = Err(f);
+        }
+    }
+    if scenario.injects_faults() || scenario.restarts_proxy() {
+        // Every proxy serves again, with every backend up, before the next scenario: a proxy the
+        // scenario killed is started again, and one still reconnecting to a faulted backend is
+        // waited for (a bounded wait: one that never recovers fails this case).
+        for proxy in [&target.proxy, &target.second_proxy].into_iter().flatten() {
+            let ready = match proxy.ensure_running().await {
+                Ok(()) => operate::wait_ready(proxy, RECOVERY_BOUND).await,
+                Err(e) => Err(format!("could not start a killed proxy again: {e}")),
+            };
+            if let (Err(e), Ok(_)) = (ready, &outcome) {
+                outcome = Err(Failure::message(format!(
+                    "a proxy ({}) was not ready {} s after the scenario: {e}",
+                    proxy.url,
+                    RECOVERY_BOUND.as_secs()
+                )));
+            }
         }
     }
     match outcome {
@@ -456,7 +508,7 @@ pub async fn run(
                             });
                         }))
                     };
-                    run_case(&target, &scenario, options.scenario_timeout, progress).await
+                    run_case(&target, &scenario, &options, progress).await
                 };
                 if case.status == CaseStatus::Failed && options.fail_fast {
                     stop.store(true, Ordering::SeqCst);

@@ -177,30 +177,51 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     })
 }
 
-/// Reads `http://ADDR/metrics`.
-pub async fn scrape(admin: SocketAddr) -> Result<Reading, String> {
+/// `GET http://ADDR/PATH`: the body of a 200 answer; anything else is an error naming it.
+async fn get(admin: SocketAddr, path: &str) -> Result<String, String> {
+    let url = format!("http://{admin}{path}");
     let get = async {
         let mut stream = tokio::net::TcpStream::connect(admin).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: prism\r\nAccept: text/plain\r\n\r\n")
-            .await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: prism\r\nAccept: text/plain\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
     let answer = tokio::time::timeout(SCRAPE_TIMEOUT, get)
         .await
-        .map_err(|_| format!("GET http://{admin}/metrics took over {SCRAPE_TIMEOUT:?}"))?
-        .map_err(|e| format!("GET http://{admin}/metrics: {e}"))?;
+        .map_err(|_| format!("GET {url} took over {SCRAPE_TIMEOUT:?}"))?
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET http://{admin}/metrics: not an HTTP answer"))?;
+        .ok_or_else(|| format!("GET {url}: not an HTTP answer"))?;
     let status = head.lines().next().unwrap_or_default();
     if !status.contains(" 200 ") {
-        return Err(format!("GET http://{admin}/metrics answered {status}"));
+        return Err(format!("GET {url} answered {status}: {}", body.trim()));
     }
-    Reading::parse(body)
+    Ok(body.to_string())
+}
+
+/// Reads `http://ADDR/metrics`.
+pub async fn scrape(admin: SocketAddr) -> Result<Reading, String> {
+    Reading::parse(&get(admin, "/metrics").await?)
+}
+
+/// Waits up to `within` for `proxy`'s `/readyz` to answer 200 (every backend up, not draining);
+/// the last answer when it does not.
+pub async fn wait_ready(
+    proxy: &crate::provision::RunningProxy,
+    within: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match get(proxy.admin, "/readyz").await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }
 
 fn admin_of(session: &Session, what: &str) -> Result<SocketAddr, Failure> {

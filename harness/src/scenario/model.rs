@@ -72,9 +72,14 @@ impl Scenario {
         self.any_step(|k| k.needs().iter().any(|c| caps.contains(c)))
     }
 
-    /// Whether any step restarts the proxy.
+    /// Whether any step restarts or kills a proxy.
     pub fn restarts_proxy(&self) -> bool {
-        self.any_step(|k| matches!(k, StepKind::RestartProxy))
+        self.any_step(|k| matches!(k, StepKind::RestartProxy(_) | StepKind::KillProxy(_)))
+    }
+
+    /// Whether any step kills a proxy (which needs proxies run as processes).
+    pub fn kills_proxy(&self) -> bool {
+        self.any_step(|k| matches!(k, StepKind::KillProxy(_)))
     }
 
     /// Whether any step kills, stops, starts or freezes the backend's server.
@@ -113,7 +118,13 @@ impl Scenario {
 
     /// Whether any step goes through the second proxy (`via: b`).
     pub fn uses_second_proxy(&self) -> bool {
-        self.any_step(|k| k.caller().is_some_and(|c| c.via == Via::B))
+        self.any_step(|k| {
+            k.caller().is_some_and(|c| c.via == Via::B)
+                || matches!(
+                    k,
+                    StepKind::RestartProxy(Via::B) | StepKind::KillProxy(Via::B)
+                )
+        })
     }
 }
 
@@ -133,8 +144,10 @@ pub enum StepKind {
     Call(Box<dyn crate::ops::FamilyStep>),
     /// Wait.
     Sleep(Duration),
-    /// Drain the in-process proxy and serve again on the same address and backends.
-    RestartProxy,
+    /// Drain a proxy (when running) and serve again on the same address and backends.
+    RestartProxy(Via),
+    /// SIGKILL a proxy, as a crash would (proxies run as processes only).
+    KillProxy(Via),
     /// Act on the backend's server (one the harness started).
     Fault(FaultAction),
     /// Read the proxy's `/metrics`: check series, mark the reading for later steps.
@@ -213,7 +226,8 @@ impl StepKind {
                 .collect(),
             StepKind::Call(_)
             | StepKind::Sleep(_)
-            | StepKind::RestartProxy
+            | StepKind::RestartProxy(_)
+            | StepKind::KillProxy(_)
             | StepKind::Fault(_)
             | StepKind::Metrics(_)
             | StepKind::Reload(_) => Vec::new(),
@@ -457,4 +471,14 @@ pub enum Via {
     A,
     /// The second proxy on the same backends.
     B,
+}
+
+impl Via {
+    /// The YAML name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::A => "a",
+            Via::B => "b",
+        }
+    }
 }

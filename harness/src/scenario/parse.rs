@@ -42,12 +42,13 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Control step names.
-pub const CONTROLS: [&str; 9] = [
+pub const CONTROLS: [&str; 10] = [
     "sleep",
     "eventually",
     "repeat",
     "parallel",
     "restart_proxy",
+    "kill_proxy",
     "fault",
     "within",
     "metrics",
@@ -246,6 +247,21 @@ impl Ctx {
                 self.err(
                     n.loc,
                     format!("{what} must be a string, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A proxy's name (`a` or `b`) as `what`.
+    pub(crate) fn proxy(&mut self, n: &Located, what: &str) -> Option<Via> {
+        match self.string(n, what)?.as_str() {
+            "a" => Some(Via::A),
+            "b" => Some(Via::B),
+            other => {
+                self.err(
+                    n.loc,
+                    format!("{what}: unknown proxy '{other}' (expected one of: a, b)"),
                 );
                 None
             }
@@ -605,13 +621,26 @@ impl Ctx {
                 }
                 "restart_proxy" => {
                     self.fields(n, "the restart_proxy step", &["restart_proxy"])?;
-                    self.fields(&head.1, "restart_proxy", &[])?;
-                    // What survives a restart is what a durable queue keeps.
-                    if self.pattern == Some(Pattern::Queue) {
-                        self.used.entry(Capability::QueueDurable).or_insert(loc);
+                    // `restart_proxy: {}` (the run's proxy) or `restart_proxy: a|b`.
+                    let via = match &head.1.node {
+                        Node::Map(_) => {
+                            self.fields(&head.1, "restart_proxy", &[])?;
+                            Via::A
+                        }
+                        _ => self.proxy(&head.1, "restart_proxy")?,
+                    };
+                    // What survives a restart of the only proxy is what a durable queue keeps.
+                    if via == Via::A {
+                        if self.pattern == Some(Pattern::Queue) {
+                            self.used.entry(Capability::QueueDurable).or_insert(loc);
+                        }
+                        self.observed.insert(Capability::KvDurable);
                     }
-                    self.observed.insert(Capability::KvDurable);
-                    StepKind::RestartProxy
+                    StepKind::RestartProxy(via)
+                }
+                "kill_proxy" => {
+                    self.fields(n, "the kill_proxy step", &["kill_proxy"])?;
+                    StepKind::KillProxy(self.proxy(&head.1, "kill_proxy")?)
                 }
                 "fault" => {
                     self.fields(n, "the fault step", &["fault"])?;

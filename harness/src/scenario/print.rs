@@ -39,8 +39,11 @@ fn step(s: &Step) -> Value {
         StepKind::Sleep(d) => {
             m.insert("sleep".into(), ms(*d));
         }
-        StepKind::RestartProxy => {
-            m.insert("restart_proxy".into(), json!({}));
+        StepKind::RestartProxy(via) => {
+            m.insert("restart_proxy".into(), json!(via.name()));
+        }
+        StepKind::KillProxy(via) => {
+            m.insert("kill_proxy".into(), json!(via.name()));
         }
         StepKind::Fault(action) => {
             m.insert("fault".into(), json!({ "backend": action.name() }));

@@ -6,8 +6,8 @@ use crate::runner::Failure;
 use crate::runner::exec::{Counts, Session, Vars};
 use crate::runner::values::{expand, resolve_value};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::Op;
 use crate::scenario::model::OpStep;
+use crate::scenario::model::{Caller, Op};
 use crate::scenario::template;
 use bytes::Bytes;
 use prism_proto::client::KeyValue;
@@ -296,7 +296,12 @@ pub(crate) async fn run_op(
     vars: &mut Vars,
     tally: Option<&Counts>,
 ) -> Result<(), Failure> {
-    let mut kv = session.client(op.namespace, op.token.as_deref())?;
+    let caller = Caller {
+        namespace: op.namespace,
+        token: op.token.clone(),
+        via: op.via,
+    };
+    let mut kv = session.caller_client(&caller)?.keyvalue();
     let out = execute(&mut kv, &op.op, vars).await?;
     if let (Some(counts), None) = (tally, &op.expect) {
         let code = match &out {

@@ -9,7 +9,7 @@ pub mod print;
 use super::{PatternOps, StepFuture};
 use crate::runner::exec::{Counts, Session, Vars, locate};
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::{Caller, Location, Step, Via};
+use crate::scenario::model::{Caller, Location, Step};
 use crate::scenario::parse::{Ctx, Scope};
 use crate::scenario::yaml::Located;
 use model::OpStep;
@@ -46,7 +46,7 @@ impl PatternOps for KeyValueOps {
         let f = cx.fields(
             n,
             &format!("the {name} step"),
-            &[name, "expect", "namespace", "token"],
+            &[name, "expect", "namespace", "token", "via"],
         )?;
         cx.op_step(name, args.clone(), &f, scope)
     }
@@ -55,7 +55,7 @@ impl PatternOps for KeyValueOps {
         Some(Caller {
             namespace: step.namespace,
             token: step.token.clone(),
-            via: Via::A,
+            via: step.via,
         })
     }
 

@@ -2,7 +2,7 @@
 //! must return.
 
 use crate::scenario::code::StatusCode;
-use crate::scenario::model::{NamespaceRef, NumExpect, Template, ValueSpec};
+use crate::scenario::model::{NamespaceRef, NumExpect, Template, ValueSpec, Via};
 use prism_runtime::patterns::capability::Capability;
 
 /// KeyValue step names, as written in YAML.
@@ -28,6 +28,8 @@ pub struct OpStep {
     pub namespace: NamespaceRef,
     /// Which minted token the call carries (`None`: the run's default token).
     pub token: Option<String>,
+    /// Which proxy the call goes through.
+    pub via: Via,
     /// What must come back; `None` means "must succeed".
     pub expect: Option<Expect>,
 }

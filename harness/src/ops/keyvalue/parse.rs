@@ -25,6 +25,7 @@ impl Ctx {
             op: op?,
             namespace: caller.namespace,
             token: caller.token,
+            via: caller.via,
             expect,
         })
     }

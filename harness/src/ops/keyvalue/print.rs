@@ -1,7 +1,7 @@
 //! Printing the KeyValue steps back to YAML (the inverse of `parse.rs`).
 
 use super::model::*;
-use crate::scenario::model::NamespaceRef;
+use crate::scenario::model::{NamespaceRef, Via};
 use crate::scenario::print::{num, value};
 use serde_json::{Map, Value, json};
 
@@ -14,6 +14,9 @@ pub fn step(o: &OpStep, m: &mut Map<String, Value>) {
     }
     if let Some(t) = &o.token {
         m.insert("token".into(), json!(t));
+    }
+    if o.via == Via::B {
+        m.insert("via".into(), json!("b"));
     }
     if let Some(e) = &o.expect {
         m.insert("expect".into(), expect(e));

@@ -267,17 +267,7 @@ impl Ctx {
         };
         let via = match f.get("via") {
             None => Via::A,
-            Some(v) => match self.string(v, "via")?.as_str() {
-                "a" => Via::A,
-                "b" => Via::B,
-                other => {
-                    self.err(
-                        v.loc,
-                        format!("unknown proxy '{other}' (expected one of: a, b)"),
-                    );
-                    return None;
-                }
-            },
+            Some(v) => self.proxy(v, "via")?,
         };
         Some(Caller {
             namespace,
