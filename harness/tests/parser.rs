@@ -101,7 +101,7 @@ const HEAD: &str =
 #[rstest]
 #[case::unknown_step(
     "  - expire_in: { key: \"${prefix}a\" }\n",
-    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, fault, within, metrics, reload)"
+    "s.yaml:6:5: unknown step 'expire_in' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, kill_proxy, fault, within, metrics, reload)"
 )]
 #[case::unknown_arg(
     "  - get: { key: \"${prefix}a\", keyy: 1 }\n",
@@ -184,7 +184,7 @@ fn every_error_in_a_file_is_reported_at_once() {
             "s.yaml:3:10: unknown pattern 'kv' (expected one of: keyvalue, pubsub, queue, multicast_registry, mailbox)",
             "s.yaml:4:28: `requires` lists keyvalue.scan, but no step uses it (remove it)",
             "s.yaml:6:31: unknown key 'x' in get (expected one of: key)",
-            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, fault, within, metrics, reload)",
+            "s.yaml:7:5: unknown step 'bogus' (expected one of: set, get, delete, exists, expire, scan, scan_all, batch_set, batch_get, batch_delete, subscribe, publish, consume, enqueue, receive, expect_silence, ack, nack, disconnect, register, heartbeat, unregister, enumerate, multicast, listen, watch, hear, events, close, deliver, query, get_message, delete_messages, source_publish, sleep, eventually, repeat, parallel, restart_proxy, kill_proxy, fault, within, metrics, reload)",
         ]
     );
 }
