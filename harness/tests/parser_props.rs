@@ -140,6 +140,7 @@ fn op_step() -> impl Strategy<Value = OpStep> {
                 },
                 token: (!other).then(|| "read_only".to_string()),
                 via: if other { Via::A } else { Via::B },
+                deadline_ms: other.then_some(250),
                 expect,
             }
         })

@@ -126,6 +126,7 @@ impl PrismClient {
                 namespace: Some(namespace),
                 token: self.token.clone(),
                 traceparent: self.traceparent.clone(),
+                deadline: None,
             },
         })
     }
@@ -136,6 +137,7 @@ impl PrismClient {
             namespace: None,
             token: self.token.clone(),
             traceparent: self.traceparent.clone(),
+            deadline: None,
         };
         AdminClient::with_interceptor(self.channel.clone(), metadata)
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
@@ -168,6 +170,13 @@ pub type Registry = MulticastRegistryClient<InterceptedService<Channel, CallMeta
 pub type Mailbox = MailboxClient<InterceptedService<Channel, CallMetadata>>;
 
 impl NamespaceClient {
+    /// Every call made through this client carries `deadline` (`grpc-timeout`): the proxy and
+    /// the client give up on it then, with `DEADLINE_EXCEEDED`.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.metadata.deadline = Some(deadline);
+        self
+    }
+
     /// The KeyValue pattern API for this namespace.
     pub fn keyvalue(&self) -> KeyValue {
         KeyValueClient::with_interceptor(self.channel.clone(), self.metadata.clone())
@@ -210,6 +219,7 @@ pub struct CallMetadata {
     namespace: Option<MetadataValue<Ascii>>,
     token: Option<MetadataValue<Ascii>>,
     traceparent: Option<MetadataValue<Ascii>>,
+    deadline: Option<std::time::Duration>,
 }
 
 impl Interceptor for CallMetadata {
@@ -227,6 +237,9 @@ impl Interceptor for CallMetadata {
         }
         if let Some(tp) = &self.traceparent {
             request.metadata_mut().insert("traceparent", tp.clone());
+        }
+        if let Some(deadline) = self.deadline {
+            request.set_timeout(deadline);
         }
         Ok(request)
     }

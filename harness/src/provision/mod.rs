@@ -9,12 +9,14 @@
 //! `auto` picks external when a URL is given, else embedded/process, else container.
 
 pub mod container;
+pub mod netfault;
 pub mod process;
 pub mod proxy;
 
 use crate::runner::Target;
 use crate::scenario::model::FaultAction;
 use crate::tokens::TokenMint;
+use netfault::NetLink;
 use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
 use prism_runtime::auth::config::AuthConfig;
@@ -31,6 +33,7 @@ use prism_runtime::telemetry::trace::TracingConfig;
 use process::ServerProcess;
 pub use proxy::{ProxyMode, RunningProxy, start_proxy};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -224,6 +227,14 @@ impl ServerHandle {
     /// Whether `fault` steps can act on this server (only processes the harness runs, for now).
     pub fn can_fault(&self) -> bool {
         matches!(self, ServerHandle::Process(_))
+    }
+
+    /// The loopback port of a server process (`None` for a container).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ServerHandle::Process(p) => Some(p.port()),
+            ServerHandle::Container(_) => None,
+        }
     }
 
     /// Carries out a scenario's `fault` step (blocking: a start waits until the server answers).
@@ -442,6 +453,24 @@ pub async fn provision(
     )))
 }
 
+/// `config` with its server URL's `127.0.0.1:from` made `127.0.0.1:to` (a link in front of it).
+fn through(config: &BackendConfig, from: u16, to: u16) -> BackendConfig {
+    let moved = |url: &SecretUrl| {
+        SecretUrl::new(
+            url.expose()
+                .replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}")),
+        )
+    };
+    let mut config = config.clone();
+    match &mut config {
+        BackendConfig::Redis(c) => c.url = moved(&c.url),
+        BackendConfig::Nats(c) => c.url = moved(&c.url),
+        BackendConfig::Postgres(c) => c.url = moved(&c.url),
+        BackendConfig::Memstore(_) | BackendConfig::Sqlite(_) => {}
+    }
+    config
+}
+
 /// Name of the scenario namespace for `pattern` on `backend` (`conform-redis` for KeyValue,
 /// `conform-redis-queue` for the others).
 pub fn namespace(backend: &str, pattern: Pattern) -> String {
@@ -652,6 +681,9 @@ pub struct Environment {
     pub second: Option<RunningProxy>,
     /// One target per backend.
     pub targets: Vec<Target>,
+    /// The fault-injecting links in front of the servers the harness started (they relay while
+    /// held).
+    pub links: Vec<Arc<NetLink>>,
     _dir: tempfile::TempDir,
 }
 
@@ -712,10 +744,33 @@ pub async fn launch(
     dir: tempfile::TempDir,
     options: &Launch,
 ) -> Result<Environment, ProvisionError> {
-    let configs: Vec<(String, BackendConfig)> = backends
-        .iter()
-        .map(|b| (b.name.clone(), b.config.clone()))
-        .collect();
+    // The proxies reach each server the harness started through a link that network fault steps
+    // act on.
+    let mut links: BTreeMap<String, Arc<NetLink>> = BTreeMap::new();
+    let mut configs: Vec<(String, BackendConfig)> = Vec::new();
+    for b in &backends {
+        let port = b
+            .server
+            .as_ref()
+            .and_then(|s| s.lock().ok().and_then(|s| s.port()));
+        let config = match port {
+            Some(port) => {
+                let link = NetLink::start(SocketAddr::from(([127, 0, 0, 1], port)))
+                    .await
+                    .map_err(|e| {
+                        ProvisionError::Environment(format!(
+                            "cannot start the network link to {}: {e}",
+                            b.name
+                        ))
+                    })?;
+                let config = through(&b.config, port, link.port());
+                links.insert(b.name.clone(), Arc::new(link));
+                config
+            }
+            None => b.config.clone(),
+        };
+        configs.push((b.name.clone(), config));
+    }
     let mint = TokenMint::new();
     let mut config = proxy_config(&configs);
     config.tracing.clone_from(&options.tracing);
@@ -776,6 +831,10 @@ pub async fn launch(
             .faultable()
             .and_then(|name| backends.iter().find(|b| b.name == name))
             .and_then(|b| b.server.clone());
+        t.link = filling
+            .faultable()
+            .and_then(|name| links.get(name))
+            .cloned();
         targets.push(t);
     }
     Ok(Environment {
@@ -783,6 +842,7 @@ pub async fn launch(
         proxy,
         second,
         targets,
+        links: links.into_values().collect(),
         _dir: dir,
     })
 }
@@ -833,6 +893,7 @@ pub async fn target(
         second: None,
         second_proxy: None,
         server: None,
+        link: None,
         namespace: ns.to_string(),
         other_namespace: other,
         capabilities: caps

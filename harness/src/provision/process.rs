@@ -278,6 +278,11 @@ impl ServerProcess {
         )
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's URL.
     pub fn url(&self) -> String {
         match self.kind {

@@ -58,6 +58,8 @@ pub struct Session {
     /// With `--proxies 2`: the calls made so far, so steps that name no proxy alternate between
     /// the two.
     pub spread: Option<Arc<AtomicU64>>,
+    /// The link to the backend's server, for `fault: { network: … }` steps.
+    pub link: Option<Arc<crate::provision::netfault::NetLink>>,
     /// The backend's server, for `fault` steps (when the harness started it).
     pub server: Option<Arc<Mutex<crate::provision::ServerHandle>>>,
     /// What the run measured on the way (fault and recovery times), for the case's report.
@@ -258,34 +260,8 @@ async fn run_step(
             ));
             Ok(())
         }
-        StepKind::Fault(action) => {
-            let what = Some(format!("fault: {{ backend: {} }}", action.name()));
-            let server = session.server.clone().ok_or_else(|| {
-                locate(
-                    step,
-                    what.clone(),
-                    Failure::message("fault steps need a server the harness started"),
-                )
-            })?;
-            let started = Instant::now();
-            let action = *action;
-            let done = tokio::task::spawn_blocking(move || {
-                server
-                    .lock()
-                    .map_err(|_| "the server handle is poisoned".to_string())?
-                    .fault(action)
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("the fault task failed: {e}")));
-            done.map_err(|e| locate(step, what, Failure::message(e)))?;
-            session.note(format!(
-                "line {}: {} took {} ms",
-                step.loc.line,
-                action.name(),
-                started.elapsed().as_millis()
-            ));
-            Ok(())
-        }
+        StepKind::Fault(action) => super::fault::run_backend(session, step, *action).await,
+        StepKind::Network(fault) => super::fault::run_network(session, step, *fault).await,
         StepKind::Metrics(metrics) => {
             super::operate::run_metrics(session, step, metrics, vars).await
         }
@@ -463,6 +439,7 @@ fn flatten<'a>(
             | StepKind::RestartProxy(_)
             | StepKind::KillProxy(_)
             | StepKind::Fault(_)
+            | StepKind::Network(_)
             | StepKind::Metrics(_)
             | StepKind::Reload(_) => {}
             StepKind::Eventually { steps, .. } | StepKind::Within { steps, .. } => {

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod exec;
+pub mod fault;
 pub mod operate;
 pub mod values;
 
@@ -103,6 +104,9 @@ pub struct Target {
     pub second: Option<PrismClient>,
     /// That second proxy, for `restart_proxy: b` and `kill_proxy: b`.
     pub second_proxy: Option<crate::provision::RunningProxy>,
+    /// The link between the proxies and the backend's server, for `fault: { network: … }` steps
+    /// (when the harness started the server as a process).
+    pub link: Option<Arc<crate::provision::netfault::NetLink>>,
     /// The backend's server when the harness started it, for `fault` steps.
     pub server: Option<Arc<std::sync::Mutex<crate::provision::ServerHandle>>>,
     /// Namespace for scenarios.
@@ -239,6 +243,12 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
             ));
         }
     }
+    if target.link.is_none() && scenario.troubles_network() {
+        return Some(format!(
+            "troubles the network to the backend, which the harness can do only to a server it started as a process (it puts a link in front of it); backend '{}' is not one",
+            target.backend
+        ));
+    }
     if target.second.is_none() && scenario.uses_second_proxy() {
         return Some(format!(
             "goes through a second proxy on the same backends, which the harness starts only when every slot's backend is shared by processes (memstore keeps its data per proxy; backend '{}')",
@@ -303,6 +313,7 @@ pub async fn run_case(
         proxy: target.proxy.clone(),
         second: target.second.as_ref().map(|c| trace.on(c)),
         second_proxy: target.second_proxy.clone(),
+        link: target.link.clone(),
         spread: (options.spread && target.second.is_some() && spreadable(scenario))
             .then(Arc::default),
         server: target.server.clone(),
@@ -370,6 +381,10 @@ pub async fn run_case(
         if let (Err(f), Ok(_)) = (operate::restore(&session).await, &outcome) {
             outcome = Err(f);
         }
+    }
+    if let Some(link) = target.link.as_ref().filter(|_| scenario.troubles_network()) {
+        // The network is clear again for the scenarios after it, whatever the outcome.
+        link.apply(crate::scenario::model::NetworkFault::Restore);
     }
     if scenario.injects_faults() || scenario.restarts_proxy() {
         // Every proxy serves again, with every backend up, before the next scenario: a proxy the

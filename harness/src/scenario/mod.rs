@@ -1,6 +1,7 @@
 //! Scenarios: the model, the YAML parser with located errors, the printer, and value/template helpers.
 
 pub mod code;
+mod fault;
 pub mod load;
 pub mod model;
 mod operate;

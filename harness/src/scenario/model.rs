@@ -82,9 +82,15 @@ impl Scenario {
         self.any_step(|k| matches!(k, StepKind::KillProxy(_)))
     }
 
-    /// Whether any step kills, stops, starts or freezes the backend's server.
+    /// Whether any step kills, stops, starts or freezes the backend's server, or troubles the
+    /// network to it.
     pub fn injects_faults(&self) -> bool {
-        self.any_step(|k| matches!(k, StepKind::Fault(_)))
+        self.any_step(|k| matches!(k, StepKind::Fault(_) | StepKind::Network(_)))
+    }
+
+    /// Whether any step troubles the network to the backend.
+    pub fn troubles_network(&self) -> bool {
+        self.any_step(|k| matches!(k, StepKind::Network(_)))
     }
 
     /// Whether any step reads the proxy's metrics.
@@ -150,6 +156,8 @@ pub enum StepKind {
     KillProxy(Via),
     /// Act on the backend's server (one the harness started).
     Fault(FaultAction),
+    /// Trouble the network between the proxies and the backend's server.
+    Network(NetworkFault),
     /// Read the proxy's `/metrics`: check series, mark the reading for later steps.
     Metrics(MetricsStep),
     /// Change the proxy's config file and ask it to reload (Admin `ReloadConfig`).
@@ -229,6 +237,7 @@ impl StepKind {
             | StepKind::RestartProxy(_)
             | StepKind::KillProxy(_)
             | StepKind::Fault(_)
+            | StepKind::Network(_)
             | StepKind::Metrics(_)
             | StepKind::Reload(_) => Vec::new(),
         }
@@ -269,6 +278,45 @@ impl FaultAction {
             .iter()
             .find(|(a, _)| *a == self)
             .map_or("kill", |(_, n)| n)
+    }
+}
+
+/// What a `fault: { network: … }` step does to the link between the proxies and the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkFault {
+    /// Every answer from the server arrives `ms` (± `jitter_ms`) late.
+    Latency {
+        /// The delay.
+        ms: u64,
+        /// The most it varies either way.
+        jitter_ms: u64,
+    },
+    /// Both directions pass at most `kbps` kilobits per second.
+    Bandwidth {
+        /// The rate.
+        kbps: u64,
+    },
+    /// Nothing passes either way (and new connections get no answer).
+    Blackhole,
+    /// Every open connection is reset (RST).
+    Reset,
+    /// The link is clear again.
+    Restore,
+}
+
+impl NetworkFault {
+    /// The YAML names of the kinds.
+    pub const NAMES: [&'static str; 5] = ["latency", "bandwidth", "blackhole", "reset", "restore"];
+
+    /// The YAML name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkFault::Latency { .. } => "latency",
+            NetworkFault::Bandwidth { .. } => "bandwidth",
+            NetworkFault::Blackhole => "blackhole",
+            NetworkFault::Reset => "reset",
+            NetworkFault::Restore => "restore",
+        }
     }
 }
 

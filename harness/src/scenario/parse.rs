@@ -644,35 +644,7 @@ impl Ctx {
                 }
                 "fault" => {
                     self.fields(n, "the fault step", &["fault"])?;
-                    let args = self.fields(&head.1, "fault", &["backend"])?;
-                    let action = self.required(&args, "backend", "fault")?;
-                    let names: Vec<&str> = FaultAction::ALL.iter().map(|(_, n)| *n).collect();
-                    let found = match &action.node {
-                        Node::Str(s) => FaultAction::ALL.iter().find(|(_, n)| n == s),
-                        _ => None,
-                    };
-                    let Some((action, _)) = found else {
-                        let found = match &action.node {
-                            Node::Str(s) => format!("{s:?}"),
-                            other => other.kind().to_string(),
-                        };
-                        self.err(
-                            action.loc,
-                            format!(
-                                "fault.backend must be one of: {} (found {found})",
-                                one_of(&names)
-                            ),
-                        );
-                        return None;
-                    };
-                    if matches!(
-                        action,
-                        FaultAction::Kill | FaultAction::Stop | FaultAction::Restart
-                    ) {
-                        self.observed
-                            .extend([Capability::KvDurable, Capability::QueueDurable]);
-                    }
-                    StepKind::Fault(*action)
+                    self.fault_step(&head.1)?
                 }
                 "metrics" => {
                     self.fields(n, "the metrics step", &["metrics"])?;

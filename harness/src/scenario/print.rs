@@ -48,6 +48,21 @@ fn step(s: &Step) -> Value {
         StepKind::Fault(action) => {
             m.insert("fault".into(), json!({ "backend": action.name() }));
         }
+        StepKind::Network(fault) => {
+            let mut f = Map::new();
+            f.insert("network".into(), json!(fault.name()));
+            match fault {
+                NetworkFault::Latency { ms, jitter_ms } => {
+                    f.insert("ms".into(), json!(ms));
+                    f.insert("jitter_ms".into(), json!(jitter_ms));
+                }
+                NetworkFault::Bandwidth { kbps } => {
+                    f.insert("kbps".into(), json!(kbps));
+                }
+                NetworkFault::Blackhole | NetworkFault::Reset | NetworkFault::Restore => {}
+            }
+            m.insert("fault".into(), Value::Object(f));
+        }
         StepKind::Metrics(step) => {
             m.insert("metrics".into(), metrics(step));
         }

@@ -78,6 +78,23 @@ pub enum OpOutput {
     },
 }
 
+/// tonic reports a call its own timer cut at the deadline as `CANCELLED: Timeout expired`; the
+/// gRPC spec (and the other languages' clients) call that `DEADLINE_EXCEEDED`, which is what the
+/// scenario expects whichever side gave up first.
+fn deadline_as_specified(out: OpOutput) -> OpOutput {
+    match out {
+        OpOutput::Error { code, message }
+            if code == StatusCode::from(tonic::Code::Cancelled) && message == "Timeout expired" =>
+        {
+            OpOutput::Error {
+                code: tonic::Code::DeadlineExceeded.into(),
+                message: "the call's deadline passed (the client's own timer)".into(),
+            }
+        }
+        other => other,
+    }
+}
+
 fn status(s: tonic::Status) -> OpOutput {
     OpOutput::Error {
         code: s.code().into(),
@@ -301,8 +318,15 @@ pub(crate) async fn run_op(
         token: op.token.clone(),
         via: op.via,
     };
-    let mut kv = session.caller_client(&caller)?.keyvalue();
-    let out = execute(&mut kv, &op.op, vars).await?;
+    let mut client = session.caller_client(&caller)?;
+    if let Some(ms) = op.deadline_ms {
+        client = client.with_deadline(Duration::from_millis(ms));
+    }
+    let mut kv = client.keyvalue();
+    let mut out = execute(&mut kv, &op.op, vars).await?;
+    if op.deadline_ms.is_some() {
+        out = deadline_as_specified(out);
+    }
     if let (Some(counts), None) = (tally, &op.expect) {
         let code = match &out {
             OpOutput::Error { code, .. } => *code,

@@ -46,7 +46,7 @@ impl PatternOps for KeyValueOps {
         let f = cx.fields(
             n,
             &format!("the {name} step"),
-            &[name, "expect", "namespace", "token", "via"],
+            &[name, "expect", "namespace", "token", "via", "deadline_ms"],
         )?;
         cx.op_step(name, args.clone(), &f, scope)
     }

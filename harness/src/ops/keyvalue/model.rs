@@ -30,6 +30,8 @@ pub struct OpStep {
     pub token: Option<String>,
     /// Which proxy the call goes through.
     pub via: Via,
+    /// The deadline the call carries (`grpc-timeout`), in ms.
+    pub deadline_ms: Option<u64>,
     /// What must come back; `None` means "must succeed".
     pub expect: Option<Expect>,
 }

@@ -26,6 +26,10 @@ impl Ctx {
             namespace: caller.namespace,
             token: caller.token,
             via: caller.via,
+            deadline_ms: match f.get("deadline_ms") {
+                Some(d) => Some(self.uint(d, "deadline_ms")?),
+                None => None,
+            },
             expect,
         })
     }

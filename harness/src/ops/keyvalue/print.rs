@@ -18,6 +18,9 @@ pub fn step(o: &OpStep, m: &mut Map<String, Value>) {
     if o.via == Via::B {
         m.insert("via".into(), json!("b"));
     }
+    if let Some(ms) = o.deadline_ms {
+        m.insert("deadline_ms".into(), json!(ms));
+    }
     if let Some(e) = &o.expect {
         m.insert("expect".into(), expect(e));
     }
