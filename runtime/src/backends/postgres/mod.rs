@@ -67,6 +67,9 @@ pub struct PostgresStore {
     listen_pool: PgPool,
     options: PgConnectOptions,
     purge_every: Duration,
+    /// The backend call timeout: the server's `statement_timeout`, and the longest a queue
+    /// consumer's claim waits for the server (a call that cannot reach it at all).
+    call_timeout: Duration,
 }
 
 impl PostgresStore {
@@ -161,6 +164,7 @@ impl PostgresStore {
             listen_pool,
             options,
             purge_every: Duration::from_secs(config.purge_interval_secs.max(1)),
+            call_timeout: statement_timeout,
         };
         store.migrate().await?;
         Ok(store)

@@ -14,7 +14,7 @@
 //! with the queue's key; one listener connection per proxy wakes its consumers of that queue.
 
 use super::{PgListener, PgPool, PostgresStore, classify};
-use crate::backends::error::StoreResult;
+use crate::backends::error::{StoreError, StoreResult};
 use crate::backends::sql_queue::{
     self, Claims, GroupRef, Taking, Wakers, headers_json, parse_receipt, wake_key,
 };
@@ -69,6 +69,7 @@ pub struct PgQueue {
     listen_pool: PgPool,
     wakers: Arc<Wakers>,
     listening: Once,
+    call_timeout: Duration,
 }
 
 impl PgQueue {
@@ -79,6 +80,7 @@ impl PgQueue {
             listen_pool: store.listen_pool.clone(),
             wakers: Arc::default(),
             listening: Once::new(),
+            call_timeout: store.call_timeout,
         }
     }
 
@@ -197,6 +199,7 @@ impl QueueAdapter for PgQueue {
         };
         let claims = Arc::new(PgClaims {
             pool: self.pool.clone(),
+            timeout: self.call_timeout,
         });
         Ok(fetcher::consumer(Taking::new(claims, group, woken, lease)))
     }
@@ -307,11 +310,48 @@ async fn create_group(pool: &PgPool, ns: &str, queue: &str, group: &str) -> Stor
 /// The claims of one consumer.
 struct PgClaims {
     pool: PgPool,
+    /// The longest a claim waits for the server: a consumer's takes are not backend calls of
+    /// the proxy's (which have their own timeout), and a network that drops everything would
+    /// otherwise hold the stream open without an answer.
+    timeout: Duration,
 }
 
 #[async_trait]
 impl Claims for PgClaims {
     async fn claim(
+        &self,
+        g: &GroupRef,
+        lease: Duration,
+    ) -> StoreResult<Result<Received, Option<Duration>>> {
+        self.bounded("claim", self.claim_now(g, lease)).await
+    }
+
+    async fn unclaim(&self, g: &GroupRef, receipt: &str) -> StoreResult<()> {
+        self.bounded("return", self.unclaim_now(g, receipt)).await
+    }
+}
+
+impl PgClaims {
+    /// `work`, or UNAVAILABLE once it has waited [`PgClaims::timeout`] for the server.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    format!(
+                        "postgres did not answer a queue {what} within {} ms",
+                        self.timeout.as_millis()
+                    )
+                    .into(),
+                ))
+            })
+    }
+
+    async fn claim_now(
         &self,
         g: &GroupRef,
         lease: Duration,
@@ -365,7 +405,7 @@ impl Claims for PgClaims {
         Ok(Err(sql_queue::due_in(due)))
     }
 
-    async fn unclaim(&self, g: &GroupRef, receipt: &str) -> StoreResult<()> {
+    async fn unclaim_now(&self, g: &GroupRef, receipt: &str) -> StoreResult<()> {
         let (seq, attempt) = parse_receipt(receipt)?;
         sqlx::query(
             "WITH r AS (
