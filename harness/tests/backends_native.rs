@@ -404,3 +404,93 @@ async fn redis_the_first_call_after_a_quiet_restart_succeeds() {
 async fn postgres_the_first_call_after_a_quiet_restart_succeeds() {
     first_call_after_a_quiet_restart_succeeds("postgres").await;
 }
+
+fn redis_config(url: String) -> prism_runtime::backends::config::RedisConfig {
+    prism_runtime::backends::config::RedisConfig {
+        url: prism_runtime::secret::SecretUrl::new(url),
+        key_prefix: "native-test".into(),
+        connect_timeout_ms: 2000,
+        response_timeout_ms: 5000,
+        retention_hours: 1,
+        claim_idle_secs: 600,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_declares_durability_only_when_its_persistence_gives_it() {
+    use prism_conform::provision::process::ServerProcess;
+    use prism_runtime::backends::redis::RedisStore;
+    use prism_runtime::patterns::capability::Capability;
+    use prism_runtime::patterns::keyvalue::store::KvStore;
+    // The harness's conformance Redis: appendonly yes, appendfsync always.
+    let Some(env) = environment("redis").await else {
+        return;
+    };
+    for t in &env.targets {
+        let durable = match t.pattern.name() {
+            "keyvalue" => Capability::KvDurable,
+            "queue" => Capability::QueueDurable,
+            _ => continue,
+        };
+        assert!(
+            t.capabilities.contains(&durable),
+            "{}: {:?}",
+            t.pattern,
+            t.capabilities
+        );
+    }
+    env.stop().await;
+    // A Redis without persistence: nothing is declared durable.
+    let server = tokio::task::spawn_blocking(|| ServerProcess::start_redis(false))
+        .await
+        .unwrap()
+        .expect("redis-server starts");
+    let store = RedisStore::open(&redis_config(server.url())).await.unwrap();
+    assert!(!store.durable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_node_is_refused_at_start_naming_why() {
+    use prism_runtime::backends::redis::RedisStore;
+    let Some(bin) = prism_conform::provision::process::redis_bin_dir() else {
+        assert!(!required("redis"), "redis-server is required but missing");
+        eprintln!("SKIPPED: no redis-server here");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut node = std::process::Command::new(bin.join("redis-server"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--cluster-config-file")
+        .arg(dir.path().join("nodes.conf"))
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = RedisStore::open(&redis_config(format!("redis://127.0.0.1:{port}"))).await;
+    let _ = node.kill();
+    let _ = node.wait();
+    let error = refused.expect_err("a cluster node is refused").to_string();
+    assert!(error.contains("Redis Cluster"), "{error}");
+}

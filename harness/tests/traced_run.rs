@@ -66,10 +66,15 @@ async fn a_failing_case_reports_the_trace_its_calls_were_recorded_under() {
     );
 
     let dir = provision::run_dir().unwrap();
-    let memstore =
-        provision::provision("memstore", Mode::Embedded, &Default::default(), dir.path())
-            .await
-            .unwrap();
+    let memstore = provision::provision(
+        "memstore",
+        Mode::Embedded,
+        &Default::default(),
+        dir.path(),
+        provision::Persistence::Durable,
+    )
+    .await
+    .unwrap();
     let tracing = TracingConfig {
         otlp_endpoint: format!("http://{collector_addr}"),
         sample_ratio: 0.0,

@@ -4,7 +4,8 @@
 use super::corpus::select;
 use super::{EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Selection};
 use crate::provision::{
-    self, BACKENDS, DEFAULT_BACKENDS, Environment, Launch, Mode, ProvisionError, ProxyMode,
+    self, BACKENDS, DEFAULT_BACKENDS, Environment, Launch, Mode, Persistence, ProvisionError,
+    ProxyMode,
 };
 use crate::report::model::{RunReport, UnavailableReport};
 use crate::report::{self, console::Console};
@@ -167,7 +168,7 @@ async fn provision_all(
     let mut ready = Vec::new();
     let mut unavailable = Vec::new();
     for (name, required) in plan {
-        match provision::provision(name, mode, urls, dir.path()).await {
+        match provision::provision(name, mode, urls, dir.path(), Persistence::Durable).await {
             Ok(p) => {
                 eprintln!("{}: {} ({:.2}s)", p.name, p.method, p.took.as_secs_f64());
                 ready.push(p);

@@ -287,7 +287,14 @@ async fn start_proxy(opts: &LoadOptions) -> Result<UnderLoad, LoadError> {
         if provisioned.iter().any(|p| p.name == *name) {
             continue;
         }
-        let b = provision::provision(name, opts.mode, &opts.urls, dir.path()).await?;
+        let b = provision::provision(
+            name,
+            opts.mode,
+            &opts.urls,
+            dir.path(),
+            provision::Persistence::None,
+        )
+        .await?;
         eprintln!("{}: {} ({:.2}s)", b.name, b.method, b.took.as_secs_f64());
         provisioned.push(b);
     }

@@ -344,10 +344,10 @@ fn embedded_config(
     }
 }
 
-async fn process(kind: Kind) -> Result<(ServerProcess, String), String> {
+async fn process(kind: Kind, persistence: Persistence) -> Result<(ServerProcess, String), String> {
     tokio::task::spawn_blocking(move || {
         let server = match kind {
-            Kind::Redis => ServerProcess::start_redis()?,
+            Kind::Redis => ServerProcess::start_redis(persistence == Persistence::Durable)?,
             Kind::Nats => ServerProcess::start_nats()?,
             Kind::Postgres => ServerProcess::start_postgres()?,
             Kind::Memstore | Kind::Sqlite => {
@@ -361,12 +361,24 @@ async fn process(kind: Kind) -> Result<(ServerProcess, String), String> {
     .map_err(|e| format!("provisioner task failed: {e}"))?
 }
 
-/// Provisions one backend with `mode`; `urls` holds `--backend-url` values.
+/// How a server the harness starts keeps its data (where the server has a choice: Redis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Acknowledged writes survive the server's crash (Redis: `appendonly yes`, `appendfsync
+    /// always`), so the durability scenarios run on it: what `run` uses.
+    Durable,
+    /// No persistence at all (Redis: `--save "" --appendonly no`): what the load tests measure.
+    None,
+}
+
+/// Provisions one backend with `mode`; `urls` holds `--backend-url` values; a server the harness
+/// starts keeps its data as `persistence` says.
 pub async fn provision(
     name: &str,
     mode: Mode,
     urls: &BTreeMap<String, String>,
     dir: &std::path::Path,
+    persistence: Persistence,
 ) -> Result<Provisioned, ProvisionError> {
     let info = backend_info(name)?;
     let started = Instant::now();
@@ -420,7 +432,7 @@ pub async fn provision(
                     name.to_ascii_uppercase()
                 )),
             },
-            Mode::Process => match process(info.kind).await {
+            Mode::Process => match process(info.kind, persistence).await {
                 Ok((server, method)) => match networked_config(info.kind, &server.url()) {
                     Some(config) => {
                         return Ok(done(config, method, Some(ServerHandle::Process(server))));
@@ -722,7 +734,7 @@ pub async fn start_environment(
     let dir = run_dir()?;
     let mut backends = Vec::new();
     for name in names {
-        backends.push(provision(name, mode, urls, dir.path()).await?);
+        backends.push(provision(name, mode, urls, dir.path(), Persistence::Durable).await?);
     }
     launch(backends, dir, &Launch::default()).await
 }

@@ -83,6 +83,8 @@ pub struct ServerProcess {
     run_as: Option<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Redis: an append-only file fsynced before every reply (acknowledged writes survive a kill).
+    fsync_always: bool,
 }
 
 /// Finds an executable on PATH.
@@ -188,11 +190,13 @@ fn signal(pid: u32, sig: &str, group: bool) {
 }
 
 impl ServerProcess {
-    /// Starts `redis-server` on a free port.
-    pub fn start_redis() -> Result<Self, String> {
+    /// Starts `redis-server` on a free port: with `fsync_always`, an append-only file fsynced
+    /// before every reply (so acknowledged writes survive a kill), else no persistence at all.
+    pub fn start_redis(fsync_always: bool) -> Result<Self, String> {
         let bin_dir = redis_bin_dir()
             .ok_or("redis-server is not on PATH (Debian: apt-get install redis-server)")?;
         let mut server = Self::new(ServerKind::Redis, bin_dir, None)?;
+        server.fsync_always = fsync_always;
         server.start()?;
         Ok(server)
     }
@@ -233,6 +237,7 @@ impl ServerProcess {
             run_as,
             child: None,
             dir,
+            fsync_always: false,
         })
     }
 
@@ -332,11 +337,14 @@ impl ServerProcess {
                         "127.0.0.1",
                         "--save",
                         "",
-                        "--appendonly",
-                        "no",
                         "--protected-mode",
                         "no",
                     ])
+                    .args(if self.fsync_always {
+                        ["--appendonly", "yes", "--appendfsync", "always"]
+                    } else {
+                        ["--appendonly", "no", "--appendfsync", "everysec"]
+                    })
                     .arg("--dir")
                     .arg(self.dir.path());
                 c

@@ -183,4 +183,4 @@ impl KvCas for RedisStore {
     }
 }
 
-crate::kv_store_with_every_capability!(RedisStore);
+crate::kv_store_with_every_capability!(RedisStore, durable = |s| s.durable);

@@ -20,6 +20,7 @@ mod conn;
 mod keyvalue;
 mod pubsub;
 mod queue;
+mod server;
 
 pub use pubsub::RedisPubSub;
 pub use queue::RedisQueue;
@@ -47,6 +48,8 @@ pub(crate) struct Connection {
     prefix: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// Whether the server's persistence makes acknowledged writes durable (read at connect).
+    durable: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -83,15 +86,20 @@ impl Connection {
             manager_config,
         )?);
         let mut probe = conn.clone();
-        if let Err(e) = redis::cmd("PING").query_async::<String>(&mut probe).await {
-            tracing::warn!(url = %config.url, error = %e, "redis is not answering yet; calls get UNAVAILABLE until it does");
-        }
+        let durable = match redis::cmd("PING").query_async::<String>(&mut probe).await {
+            Ok(_) => server::check(&mut probe, &config.url).await?,
+            Err(e) => {
+                tracing::warn!(url = %config.url, error = %e, "redis is not answering yet; calls get UNAVAILABLE until it does (its persistence unread: keyvalue.durable and queue.durable not declared)");
+                false
+            }
+        };
         Ok(Self {
             client,
             conn,
             prefix: config.key_prefix.clone(),
             connect_timeout,
             response_timeout,
+            durable,
         })
     }
 
@@ -104,6 +112,7 @@ impl Connection {
             conn: self.conn.clone(),
             prefix: self.prefix.clone(),
             namespaces: Arc::default(),
+            durable: self.durable,
         };
         kv.spawn_sweeper();
         let shared = Arc::new(self);
@@ -267,6 +276,8 @@ pub struct RedisStore {
     conn: Conn,
     prefix: String,
     namespaces: Arc<RwLock<BTreeSet<String>>>,
+    /// Whether the server's persistence makes acknowledged writes durable.
+    durable: bool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -373,6 +384,7 @@ impl RedisStore {
             conn: connection.conn,
             prefix: connection.prefix,
             namespaces: Arc::default(),
+            durable: connection.durable,
         })
     }
 
@@ -385,6 +397,7 @@ impl RedisStore {
             conn: self.conn.clone(),
             prefix: self.prefix.clone(),
             namespaces: Arc::default(),
+            durable: self.durable,
         };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);

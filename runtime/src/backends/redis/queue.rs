@@ -213,7 +213,7 @@ async fn create_group(
 #[async_trait]
 impl QueueAdapter for RedisQueue {
     fn capabilities(&self) -> Vec<Capability> {
-        every_capability(false)
+        every_capability(self.redis.durable)
     }
 
     async fn enqueue(
