@@ -93,8 +93,8 @@ pub struct RunArgs {
     proxy_mode: ProxyMode,
     /// 2: spread every scenario's calls and streams over both proxies (alternating, where a step
     /// names none), on every target whose backends two proxies can share (not memstore). A
-    /// scenario that acts on one proxy (restarts or kills it, reads its metrics, reloads it, or is
-    /// tagged `per-proxy`) keeps to the proxies it names.
+    /// scenario that acts on one proxy (restarts or kills it, reads its metrics, reloads it) or
+    /// faults the backend (each proxy reconnects on its own) keeps to the proxies it names.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), conflicts_with = "target")]
     proxies: u8,
     /// Print every passed and skipped scenario, not only failures.

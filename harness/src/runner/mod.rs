@@ -264,23 +264,18 @@ fn unrunnable(target: &Target, scenario: &Scenario) -> Option<String> {
 }
 
 /// Whether `scenario`'s calls may be spread over two proxies: not when it acts on one proxy
-/// (restarts or kills it, reads its metrics, reloads its config, counts what one proxy admits) or
+/// (restarts or kills it, reads its metrics, reloads its config) or
 /// checks how one proxy rides out a backend fault (each proxy reconnects on its own, so an
 /// `eventually` that one proxy met says nothing of the other).
 fn spreadable(scenario: &Scenario) -> bool {
     !(scenario.restarts_proxy()
         || scenario.injects_faults()
         || scenario.reads_metrics()
-        || scenario.reloads()
-        || scenario.tags.iter().any(|t| t == PER_PROXY_TAG))
+        || scenario.reloads())
 }
 
 /// How long after a fault or proxy restart scenario every proxy must be ready again.
 const RECOVERY_BOUND: Duration = Duration::from_secs(30);
-
-/// The tag of a scenario about what one proxy does on its own (a per-proxy limit): `--proxies 2`
-/// keeps its calls on one proxy.
-pub const PER_PROXY_TAG: &str = "per-proxy";
 
 /// Runs one scenario against one target, applying the two-way capability check; long steps report
 /// through `progress`.
