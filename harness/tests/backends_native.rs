@@ -229,6 +229,8 @@ async fn postgres_recreates_a_lost_schema() {
         pool: PoolConfig::default(),
         purge_interval_secs: 1,
         claim_idle_secs: None,
+        pooler: Default::default(),
+        listen_url: None,
     };
     let store = PostgresStore::open(&config, std::time::Duration::from_secs(5))
         .await

@@ -584,9 +584,10 @@ impl ProxyConfig {
                             at_slot(slot.slot)
                         },
                         message: format!(
-                            "namespace '{name}' {needed}, which backend '{backend_name}' (type {}) does not offer (it offers: {})",
+                            "namespace '{name}' {needed}, which backend '{backend_name}' (type {}) does not offer (it offers: {}){}",
                             backend.kind(),
-                            backend.patterns().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                            backend.patterns().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+                            backend.why_not(slot.offers).map(|why| format!(": {why}")).unwrap_or_default()
                         ),
                     });
                 }

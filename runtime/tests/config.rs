@@ -116,6 +116,26 @@ fn missing_backend_is_named_with_the_defined_ones() {
     );
 }
 
+#[test]
+fn pubsub_behind_a_transaction_pooler_needs_a_listen_url() {
+    let with = |extra: &str| {
+        format!(
+            "auth: {{ mode: none }}\nbackends:\n  db: {{ type: postgres, url: postgres://u@h/d, pooler: transaction{extra} }}\nnamespaces:\n  kv: {{ pattern: keyvalue, backend: db }}\n  jobs: {{ pattern: queue, backend: db }}\n  events: {{ pattern: pubsub, backend: db }}\n"
+        )
+    };
+    let err = ProxyConfig::parse(&with(""), Path::new("t.yaml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t.yaml:7:22: namespace 'events' serves the pubsub pattern, which backend 'db' (type postgres) does not offer (it offers: keyvalue, queue): behind a transaction pooler (`pooler: transaction`) it cannot LISTEN; set `listen_url` to a session connection (PostgreSQL itself or a session-pooling PgBouncer)"
+    );
+    let config = ProxyConfig::parse(
+        &with(", listen_url: postgres://u@direct/d"),
+        Path::new("t.yaml"),
+    )
+    .expect("a listen_url gives PubSub a session connection");
+    assert!(config.namespaces.contains_key("events"));
+}
+
 #[rstest]
 #[case::every_slot_filled(
     "{ pattern: multicast_registry, slots: { registry: s, messaging: m } }",

@@ -115,7 +115,7 @@ pub fn backends(_args: BackendsArgs) -> u8 {
     let docker = container::docker_endpoint();
     for b in BACKENDS {
         println!("{}", b.name);
-        if !prism_runtime::backends::is_built(b.name) {
+        if !prism_runtime::backends::is_built(b.kind.backend_type()) {
             println!(
                 "  not in this build: rebuild with `--features {}`",
                 provision::NETWORKED_FEATURE
@@ -143,6 +143,12 @@ pub fn backends(_args: BackendsArgs) -> u8 {
                         Kind::Nats => process::nats_bin_dir(),
                         Kind::Postgres => process::postgres_bin_dir()
                             .ok_or_else(|| "server binaries not installed".to_string()),
+                        Kind::Pgbouncer => process::postgres_bin_dir()
+                            .ok_or_else(|| "PostgreSQL server binaries not installed".to_string())
+                            .and_then(|_| {
+                                process::pgbouncer_bin_dir()
+                                    .ok_or_else(|| "pgbouncer not installed".to_string())
+                            }),
                         Kind::Memstore | Kind::Sqlite => Err("no server process".to_string()),
                     };
                     dir.map(|d| format!("binaries in {}", d.display()))

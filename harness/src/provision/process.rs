@@ -2,7 +2,8 @@
 //! this machine's binaries on a free
 //! loopback port in a fresh temp dir. The harness owns the process: it can stop, kill and restart it
 //! (for fault scenarios), and dropping the handle kills the whole process group and removes the dir.
-//! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user.
+//! PostgreSQL and PgBouncer refuse to run as root, so as root they run as the `postgres` system
+//! user.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,11 @@ pub enum ServerKind {
     Postgres,
     /// `nats-server -js`.
     Nats,
+    /// PgBouncer in transaction pooling mode, in front of PostgreSQL on `upstream`.
+    Pgbouncer {
+        /// The PostgreSQL port it pools connections to.
+        upstream: u16,
+    },
 }
 
 /// The oldest nats-server the adapter is checked against (Debian's 2.9 lacks parts of JetStream's
@@ -114,6 +120,13 @@ pub fn postgres_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// The directory of `pgbouncer`, if installed (Debian puts it in /usr/sbin, off a user's PATH).
+pub fn pgbouncer_bin_dir() -> Option<PathBuf> {
+    which("pgbouncer")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/pgbouncer")).filter(|p| p.is_file()))
+        .and_then(|p| p.parent().map(Path::to_owned))
 }
 
 /// The `redis-server` binary, if installed.
@@ -220,12 +233,52 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// Starts PgBouncer in transaction pooling mode on a free port, in front of `postgres` (a
+    /// server from [`ServerProcess::start_postgres`]); trust authentication, as the server has.
+    pub fn start_pgbouncer(postgres: &ServerProcess) -> Result<Self, String> {
+        let bin_dir = pgbouncer_bin_dir()
+            .ok_or("pgbouncer is not installed (Debian: apt-get install pgbouncer)")?;
+        let run_as = is_root().then(|| "postgres".to_string());
+        let kind = ServerKind::Pgbouncer {
+            upstream: postgres.port,
+        };
+        let server = Self::new(kind, bin_dir, run_as)?;
+        let conf = format!(
+            "[databases]\n\
+             postgres = host=127.0.0.1 port={upstream} dbname=postgres user=prism\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {dir}/users.txt\n\
+             pool_mode = transaction\n\
+             max_client_conn = 1000\n\
+             default_pool_size = 40\n\
+             server_login_retry = 1\n",
+            upstream = postgres.port,
+            port = server.port,
+            dir = server.dir.path().display(),
+        );
+        let write = |name: &str, text: &str| {
+            let path = server.dir.path().join(name);
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        write("pgbouncer.ini", &conf)?;
+        write("users.txt", "\"prism\" \"\"\n")?;
+        server.chown()?;
+        let mut server = server;
+        server.start()?;
+        Ok(server)
+    }
+
     fn new(kind: ServerKind, bin_dir: PathBuf, run_as: Option<String>) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix(match kind {
                 ServerKind::Redis => "prism-redis-",
                 ServerKind::Postgres => "prism-postgres-",
                 ServerKind::Nats => "prism-nats-",
+                ServerKind::Pgbouncer { .. } => "prism-pgbouncer-",
             })
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir: {e}"))?;
@@ -256,16 +309,22 @@ impl ServerProcess {
         }
     }
 
-    fn init_postgres(&self) -> Result<(), String> {
-        if let Some(user) = &self.run_as {
-            run(
+    /// Gives the temp dir to the user the server runs as.
+    fn chown(&self) -> Result<(), String> {
+        match &self.run_as {
+            Some(user) => run(
                 Command::new("chown")
                     .arg("-R")
                     .arg(format!("{user}:"))
                     .arg(self.dir.path()),
-                "chown of the PostgreSQL temp dir",
-            )?;
+                "chown of the server's temp dir",
+            ),
+            None => Ok(()),
         }
+    }
+
+    fn init_postgres(&self) -> Result<(), String> {
+        self.chown()?;
         run(
             self.command("initdb")
                 .arg("-D")
@@ -292,7 +351,9 @@ impl ServerProcess {
     pub fn url(&self) -> String {
         match self.kind {
             ServerKind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            ServerKind::Postgres => format!("postgres://prism@127.0.0.1:{}/postgres", self.port),
+            ServerKind::Postgres | ServerKind::Pgbouncer { .. } => {
+                format!("postgres://prism@127.0.0.1:{}/postgres", self.port)
+            }
             ServerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
         }
     }
@@ -303,6 +364,7 @@ impl ServerProcess {
             ServerKind::Redis => "redis-server",
             ServerKind::Postgres => "postgres",
             ServerKind::Nats => "nats-server",
+            ServerKind::Pgbouncer { .. } => "pgbouncer",
         };
         Command::new(self.bin_dir.join(program))
             .arg("--version")
@@ -310,8 +372,12 @@ impl ServerProcess {
             .ok()
             .map(|o| {
                 let text = String::from_utf8_lossy(&o.stdout);
-                // `Redis server v=7.0.15 sha=… malloc=…`: keep the name and version.
-                text.split(" sha=")
+                // `Redis server v=7.0.15 sha=… malloc=…`: keep the name and version (and of
+                // PgBouncer's lines, the first).
+                text.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .split(" sha=")
                     .next()
                     .unwrap_or_default()
                     .trim()
@@ -375,6 +441,11 @@ impl ServerProcess {
                     .arg(self.port.to_string())
                     .arg("-sd")
                     .arg(self.dir.path().join("jetstream"));
+                c
+            }
+            ServerKind::Pgbouncer { .. } => {
+                let mut c = self.command("pgbouncer");
+                c.arg(self.dir.path().join("pgbouncer.ini"));
                 c
             }
         };
@@ -451,6 +522,8 @@ impl ServerProcess {
                         reader.read_line(&mut pong).is_ok() && pong.starts_with("PONG")
                     }
             }
+            // PgBouncer answers as soon as it listens (it connects to the server on demand).
+            ServerKind::Pgbouncer { .. } => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
             ServerKind::Postgres => Command::new(self.bin_dir.join("pg_isready"))
                 .args([
                     "-q",
@@ -479,7 +552,9 @@ impl ServerProcess {
         };
         let sig = match self.kind {
             ServerKind::Redis | ServerKind::Nats => "TERM",
+            // PgBouncer: SIGINT waits for clients to finish; SIGTERM stops at once.
             ServerKind::Postgres => "INT",
+            ServerKind::Pgbouncer { .. } => "TERM",
         };
         signal(child.id(), sig, false);
         let deadline = Instant::now() + Duration::from_secs(20);

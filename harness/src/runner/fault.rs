@@ -23,10 +23,13 @@ pub async fn run_backend(
         .clone()
         .ok_or_else(|| fail("fault steps need a server the harness started".into()))?;
     let started = Instant::now();
-    let stops = matches!(
-        action,
-        FaultAction::Kill | FaultAction::Stop | FaultAction::Restart
-    );
+    // A pooler in front of the server keeps listening while the server is down.
+    let fronted = server.lock().is_ok_and(|s| s.listens_when_down());
+    let stops = !fronted
+        && matches!(
+            action,
+            FaultAction::Kill | FaultAction::Stop | FaultAction::Restart
+        );
     if let (Some(link), true) = (&session.link, stops) {
         link.refuse();
     }
@@ -39,7 +42,9 @@ pub async fn run_backend(
     .await
     .unwrap_or_else(|e| Err(format!("the fault task failed: {e}")));
     done.map_err(&fail)?;
-    if let (Some(link), FaultAction::Start | FaultAction::Restart) = (&session.link, action) {
+    if let (Some(link), FaultAction::Start | FaultAction::Restart, false) =
+        (&session.link, action, fronted)
+    {
         link.accept().await.map_err(|e| {
             fail(format!(
                 "the link to the server could not listen again: {e}"

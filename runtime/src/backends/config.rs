@@ -101,6 +101,43 @@ pub struct PostgresConfig {
     /// Accepted (with a warning at start) so configs written for earlier versions still load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_idle_secs: Option<u64>,
+    /// What `url` reaches: PostgreSQL itself or a session-pooling PgBouncer (`none`, the
+    /// default), or a transaction-pooling PgBouncer (`transaction`): then every call runs in a
+    /// transaction of its own with unnamed statements, and `statement_timeout` is set per
+    /// transaction instead of at connect (such a pooler refuses the startup parameter).
+    #[serde(default, skip_serializing_if = "Pooler::is_none")]
+    pub pooler: Pooler,
+    /// A session connection for `LISTEN` (PubSub subscriptions, queue wake-ups) when `pooler` is
+    /// `transaction`: PostgreSQL itself or a session-pooling PgBouncer. Without it such a backend
+    /// offers no PubSub (a namespace that asks for it is refused at start) and its queue consumers
+    /// look for work every 500 ms instead of being woken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_url: Option<SecretUrl>,
+}
+
+impl PostgresConfig {
+    /// Whether this backend can `LISTEN` (so offers PubSub).
+    pub fn listens(&self) -> bool {
+        self.pooler == Pooler::None || self.listen_url.is_some()
+    }
+}
+
+/// What stands between the proxy and PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler that gives each client a server session.
+    #[default]
+    None,
+    /// A pooler that gives a client a server connection per transaction (PgBouncer's
+    /// `pool_mode = transaction`).
+    Transaction,
+}
+
+impl Pooler {
+    fn is_none(&self) -> bool {
+        *self == Pooler::None
+    }
 }
 
 fn postgres_purge_secs() -> u64 {

@@ -84,8 +84,23 @@ impl BackendConfig {
                 &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue]
             }
             BackendConfig::Sqlite(_) => &[Pattern::Keyvalue, Pattern::Queue],
-            BackendConfig::Postgres(_) => &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue],
+            BackendConfig::Postgres(c) if c.listens() => {
+                &[Pattern::Keyvalue, Pattern::Pubsub, Pattern::Queue]
+            }
+            BackendConfig::Postgres(_) => &[Pattern::Keyvalue, Pattern::Queue],
             BackendConfig::Nats(_) => &[Pattern::Pubsub, Pattern::Queue],
+        }
+    }
+}
+
+impl BackendConfig {
+    /// Why this backend, as configured, does not offer `pattern`, where its type could.
+    pub fn why_not(&self, pattern: Pattern) -> Option<&'static str> {
+        match self {
+            BackendConfig::Postgres(c) if pattern == Pattern::Pubsub && !c.listens() => Some(
+                "behind a transaction pooler (`pooler: transaction`) it cannot LISTEN; set `listen_url` to a session connection (PostgreSQL itself or a session-pooling PgBouncer)",
+            ),
+            _ => None,
         }
     }
 }
@@ -132,13 +147,15 @@ pub enum OpenError {
     },
     /// PostgreSQL could not be reached or migrated.
     #[cfg(feature = "postgres")]
-    #[error("cannot open postgres at {url}: {source}")]
+    #[error("cannot open postgres at {url}: {source}{hint}")]
     Postgres {
         /// The URL, password redacted.
         url: String,
         /// The sqlx error.
         #[source]
         source: sqlx::Error,
+        /// What to change, when the error says it (empty otherwise).
+        hint: &'static str,
     },
 }
 
@@ -299,6 +316,7 @@ pub async fn open(
                 .await
                 .map_err(|source| OpenError::Postgres {
                     url: cfg.url.redacted(),
+                    hint: postgres::hint(cfg, &source),
                     source,
                 })?;
             store.spawn_purger();
@@ -309,7 +327,9 @@ pub async fn open(
                 Closer::Postgres(shared.clone()),
             );
             backend.queue = Some(Arc::new(shared.queue()));
-            backend.pubsub = Some(Arc::new(shared.pubsub()));
+            if let Some(pubsub) = shared.pubsub() {
+                backend.pubsub = Some(Arc::new(pubsub));
+            }
             backend.keyvalue = Some(shared);
             Ok(backend)
         }

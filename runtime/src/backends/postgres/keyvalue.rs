@@ -5,12 +5,16 @@ use super::*;
 #[async_trait]
 impl KvBasic for PostgresStore {
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Entry>> {
-        let row = sqlx::query(SELECT_ENTRY)
+        let mut conn = self.db.conn().await?;
+        let row = self
+            .db
+            .query(SELECT_ENTRY)
             .bind(ns)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(classify)?;
+        conn.done().await?;
         Ok(row.as_ref().map(entry))
     }
 
@@ -21,33 +25,43 @@ impl KvBasic for PostgresStore {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> StoreResult<u64> {
-        let mut conn = self.pool.acquire().await.map_err(classify)?;
-        upsert(&mut conn, ns, key, &value, ttl).await
+        let mut conn = self.db.conn().await?;
+        let version = upsert(&self.db, &mut conn, ns, key, &value, ttl).await?;
+        conn.done().await?;
+        Ok(version)
     }
 
     async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
-        let live: Option<bool> = sqlx::query_scalar(
-            "DELETE FROM prism_kv WHERE ns = $1 AND key = $2
+        let mut conn = self.db.conn().await?;
+        let live: Option<bool> = self
+            .db
+            .scalar(
+                "DELETE FROM prism_kv WHERE ns = $1 AND key = $2
              RETURNING (expires_at IS NULL OR expires_at > clock_timestamp())",
-        )
-        .bind(ns)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+            )
+            .bind(ns)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await?;
         Ok(live.unwrap_or(false))
     }
 
     async fn exists(&self, ns: &str, key: &str) -> StoreResult<bool> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM prism_kv WHERE ns = $1 AND key = $2
+        let mut conn = self.db.conn().await?;
+        let found: Option<i32> = self
+            .db
+            .scalar(
+                "SELECT 1 FROM prism_kv WHERE ns = $1 AND key = $2
              AND (expires_at IS NULL OR expires_at > clock_timestamp())",
-        )
-        .bind(ns)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+            )
+            .bind(ns)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await?;
         Ok(found.is_some())
     }
 }
@@ -55,16 +69,18 @@ impl KvBasic for PostgresStore {
 #[async_trait]
 impl KvTtl for PostgresStore {
     async fn expire(&self, ns: &str, key: &str, ttl: Option<Duration>) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let mut conn = self.db.conn().await?;
+        let done = self.db.query(
             "UPDATE prism_kv SET expires_at = clock_timestamp() + $3::BIGINT * INTERVAL '1 millisecond'
              WHERE ns = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > clock_timestamp())",
         )
         .bind(ns)
         .bind(key)
         .bind(ttl_ms(ttl))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -82,37 +98,42 @@ impl KvScan for PostgresStore {
     ) -> StoreResult<Vec<ScanItem>> {
         // Range [start, end) on the "C"-collated key walks the primary-key index in byte order.
         let (start, exclusive) = crate::patterns::keyvalue::keys::scan_start(prefix, after);
-        let rows = sqlx::query(
-            "SELECT key, CASE WHEN $6 THEN NULL ELSE value END AS value FROM prism_kv
+        let mut conn = self.db.conn().await?;
+        let rows = self
+            .db
+            .query(
+                "SELECT key, CASE WHEN $6 THEN NULL ELSE value END AS value FROM prism_kv
              WHERE ns = $1 AND (key > $2 OR (key = $2 AND NOT $3))
                AND ($4::TEXT IS NULL OR key < $4) AND starts_with(key, $5)
                AND (expires_at IS NULL OR expires_at > clock_timestamp())
              ORDER BY key LIMIT $7",
-        )
-        .bind(ns)
-        .bind(start)
-        .bind(exclusive)
-        .bind(prefix_end(prefix))
-        .bind(prefix)
-        .bind(keys_only)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch(&self.pool)
-        .map_ok(|r| ScanItem {
-            key: r.get("key"),
-            value: r.get::<Option<Vec<u8>>, _>("value").map(Bytes::from),
-        });
+            )
+            .bind(ns)
+            .bind(start)
+            .bind(exclusive)
+            .bind(prefix_end(prefix))
+            .bind(prefix)
+            .bind(keys_only)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch(&mut *conn)
+            .map_ok(|r| ScanItem {
+                key: r.get("key"),
+                value: r.get::<Option<Vec<u8>>, _>("value").map(Bytes::from),
+            });
         // Rows stream in, so a page of large values stops at the byte budget without loading more.
-        collect_page(rows, max_bytes).await.map_err(classify)
+        let page = collect_page(rows, max_bytes).await.map_err(classify)?;
+        conn.done().await?;
+        Ok(page)
     }
 }
 
 #[async_trait]
 impl KvBatch for PostgresStore {
     async fn batch_set(&self, ns: &str, items: Vec<BatchItem>) -> StoreResult<Vec<u64>> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.db.begin().await?;
         let mut versions = Vec::with_capacity(items.len());
         for item in &items {
-            versions.push(upsert(&mut tx, ns, &item.key, &item.value, item.ttl).await?);
+            versions.push(upsert(&self.db, &mut tx, ns, &item.key, &item.value, item.ttl).await?);
         }
         tx.commit().await.map_err(classify)?;
         Ok(versions)
@@ -124,7 +145,8 @@ impl KvBatch for PostgresStore {
         keys: &[String],
         max_bytes: usize,
     ) -> StoreResult<Vec<Option<Entry>>> {
-        let mut rows = sqlx::query(
+        let mut conn = self.db.conn().await?;
+        let mut rows = self.db.query(
             "SELECT key, value, version,
                 CEIL(EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT AS remaining_ms
              FROM prism_kv WHERE ns = $1 AND key = ANY($2)
@@ -132,7 +154,7 @@ impl KvBatch for PostgresStore {
         )
         .bind(ns)
         .bind(keys)
-        .fetch(&self.pool);
+        .fetch(&mut *conn);
         // A key asked for several times is answered several times, and counts that often.
         let mut asked: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for k in keys {
@@ -149,20 +171,26 @@ impl KvBatch for PostgresStore {
             }
             found.insert(key, e);
         }
+        drop(rows);
+        conn.done().await?;
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
     async fn batch_delete(&self, ns: &str, keys: &[String]) -> StoreResult<u32> {
-        let live: i64 = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM prism_kv WHERE ns = $1 AND key = ANY($2)
+        let mut conn = self.db.conn().await?;
+        let live: i64 = self
+            .db
+            .scalar(
+                "WITH gone AS (DELETE FROM prism_kv WHERE ns = $1 AND key = ANY($2)
                 RETURNING (expires_at IS NULL OR expires_at > clock_timestamp()) AS live)
              SELECT COUNT(*) FILTER (WHERE live) FROM gone",
-        )
-        .bind(ns)
-        .bind(keys)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)?;
+            )
+            .bind(ns)
+            .bind(keys)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await?;
         Ok(u32::try_from(live).unwrap_or(u32::MAX))
     }
 }
@@ -177,9 +205,10 @@ impl KvCas for PostgresStore {
         ttl: Option<Duration>,
         condition: Condition,
     ) -> StoreResult<u64> {
+        let mut conn = self.db.conn().await?;
         let version: Option<i64> = match condition {
             // Insert, or take over a row only if it has expired: one statement, atomic.
-            Condition::IfAbsent => sqlx::query_scalar(
+            Condition::IfAbsent => self.db.scalar(
                 "INSERT INTO prism_kv (ns, key, value, version, expires_at)
                  VALUES ($1, $2, $3, nextval('prism_kv_version'),
                          clock_timestamp() + $4::BIGINT * INTERVAL '1 millisecond')
@@ -192,10 +221,10 @@ impl KvCas for PostgresStore {
             .bind(key)
             .bind(value.as_ref())
             .bind(ttl_ms(ttl))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(classify)?,
-            Condition::IfVersion(expected) => sqlx::query_scalar(
+            Condition::IfVersion(expected) => self.db.scalar(
                 "UPDATE prism_kv SET value = $3, version = nextval('prism_kv_version'),
                     expires_at = clock_timestamp() + $4::BIGINT * INTERVAL '1 millisecond'
                  WHERE ns = $1 AND key = $2 AND version = $5
@@ -207,10 +236,11 @@ impl KvCas for PostgresStore {
             .bind(value.as_ref())
             .bind(ttl_ms(ttl))
             .bind(i64::try_from(expected).unwrap_or(-1))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(classify)?,
         };
+        conn.done().await?;
         if let Some(v) = version {
             return Ok(u64::try_from(v).unwrap_or(0));
         }

@@ -9,9 +9,13 @@
 //! in bounded batches. Conditional writes are single statements (atomic).
 //!
 //! This file holds the connection and the helpers (the config is in `../config.rs`); `keyvalue.rs` the KeyValue adapter,
-//! `queue.rs` the Queue adapter and `pubsub.rs` the PubSub adapter. Connections that `LISTEN`
-//! (each subscription's, and one per proxy for queue wake-ups) come from a pool of their own.
+//! `queue.rs` the Queue adapter and `pubsub.rs` the PubSub adapter; `db.rs` how statements are sent
+//! (directly, or through a transaction-pooling PgBouncer). Connections that `LISTEN` (each
+//! subscription's, and one per proxy for queue wake-ups) come from a pool of their own, on
+//! `listen_url` when it is set; behind a transaction pooler without one there is no `LISTEN`: the
+//! backend offers no PubSub and queue consumers look for work every 500 ms.
 
+mod db;
 mod keyvalue;
 mod pubsub;
 mod queue;
@@ -19,7 +23,7 @@ mod queue;
 pub use pubsub::PgPubSub;
 pub use queue::PgQueue;
 
-pub use super::config::{PoolConfig, PostgresConfig};
+pub use super::config::{PoolConfig, Pooler, PostgresConfig};
 use crate::patterns::keyvalue::keys::prefix_end;
 use crate::patterns::keyvalue::store::{
     BatchItem, ByteBudget, Condition, Entry, KvBasic, KvBatch, KvCas, KvScan, KvTtl, ScanItem,
@@ -27,6 +31,7 @@ use crate::patterns::keyvalue::store::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use db::Db;
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
@@ -63,8 +68,9 @@ const PURGE_BATCH: i64 = 1000;
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
-    listen_pool: PgPool,
+    db: Db,
+    /// Connections that `LISTEN`; `None` behind a transaction pooler without `listen_url`.
+    listen_pool: Option<PgPool>,
     options: PgConnectOptions,
     purge_every: Duration,
     /// The backend call timeout: the server's `statement_timeout`, and the longest a queue
@@ -75,7 +81,7 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connections of its call pool, and how many are idle (the LISTEN pool is apart).
     pub fn pool_stats(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+        (self.db.pool.size(), self.db.pool.num_idle())
     }
 }
 
@@ -101,6 +107,23 @@ fn classify(e: sqlx::Error) -> StoreError {
     } else {
         StoreError::Internal(Box::new(e))
     }
+}
+
+/// What to change when opening failed as it does through a pooler the config does not name.
+pub fn hint(config: &PostgresConfig, e: &sqlx::Error) -> &'static str {
+    let refused_startup = matches!(e, sqlx::Error::Database(db)
+        if db.message().starts_with("unsupported startup parameter"));
+    if refused_startup && config.pooler == Pooler::None {
+        " (a PgBouncer? with `pool_mode = transaction` set `pooler: transaction` on this backend)"
+    } else {
+        ""
+    }
+}
+
+/// Whether `e` is PostgreSQL's "relation does not exist" (Prism's schema is gone).
+fn is_undefined_table(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(e.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some(UNDEFINED_TABLE))
 }
 
 fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
@@ -143,24 +166,41 @@ impl PostgresStore {
                 "postgres: claim_idle_secs is no longer used (a queue delivery is leased for its visibility timeout plus 1 s); remove it"
             );
         }
-        let options = PgConnectOptions::from_str(config.url.expose())?.options([(
+        let timeout = (
             "statement_timeout",
             statement_timeout.as_millis().to_string(),
-        )]);
+        );
+        let pooled = config.pooler == Pooler::Transaction;
+        let options = PgConnectOptions::from_str(config.url.expose())?;
+        // A transaction pooler refuses startup parameters it does not track (`options`,
+        // `extra_float_digits`) and cannot keep a named statement for a client: the timeout is set
+        // per transaction instead (see `db.rs`) and nothing is cached.
+        let options = if pooled {
+            options.statement_cache_capacity(0).extra_float_digits(None)
+        } else {
+            options.options([timeout.clone()])
+        };
         let pool = PgPoolOptions::new()
             .max_connections(config.pool.max.max(1))
             .min_connections(config.pool.min)
             .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
             .connect_with(options.clone())
             .await?;
-        let listen_pool = PgPoolOptions::new()
-            .max_connections(config.pool.listeners.max(2))
-            .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(options.clone());
+        let listen_options = match (&config.listen_url, pooled) {
+            (Some(url), _) => Some(PgConnectOptions::from_str(url.expose())?.options([timeout])),
+            (None, false) => Some(options.clone()),
+            (None, true) => None,
+        };
+        let listen_pool = listen_options.map(|options| {
+            PgPoolOptions::new()
+                .max_connections(config.pool.listeners.max(2))
+                .acquire_timeout(Duration::from_millis(config.pool.acquire_timeout_ms))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(options)
+        });
         let store = Self {
-            pool,
+            db: Db::new(pool, pooled, statement_timeout),
             listen_pool,
             options,
             purge_every: Duration::from_secs(config.purge_interval_secs.max(1)),
@@ -171,13 +211,14 @@ impl PostgresStore {
     }
 
     async fn migrate(&self) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        let mut tx = self.db.begin_raw().await?;
+        self.db
+            .query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
             .await?;
         for statement in migrations() {
-            sqlx::query(statement).execute(&mut *tx).await?;
+            self.db.query(statement).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -187,42 +228,46 @@ impl PostgresStore {
     /// If the database lost Prism's schema (e.g. it was recreated), the purge notices and recreates it,
     /// so calls recover from UNAVAILABLE within one purge interval.
     pub fn spawn_purger(&self) {
-        let pool = self.pool.clone();
         let store = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(store.purge_every);
-            while !pool.is_closed() {
+            while !store.db.pool.is_closed() {
                 tick.tick().await;
-                let result = sqlx::query(
-                    "DELETE FROM prism_kv WHERE ctid IN (
-                        SELECT ctid FROM prism_kv WHERE expires_at <= clock_timestamp() LIMIT $1)",
-                )
-                .bind(PURGE_BATCH)
-                .execute(&pool)
-                .await;
-                match result {
-                    Err(sqlx::Error::Database(db))
-                        if db.code().as_deref() == Some(UNDEFINED_TABLE) =>
-                    {
+                match store.purge().await {
+                    Err(StoreError::Unavailable(e)) if is_undefined_table(&*e) => {
                         tracing::warn!("postgres lost Prism's schema; recreating it");
                         if let Err(e) = store.migrate().await {
                             tracing::error!(error = %e, "recreating the postgres schema failed");
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, "postgres purge of expired rows failed"),
-                    Ok(_) => {}
-                }
-                let bodies = sqlx::query(
-                    "DELETE FROM prism_pubsub_bodies WHERE created_at < clock_timestamp() - $1::BIGINT * INTERVAL '1 second'",
-                )
-                .bind(i64::try_from(pubsub::BODY_RETENTION.as_secs()).unwrap_or(i64::MAX))
-                .execute(&pool)
-                .await;
-                if let Err(e) = bodies {
-                    tracing::debug!(error = %e, "postgres purge of old pubsub bodies failed");
+                    Err(e) => tracing::debug!(error = %e, "postgres purge failed"),
+                    Ok(()) => {}
                 }
             }
         });
+    }
+
+    /// Deletes a batch of expired rows and the PubSub bodies older than their retention.
+    async fn purge(&self) -> StoreResult<()> {
+        let mut conn = self.db.conn().await?;
+        self.db
+            .query(
+                "DELETE FROM prism_kv WHERE ctid IN (
+                    SELECT ctid FROM prism_kv WHERE expires_at <= clock_timestamp() LIMIT $1)",
+            )
+            .bind(PURGE_BATCH)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        self.db
+            .query(
+                "DELETE FROM prism_pubsub_bodies WHERE created_at < clock_timestamp() - $1::BIGINT * INTERVAL '1 second'",
+            )
+            .bind(i64::try_from(pubsub::BODY_RETENTION.as_secs()).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await
     }
 
     /// The Queue adapter on this database.
@@ -230,26 +275,30 @@ impl PostgresStore {
         PgQueue::new(self)
     }
 
-    /// The PubSub adapter on this database.
-    pub fn pubsub(&self) -> PgPubSub {
+    /// The PubSub adapter on this database, if it has session connections to `LISTEN` on.
+    pub fn pubsub(&self) -> Option<PgPubSub> {
         PgPubSub::new(self)
     }
 
     /// Closes the pools (ending subscriptions and the queue listener).
     pub async fn close(&self) {
-        self.listen_pool.close().await;
-        self.pool.close().await;
+        if let Some(listen) = &self.listen_pool {
+            listen.close().await;
+        }
+        self.db.pool.close().await;
     }
 }
 
 async fn upsert(
+    db: &Db,
     conn: &mut PgConnection,
     ns: &str,
     key: &str,
     value: &[u8],
     ttl: Option<Duration>,
 ) -> StoreResult<u64> {
-    let version: i64 = sqlx::query_scalar(UPSERT)
+    let version: i64 = db
+        .scalar(UPSERT)
         .bind(ns)
         .bind(key)
         .bind(value)
@@ -268,7 +317,8 @@ impl crate::backends::health::Ping for PostgresStore {
         let mut conn = PgConnection::connect_with(&self.options)
             .await
             .map_err(classify)?;
-        sqlx::query("SELECT 1")
+        // The simple protocol: one message, so a transaction pooler sends it to one server.
+        sqlx::raw_sql("SELECT 1")
             .execute(&mut conn)
             .await
             .map_err(classify)?;

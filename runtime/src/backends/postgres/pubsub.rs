@@ -8,7 +8,7 @@
 //! completed when `subscribe` returns, and a lost connection ends the stream. Notifications from
 //! one session's successive commits arrive in commit order (`pubsub.ordered`).
 
-use super::{PgListener, PgPool, PostgresStore, classify};
+use super::{Db, PgListener, PgPool, PostgresStore, classify};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::patterns::capability::Capability;
 use crate::patterns::names::{digest, hex_token};
@@ -37,17 +37,17 @@ pub(super) const MIGRATIONS: [&str; 2] = [
 /// PubSub on `LISTEN`/`NOTIFY`.
 #[derive(Debug)]
 pub struct PgPubSub {
-    pool: PgPool,
+    db: Db,
     listen_pool: PgPool,
 }
 
 impl PgPubSub {
-    /// PubSub in `store`'s database.
-    pub(super) fn new(store: &PostgresStore) -> Self {
-        Self {
-            pool: store.pool.clone(),
-            listen_pool: store.listen_pool.clone(),
-        }
+    /// PubSub in `store`'s database, if it has session connections to `LISTEN` on.
+    pub(super) fn new(store: &PostgresStore) -> Option<Self> {
+        Some(Self {
+            db: store.db.clone(),
+            listen_pool: store.listen_pool.clone()?,
+        })
     }
 }
 
@@ -87,26 +87,30 @@ impl PubSubAdapter for PgPubSub {
     async fn publish(&self, ns: &str, message: Published) -> StoreResult<()> {
         let channel = channel(ns, &message.topic);
         let encoded = message.encode();
-        let sent =
-            match inline(ns, &encoded) {
-                Some(note) => {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(&channel)
-                        .bind(note)
-                        .execute(&self.pool)
-                        .await
-                }
-                None => sqlx::query(
+        let mut conn = self.db.conn().await?;
+        match inline(ns, &encoded) {
+            Some(note) => {
+                self.db
+                    .query("SELECT pg_notify($1, $2)")
+                    .bind(&channel)
+                    .bind(note)
+                    .execute(&mut *conn)
+                    .await
+            }
+            None => self
+                .db
+                .query(
                     "WITH b AS (INSERT INTO prism_pubsub_bodies (body) VALUES ($3) RETURNING id)
-                     SELECT pg_notify($1, 'r ' || $2 || ' ' || b.id) FROM b",
+                         SELECT pg_notify($1, 'r ' || $2 || ' ' || b.id) FROM b",
                 )
                 .bind(&channel)
                 .bind(hex_token(ns))
                 .bind(&encoded)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await,
-            };
-        sent.map(|_| ()).map_err(classify)
+        }
+        .map_err(classify)?;
+        conn.done().await
     }
 
     async fn subscribe(&self, ns: &str, topic: &str) -> StoreResult<Subscription> {
@@ -120,7 +124,7 @@ impl PubSubAdapter for PgPubSub {
             .map_err(classify)?;
         let state = Listening {
             listener: Some(listener),
-            pool: self.pool.clone(),
+            db: self.db.clone(),
             ns: hex_token(ns),
             topic: topic.to_string(),
         };
@@ -137,12 +141,26 @@ impl PubSubAdapter for PgPubSub {
 /// One subscription's listener; `None` once the stream has ended.
 struct Listening {
     listener: Option<PgListener>,
-    pool: PgPool,
+    db: Db,
     ns: String,
     topic: String,
 }
 
 impl Listening {
+    /// The body a notification names (`None` once purged).
+    async fn body(&self, id: i64) -> StoreResult<Option<Vec<u8>>> {
+        let mut conn = self.db.conn().await?;
+        let body = self
+            .db
+            .scalar("SELECT body FROM prism_pubsub_bodies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await?;
+        Ok(body)
+    }
+
     /// The next message for this subscription; an error once, then the end, when the connection
     /// fails.
     async fn next(&mut self) -> Option<StoreResult<Published>> {
@@ -170,17 +188,11 @@ impl Listening {
                     }
                 },
                 Some(Note::Body(ns, id)) if ns == self.ns => {
-                    let body: Option<Vec<u8>> = match sqlx::query_scalar(
-                        "SELECT body FROM prism_pubsub_bodies WHERE id = $1",
-                    )
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    {
+                    let body: Option<Vec<u8>> = match self.body(id).await {
                         Ok(body) => body,
                         Err(e) => {
                             self.listener = None;
-                            return Some(Err(classify(e)));
+                            return Some(Err(e));
                         }
                     };
                     match body {

@@ -13,7 +13,7 @@
 //! visibility timeout and a grace): a crashed proxy's claims come back then. Every enqueue and return sends `NOTIFY` on one channel
 //! with the queue's key; one listener connection per proxy wakes its consumers of that queue.
 
-use super::{PgListener, PgPool, PostgresStore, classify};
+use super::{Db, PgListener, PgPool, PostgresStore, classify};
 use crate::backends::error::{StoreError, StoreResult};
 use crate::backends::sql_queue::{
     self, Claims, GroupRef, Taking, Wakers, headers_json, parse_receipt, wake_key,
@@ -65,8 +65,10 @@ pub(super) const MIGRATIONS: [&str; 4] = [
 /// Queues on PostgreSQL tables.
 #[derive(Debug)]
 pub struct PgQueue {
-    pool: PgPool,
-    listen_pool: PgPool,
+    db: Db,
+    /// `None` behind a transaction pooler without a session connection: consumers then look
+    /// for work every [`sql_queue::MAX_WAIT`].
+    listen_pool: Option<PgPool>,
     wakers: Arc<Wakers>,
     listening: Once,
     call_timeout: Duration,
@@ -76,7 +78,7 @@ impl PgQueue {
     /// Queues in `store`'s database.
     pub(super) fn new(store: &PostgresStore) -> Self {
         Self {
-            pool: store.pool.clone(),
+            db: store.db.clone(),
             listen_pool: store.listen_pool.clone(),
             wakers: Arc::default(),
             listening: Once::new(),
@@ -86,11 +88,11 @@ impl PgQueue {
 
     /// Starts (once) the task that turns notifications into wake-ups; it ends with the pool.
     fn listen(&self) {
+        let Some(pool) = &self.listen_pool else {
+            return;
+        };
         self.listening.call_once(|| {
-            tokio::spawn(wake_on_notify(
-                self.listen_pool.clone(),
-                self.wakers.clone(),
-            ));
+            tokio::spawn(wake_on_notify(pool.clone(), self.wakers.clone()));
         });
     }
 }
@@ -143,8 +145,10 @@ impl QueueAdapter for PgQueue {
         message: QueuedMessage,
         delay: Duration,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "WITH m AS (
+        let mut conn = self.db.conn().await?;
+        self.db
+            .query(
+                "WITH m AS (
                 INSERT INTO prism_queue_messages
                     (ns, queue, message_id, payload, headers, enqueued_at_ms, visible_at)
                 VALUES ($1, $2, $3, $4, $5, $6,
@@ -155,20 +159,20 @@ impl QueueAdapter for PgQueue {
                 SELECT $1, $2, g.grp, m.seq, m.visible_at
                 FROM prism_queue_groups g CROSS JOIN m WHERE g.ns = $1 AND g.queue = $2)
              SELECT pg_notify($8, $9)",
-        )
-        .bind(ns)
-        .bind(queue)
-        .bind(&message.message_id)
-        .bind(message.payload.as_ref())
-        .bind(headers_json(&message.headers)?)
-        .bind(message.enqueued_at_ms)
-        .bind(millis(delay))
-        .bind(WAKE_CHANNEL)
-        .bind(wake_key(ns, queue))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(())
+            )
+            .bind(ns)
+            .bind(queue)
+            .bind(&message.message_id)
+            .bind(message.payload.as_ref())
+            .bind(headers_json(&message.headers)?)
+            .bind(message.enqueued_at_ms)
+            .bind(millis(delay))
+            .bind(WAKE_CHANNEL)
+            .bind(wake_key(ns, queue))
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await
     }
 
     async fn consumer(
@@ -180,17 +184,19 @@ impl QueueAdapter for PgQueue {
     ) -> StoreResult<Box<dyn QueueConsumer>> {
         self.listen();
         let woken = self.wakers.notify(&wake_key(ns, queue));
-        let known = sqlx::query(
-            "SELECT 1 FROM prism_queue_groups WHERE ns = $1 AND queue = $2 AND grp = $3",
-        )
-        .bind(ns)
-        .bind(queue)
-        .bind(group)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+        let mut conn = self.db.conn().await?;
+        let known = self
+            .db
+            .query("SELECT 1 FROM prism_queue_groups WHERE ns = $1 AND queue = $2 AND grp = $3")
+            .bind(ns)
+            .bind(queue)
+            .bind(group)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await?;
         if known.is_none() {
-            create_group(&self.pool, ns, queue, group).await?;
+            create_group(&self.db, ns, queue, group).await?;
         }
         let group = GroupRef {
             ns: ns.to_string(),
@@ -198,7 +204,7 @@ impl QueueAdapter for PgQueue {
             group: group.to_string(),
         };
         let claims = Arc::new(PgClaims {
-            pool: self.pool.clone(),
+            db: self.db.clone(),
             timeout: self.call_timeout,
         });
         Ok(fetcher::consumer(Taking::new(claims, group, woken, lease)))
@@ -206,38 +212,41 @@ impl QueueAdapter for PgQueue {
 
     async fn ack(&self, ns: &str, queue: &str, group: &str, receipt: &str) -> StoreResult<()> {
         let (seq, attempt) = parse_receipt(receipt)?;
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.db.begin().await?;
         // Deletes the group's row and locks the message, so of two groups acking at once the
         // later one sees the other's row gone and deletes the message.
-        let held = sqlx::query(
-            "WITH d AS (
+        let held = self
+            .db
+            .query(
+                "WITH d AS (
                 DELETE FROM prism_queue_deliveries
                 WHERE ns = $1 AND queue = $2 AND grp = $3 AND seq = $4 AND attempts = $5
                 RETURNING seq)
              SELECT m.seq FROM prism_queue_messages m JOIN d ON m.seq = d.seq
              WHERE m.ns = $1 AND m.queue = $2 FOR UPDATE OF m",
-        )
-        .bind(ns)
-        .bind(queue)
-        .bind(group)
-        .bind(seq)
-        .bind(attempt)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        if held.is_some() {
-            sqlx::query(
-                "DELETE FROM prism_queue_messages m
-                 WHERE m.ns = $1 AND m.queue = $2 AND m.seq = $3 AND NOT EXISTS (
-                    SELECT 1 FROM prism_queue_deliveries d
-                    WHERE d.ns = $1 AND d.queue = $2 AND d.seq = $3)",
             )
             .bind(ns)
             .bind(queue)
+            .bind(group)
             .bind(seq)
-            .execute(&mut *tx)
+            .bind(attempt)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(classify)?;
+        if held.is_some() {
+            self.db
+                .query(
+                    "DELETE FROM prism_queue_messages m
+                 WHERE m.ns = $1 AND m.queue = $2 AND m.seq = $3 AND NOT EXISTS (
+                    SELECT 1 FROM prism_queue_deliveries d
+                    WHERE d.ns = $1 AND d.queue = $2 AND d.seq = $3)",
+                )
+                .bind(ns)
+                .bind(queue)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
     }
@@ -251,38 +260,40 @@ impl QueueAdapter for PgQueue {
         delay: Duration,
     ) -> StoreResult<()> {
         let (seq, attempt) = parse_receipt(receipt)?;
-        sqlx::query(
-            "WITH r AS (
+        let mut conn = self.db.conn().await?;
+        self.db
+            .query(
+                "WITH r AS (
                 UPDATE prism_queue_deliveries
                 SET visible_at = clock_timestamp() + $6::BIGINT * INTERVAL '1 millisecond'
                 WHERE ns = $1 AND queue = $2 AND grp = $3 AND seq = $4 AND attempts = $5
                 RETURNING seq)
              SELECT pg_notify($7, $8) FROM r",
-        )
-        .bind(ns)
-        .bind(queue)
-        .bind(group)
-        .bind(seq)
-        .bind(attempt)
-        .bind(millis(delay))
-        .bind(WAKE_CHANNEL)
-        .bind(wake_key(ns, queue))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(())
+            )
+            .bind(ns)
+            .bind(queue)
+            .bind(group)
+            .bind(seq)
+            .bind(attempt)
+            .bind(millis(delay))
+            .bind(WAKE_CHANNEL)
+            .bind(wake_key(ns, queue))
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await
     }
 }
 
 /// Creates `group` with a delivery row for every message held. The table lock waits for
 /// enqueues and acks in flight and holds new ones back until the copy is committed.
-async fn create_group(pool: &PgPool, ns: &str, queue: &str, group: &str) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(classify)?;
-    sqlx::query("LOCK TABLE prism_queue_messages IN SHARE ROW EXCLUSIVE MODE")
+async fn create_group(db: &Db, ns: &str, queue: &str, group: &str) -> StoreResult<()> {
+    let mut tx = db.begin().await?;
+    db.query("LOCK TABLE prism_queue_messages IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
-    let created = sqlx::query(
+    let created = db.query(
         "INSERT INTO prism_queue_groups (ns, queue, grp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(ns)
@@ -292,7 +303,7 @@ async fn create_group(pool: &PgPool, ns: &str, queue: &str, group: &str) -> Stor
     .await
     .map_err(classify)?;
     if created.rows_affected() > 0 {
-        sqlx::query(
+        db.query(
             "INSERT INTO prism_queue_deliveries (ns, queue, grp, seq, visible_at)
              SELECT ns, queue, $3, seq, visible_at FROM prism_queue_messages
              WHERE ns = $1 AND queue = $2",
@@ -309,7 +320,7 @@ async fn create_group(pool: &PgPool, ns: &str, queue: &str, group: &str) -> Stor
 
 /// The claims of one consumer.
 struct PgClaims {
-    pool: PgPool,
+    db: Db,
     /// The longest a claim waits for the server: a consumer's takes are not backend calls of
     /// the proxy's (which have their own timeout), and a network that drops everything would
     /// otherwise hold the stream open without an answer.
@@ -356,7 +367,8 @@ impl PgClaims {
         g: &GroupRef,
         lease: Duration,
     ) -> StoreResult<Result<Received, Option<Duration>>> {
-        let row = sqlx::query(
+        let mut conn = self.db.conn().await?;
+        let row = self.db.query(
             "WITH next AS (
                 SELECT d.seq FROM prism_queue_deliveries d
                 JOIN prism_queue_messages m ON m.ns = d.ns AND m.queue = d.queue AND m.seq = d.seq
@@ -375,10 +387,11 @@ impl PgClaims {
         .bind(&g.queue)
         .bind(&g.group)
         .bind(millis(lease))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(classify)?;
         if let Some(r) = row {
+            conn.done().await?;
             let headers: String = r.get("headers");
             return sql_queue::received(
                 r.get("seq"),
@@ -392,39 +405,42 @@ impl PgClaims {
         }
         // Rows a concurrent claim took or locked are skipped above; what is due now is tried
         // again at once.
-        let due: Option<i64> = sqlx::query_scalar(
+        let due: Option<i64> = self.db.scalar(
             "SELECT GREATEST(0, CEIL(EXTRACT(EPOCH FROM (MIN(visible_at) - clock_timestamp())) * 1000))::BIGINT
              FROM prism_queue_deliveries WHERE ns = $1 AND queue = $2 AND grp = $3",
         )
         .bind(&g.ns)
         .bind(&g.queue)
         .bind(&g.group)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(classify)?;
+        conn.done().await?;
         Ok(Err(sql_queue::due_in(due)))
     }
 
     async fn unclaim_now(&self, g: &GroupRef, receipt: &str) -> StoreResult<()> {
         let (seq, attempt) = parse_receipt(receipt)?;
-        sqlx::query(
-            "WITH r AS (
+        let mut conn = self.db.conn().await?;
+        self.db
+            .query(
+                "WITH r AS (
                 UPDATE prism_queue_deliveries
                 SET attempts = attempts - 1, visible_at = clock_timestamp()
                 WHERE ns = $1 AND queue = $2 AND grp = $3 AND seq = $4 AND attempts = $5
                 RETURNING seq)
              SELECT pg_notify($6, $7) FROM r",
-        )
-        .bind(&g.ns)
-        .bind(&g.queue)
-        .bind(&g.group)
-        .bind(seq)
-        .bind(attempt)
-        .bind(WAKE_CHANNEL)
-        .bind(wake_key(&g.ns, &g.queue))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(())
+            )
+            .bind(&g.ns)
+            .bind(&g.queue)
+            .bind(&g.group)
+            .bind(seq)
+            .bind(attempt)
+            .bind(WAKE_CHANNEL)
+            .bind(wake_key(&g.ns, &g.queue))
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        conn.done().await
     }
 }
